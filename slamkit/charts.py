@@ -1,0 +1,757 @@
+"""Plotly charts: pure functions, DataFrame in, ``plotly.graph_objects.Figure`` out.
+
+Each function documents the columns it expects. No function reads the store or the
+network; widgets and notebooks compose them. Text that may come from a model (variant
+names, generations) is HTML-escaped before it reaches hover labels.
+
+>>> import pandas as pd
+>>> df = pd.DataFrame({"variant": ["a"], "family": ["f"], "quant": ["Q4_0"],
+...                    "quality": [0.5], "cost_per_1k": [0.2], "p95_latency_s": [1.0]})
+>>> pareto_scatter(df).data[0].name
+'f'
+"""
+
+from __future__ import annotations
+
+import html
+import math
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from slamkit.errors import SlamkitError
+
+__all__ = [
+    "pareto_scatter",
+    "latency_distribution",
+    "quality_ci",
+    "winrate_heatmap",
+    "bt_ratings",
+    "quant_ladder",
+    "cost_breakdown",
+    "break_even",
+    "smart_savings",
+    "pareto_mask",
+    "quant_bits",
+]
+
+#: Qualitative palette (Plotly's default, colour-blind friendlier than most).
+PALETTE = [
+    "#636EFA", "#EF553B", "#00CC96", "#AB63FA", "#FFA15A",
+    "#19D3F3", "#FF6692", "#B6E880", "#FF97FF", "#FECB52",
+]  # fmt: skip
+SYMBOLS = [
+    "circle", "square", "diamond", "triangle-up", "cross", "x",
+    "triangle-down", "pentagon", "hexagon", "star-square",
+]  # fmt: skip
+REFERENCE_COLOR = "#222222"
+
+#: Approximate bits per weight of llama.cpp quantization types (for the ladder x axis).
+_QUANT_BITS = {
+    "F32": 32.0, "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56,
+    "Q5_1": 6.0, "Q5_0": 5.5, "Q5_K_M": 5.67, "Q5_K_S": 5.52, "Q4_1": 5.0,
+    "Q4_0": 4.5, "Q4_K_M": 4.83, "Q4_K_S": 4.57, "IQ4_NL": 4.5, "IQ4_XS": 4.25,
+    "Q3_K_L": 4.27, "Q3_K_M": 3.91, "Q3_K_S": 3.5, "IQ3_M": 3.66, "IQ3_XXS": 3.06,
+    "Q2_K": 3.35, "Q2_K_S": 2.96, "IQ2_M": 2.7, "IQ2_XS": 2.31, "IQ1_S": 1.56,
+}  # fmt: skip
+
+
+# -- helpers -------------------------------------------------------------------
+def _need(df: pd.DataFrame, cols: Iterable[str], chart: str) -> None:
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise SlamkitError(
+            f"{chart}: the input DataFrame lacks column(s) {missing}; it has "
+            f"{list(df.columns)}. See the docstring of slamkit.charts.{chart}."
+        )
+
+
+def _title(title: str, subtitle: str | None) -> dict[str, Any]:
+    text = f"<b>{title}</b>"
+    if subtitle:
+        text += f"<br><sup>{subtitle}</sup>"
+    return {"text": text, "x": 0.01, "xanchor": "left"}
+
+
+def _esc(values: Iterable[Any]) -> list[str]:
+    return [html.escape(str(v)) for v in values]
+
+
+def _color_map(keys: Iterable[Any]) -> dict[Any, str]:
+    return {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(dict.fromkeys(keys))}
+
+
+def _fmt(x: Any, spec: str = ".3g") -> str:
+    try:
+        xf = float(x)
+    except (TypeError, ValueError):
+        return "n/a"
+    return "n/a" if math.isnan(xf) else format(xf, spec)
+
+
+def _base_layout(fig: go.Figure, title: str, subtitle: str | None, **kw: Any) -> go.Figure:
+    fig.update_layout(
+        title=_title(title, subtitle),
+        template="plotly_white",
+        margin={"t": 90, "l": 70, "r": 30, "b": 60},
+        hoverlabel={"align": "left"},
+        **kw,
+    )
+    return fig
+
+
+def quant_bits(quant: str | None) -> float:
+    """Approximate bits per weight of a llama.cpp quantization name (NaN when unknown)."""
+    if not quant:
+        return float("nan")
+    return _QUANT_BITS.get(str(quant).upper(), float("nan"))
+
+
+def pareto_mask(
+    quality: Sequence[float], cost: Sequence[float], latency: Sequence[float] | None = None
+) -> np.ndarray:
+    """True where no other point has quality >= and cost <= (and latency <=), one strictly."""
+    q = np.asarray(quality, dtype=float)
+    c = np.asarray(cost, dtype=float)
+    lat = np.zeros_like(q) if latency is None else np.asarray(latency, dtype=float)
+    keep = np.ones(len(q), dtype=bool)
+    for i in range(len(q)):
+        dominated = (q >= q[i]) & (c <= c[i]) & (lat <= lat[i])
+        strictly = (q > q[i]) | (c < c[i]) | (lat < lat[i])
+        if np.any(dominated & strictly):
+            keep[i] = False
+    return keep
+
+
+def _sizes(values: pd.Series, lo: float = 9.0, hi: float = 30.0) -> list[float]:
+    v = pd.to_numeric(values, errors="coerce").astype(float)
+    finite = v[np.isfinite(v)]
+    if finite.empty or finite.max() == finite.min():
+        return [float((lo + hi) / 2)] * len(v)
+    scaled = lo + (v - finite.min()) / (finite.max() - finite.min()) * (hi - lo)
+    return [float(s) if np.isfinite(s) else lo for s in scaled]
+
+
+# -- trade-offs ------------------------------------------------------------------
+def pareto_scatter(
+    df: pd.DataFrame,
+    reference: dict[str, Any] | None = None,
+    quality_label: str = "quality",
+    log_cost: bool = True,
+) -> go.Figure:
+    """Quality vs cost per 1K requests, one marker per variant, with the Pareto frontier.
+
+    ``df`` columns: ``variant`` (name), ``family``, ``quant``, ``quality`` (higher is
+    better), ``cost_per_1k`` (USD per 1,000 requests), ``p95_latency_s`` (seconds).
+    Optional: ``quality_lo``/``quality_hi`` (CI, drawn as error bars), ``on_frontier``
+    (bool; computed over quality, cost and p95 latency when absent).
+    ``reference``: ``{"name", "quality", "cost_per_1k", "p95_latency_s"}`` of the API
+    model (e.g. GPT-4), drawn as a black star. Marker size grows with p95 latency;
+    colour is the family, symbol the quantization. The frontier line joins, in cost
+    order, the variants that no other variant beats on quality and cost (and p95).
+    """
+    _need(df, ["variant", "family", "quant", "quality", "cost_per_1k", "p95_latency_s"],
+          "pareto_scatter")  # fmt: skip
+    d = df.reset_index(drop=True).copy()
+    if "on_frontier" not in d:
+        d["on_frontier"] = pareto_mask(d["quality"], d["cost_per_1k"], d["p95_latency_s"])
+    d["_size"] = _sizes(d["p95_latency_s"])
+    colors = _color_map(d["family"])
+    symbols = {q: SYMBOLS[i % len(SYMBOLS)] for i, q in enumerate(dict.fromkeys(d["quant"]))}
+    has_ci = {"quality_lo", "quality_hi"} <= set(d.columns)
+    fig = go.Figure()
+    for fam, g in d.groupby("family", sort=False):
+        custom = np.stack(
+            [
+                _esc(g["variant"]),
+                _esc(g["quant"]),
+                [_fmt(v, ".4f") for v in g["cost_per_1k"]],
+                [_fmt(v, ".2f") for v in g["p95_latency_s"]],
+                [_fmt(v) for v in g["quality"]],
+                [
+                    f" [{_fmt(lo)}, {_fmt(hi)}]" if has_ci else ""
+                    for lo, hi in zip(
+                        g.get("quality_lo", g["quality"]),
+                        g.get("quality_hi", g["quality"]),
+                        strict=True,
+                    )
+                ],
+            ],
+            axis=-1,
+        )
+        err = None
+        if has_ci:
+            err = {
+                "type": "data",
+                "array": (g["quality_hi"] - g["quality"]).clip(lower=0).tolist(),
+                "arrayminus": (g["quality"] - g["quality_lo"]).clip(lower=0).tolist(),
+                "thickness": 1,
+                "width": 0,
+                "color": colors[fam],
+            }
+        fig.add_trace(
+            go.Scatter(
+                x=g["cost_per_1k"].tolist(),
+                y=g["quality"].tolist(),
+                mode="markers",
+                name=html.escape(str(fam)),
+                legendgroup="family",
+                legendgrouptitle_text="family",
+                marker={
+                    "color": colors[fam],
+                    "size": g["_size"].tolist(),
+                    "symbol": [symbols[q] for q in g["quant"]],
+                    "line": {"width": 1, "color": "white"},
+                    "opacity": 0.85,
+                },
+                error_y=err,
+                customdata=custom,
+                hovertemplate=(
+                    "<b>%{customdata[0]}</b> (%{customdata[1]})<br>"
+                    f"{html.escape(quality_label)}: %{{customdata[4]}}%{{customdata[5]}}<br>"
+                    "cost: $%{customdata[2]} per 1K requests<br>"
+                    "p95 latency: %{customdata[3]} s<extra></extra>"
+                ),
+            )
+        )
+    for q, sym in symbols.items():  # legend entries for the symbols
+        fig.add_trace(
+            go.Scatter(
+                x=[None],
+                y=[None],
+                mode="markers",
+                name=html.escape(str(q)),
+                legendgroup="quant",
+                legendgrouptitle_text="quantization",
+                marker={"symbol": sym, "color": "#888888", "size": 10},
+                hoverinfo="skip",
+            )
+        )
+    front = d[d["on_frontier"].astype(bool)].sort_values("cost_per_1k")
+    if len(front):
+        fig.add_trace(
+            go.Scatter(
+                x=front["cost_per_1k"].tolist(),
+                y=front["quality"].tolist(),
+                mode="lines",
+                name="Pareto frontier",
+                line={"color": "#555555", "dash": "dot", "width": 1.5},
+                hoverinfo="skip",
+            )
+        )
+    if reference:
+        fig.add_trace(
+            go.Scatter(
+                x=[reference["cost_per_1k"]],
+                y=[reference.get("quality", 1.0)],
+                mode="markers+text",
+                name=html.escape(str(reference.get("name", "reference"))),
+                text=[html.escape(str(reference.get("name", "reference")))],
+                textposition="top center",
+                marker={"symbol": "star", "size": 18, "color": REFERENCE_COLOR},
+                hovertemplate=(
+                    f"<b>{html.escape(str(reference.get('name', 'reference')))}</b> "
+                    "(reference API)<br>"
+                    f"{html.escape(quality_label)}: {_fmt(reference.get('quality', 1.0))}<br>"
+                    f"cost: ${_fmt(reference['cost_per_1k'], '.4f')} per 1K requests<br>"
+                    f"p95 latency: {_fmt(reference.get('p95_latency_s'), '.2f')} s"
+                    "<extra></extra>"
+                ),
+            )
+        )
+    return _base_layout(
+        fig,
+        "Quality vs cost: which variants are worth hosting?",
+        "Up and left is better. Marker size = p95 latency, colour = family, "
+        "symbol = quantization; dotted line = Pareto frontier.",
+        xaxis={"title": "cost (USD per 1,000 requests)", "type": "log" if log_cost else "linear"},
+        yaxis={"title": html.escape(quality_label)},
+        legend={"groupclick": "toggleitem"},
+    )
+
+
+# -- performance -----------------------------------------------------------------
+def latency_distribution(
+    df: pd.DataFrame,
+    metric: str = "latency_s",
+    kind: str = "violin",
+    metric_label: str | None = None,
+) -> go.Figure:
+    """Distribution of one latency measure per variant, beside the reference API.
+
+    ``df`` columns: ``variant``, the ``metric`` column (one row per request, seconds,
+    e.g. ``latency_s`` or ``ttft_s``), optional ``is_reference`` (bool; reference API
+    rows are drawn in black and listed first). ``kind``: ``"violin"`` (box + points
+    inside) or ``"ecdf"`` (cumulative share of requests finished within x seconds).
+    """
+    _need(df, ["variant", metric], "latency_distribution")
+    if kind not in ("violin", "ecdf"):
+        raise SlamkitError(f"latency_distribution: kind={kind!r}; use 'violin' or 'ecdf'.")
+    d = df[["variant", metric] + (["is_reference"] if "is_reference" in df else [])].copy()
+    d = d[pd.to_numeric(d[metric], errors="coerce").notna()]
+    d["is_reference"] = d.get("is_reference", False)
+    d["is_reference"] = d["is_reference"].fillna(False).astype(bool)
+    order = list(dict.fromkeys(d.sort_values("is_reference", ascending=False)["variant"]))
+    colors = _color_map([v for v in order if not d[d.variant == v].is_reference.any()])
+    label = metric_label or metric.replace("_s", " (s)").replace("_", " ")
+    fig = go.Figure()
+    for v in order:
+        g = d[d.variant == v]
+        vals = g[metric].astype(float).to_numpy()
+        is_ref = bool(g.is_reference.any())
+        color = REFERENCE_COLOR if is_ref else colors[v]
+        name = html.escape(str(v)) + (" (reference API)" if is_ref else "")
+        p50, p95 = np.percentile(vals, [50, 95]) if len(vals) else (np.nan, np.nan)
+        if kind == "violin":
+            fig.add_trace(
+                go.Violin(
+                    x=[name] * len(vals),
+                    y=vals.tolist(),
+                    name=name,
+                    line_color=color,
+                    box_visible=True,
+                    meanline_visible=True,
+                    points="all",
+                    pointpos=0,
+                    jitter=0.3,
+                    hoveron="points+kde",
+                    hovertemplate=(
+                        f"<b>{name}</b><br>{label}: %{{y:.3f}}<br>"
+                        f"p50 {_fmt(p50)} s, p95 {_fmt(p95)} s, n={len(vals)}<extra></extra>"
+                    ),
+                )
+            )
+        else:
+            xs = np.sort(vals)
+            ys = np.arange(1, len(xs) + 1) / max(len(xs), 1)
+            fig.add_trace(
+                go.Scatter(
+                    x=xs.tolist(),
+                    y=ys.tolist(),
+                    mode="lines",
+                    line={"shape": "hv", "color": color, "width": 3 if is_ref else 2},
+                    name=name,
+                    hovertemplate=(
+                        f"<b>{name}</b><br>%{{y:.0%}} of requests within %{{x:.3f}} s<br>"
+                        f"p50 {_fmt(p50)} s, p95 {_fmt(p95)} s, n={len(vals)}<extra></extra>"
+                    ),
+                )
+            )
+    if kind == "violin":
+        return _base_layout(
+            fig,
+            f"Latency consistency: {label}",
+            "Each violin is one variant's requests; box = quartiles, dashed line = mean. "
+            "Narrow and low is better.",
+            yaxis={"title": label, "rangemode": "tozero"},
+            xaxis={"title": "variant"},
+            showlegend=False,
+        )
+    return _base_layout(
+        fig,
+        f"Latency consistency: {label} (ECDF)",
+        "Share of requests finished within x seconds. A steep curve far left is fast "
+        "and consistent.",
+        xaxis={"title": label},
+        yaxis={"title": "share of requests", "tickformat": ".0%", "range": [0, 1.02]},
+    )
+
+
+# -- quality ---------------------------------------------------------------------
+def quality_ci(
+    df: pd.DataFrame,
+    metric_label: str = "quality",
+    reference_value: float | None = None,
+) -> go.Figure:
+    """Mean quality per variant with its confidence interval, best at the top.
+
+    ``df`` columns: ``variant``, ``mean``, ``lo``, ``hi`` (CI bounds, same units as
+    ``mean``), optional ``n`` (items), ``family`` (colour), ``level`` (e.g. 0.95).
+    ``reference_value`` draws a vertical line (e.g. the reference's own score).
+    """
+    _need(df, ["variant", "mean", "lo", "hi"], "quality_ci")
+    d = df.sort_values("mean").reset_index(drop=True)
+    fams = d["family"] if "family" in d else pd.Series(["variant"] * len(d))
+    colors = _color_map(fams)
+    level = float(d["level"].iloc[0]) if "level" in d and len(d) else 0.95
+    n = d["n"] if "n" in d else pd.Series([np.nan] * len(d))
+    fig = go.Figure(
+        go.Scatter(
+            x=d["mean"].tolist(),
+            y=_esc(d["variant"]),
+            mode="markers",
+            marker={"size": 11, "color": [colors[f] for f in fams]},
+            error_x={
+                "type": "data",
+                "array": (d["hi"] - d["mean"]).clip(lower=0).tolist(),
+                "arrayminus": (d["mean"] - d["lo"]).clip(lower=0).tolist(),
+                "thickness": 2,
+            },
+            customdata=np.stack(
+                [[_fmt(x) for x in d["lo"]], [_fmt(x) for x in d["hi"]], [_fmt(x) for x in n]],
+                axis=-1,
+            ),
+            hovertemplate=(
+                f"<b>%{{y}}</b><br>{html.escape(metric_label)}: %{{x:.3g}}<br>"
+                f"{level:.0%} CI [%{{customdata[0]}}, %{{customdata[1]}}]<br>"
+                "n = %{customdata[2]} items<extra></extra>"
+            ),
+            name=html.escape(metric_label),
+        )
+    )
+    if reference_value is not None:
+        fig.add_vline(
+            x=reference_value,
+            line_dash="dash",
+            line_color=REFERENCE_COLOR,
+            annotation_text="reference",
+        )
+    return _base_layout(
+        fig,
+        f"{html.escape(metric_label)} by variant, with {level:.0%} confidence intervals",
+        "Overlapping intervals mean the data cannot tell the variants apart.",
+        xaxis={"title": html.escape(metric_label)},
+        yaxis={"title": ""},
+        height=max(300, 60 + 40 * len(d)),
+    )
+
+
+def winrate_heatmap(df: pd.DataFrame) -> go.Figure:
+    """Pairwise win rates: cell (row a, column b) = share of comparisons a wins over b.
+
+    ``df`` columns: ``model_a``, ``model_b``, ``win_rate`` (0..1, ties counted as half),
+    optional ``n`` (comparisons). Missing pairs stay blank; the diagonal is blank.
+    """
+    _need(df, ["model_a", "model_b", "win_rate"], "winrate_heatmap")
+    names = list(dict.fromkeys(list(df["model_a"]) + list(df["model_b"])))
+    idx = {m: i for i, m in enumerate(names)}
+    z = np.full((len(names), len(names)), np.nan)
+    cnt = np.full_like(z, np.nan)
+    for r in df.itertuples(index=False):
+        z[idx[r.model_a], idx[r.model_b]] = float(r.win_rate)
+        cnt[idx[r.model_a], idx[r.model_b]] = float(getattr(r, "n", np.nan))
+    text = [["" if np.isnan(v) else f"{v:.0%}" for v in row] for row in z]
+    labels = _esc(names)
+    fig = go.Figure(
+        go.Heatmap(
+            z=z.tolist(),
+            x=labels,
+            y=labels,
+            text=text,
+            texttemplate="%{text}",
+            customdata=cnt.tolist(),
+            colorscale="RdBu",
+            zmin=0,
+            zmax=1,
+            zmid=0.5,
+            colorbar={"title": "win rate", "tickformat": ".0%"},
+            hovertemplate=(
+                "<b>%{y}</b> vs <b>%{x}</b><br>win rate %{z:.1%}<br>"
+                "n = %{customdata} comparisons<extra></extra>"
+            ),
+        )
+    )
+    return _base_layout(
+        fig,
+        "Pairwise win rates (row beats column)",
+        "Ties count as half a win. Blue: the row model wins more often than it loses.",
+        xaxis={"title": "opponent", "side": "bottom"},
+        yaxis={"title": "model", "autorange": "reversed"},
+    )
+
+
+def bt_ratings(df: pd.DataFrame) -> go.Figure:
+    """Bradley-Terry ratings with bootstrap confidence intervals, best at the top.
+
+    ``df`` columns: ``model``, ``rating`` (log-strength or Elo-like scale), ``lo``,
+    ``hi``, optional ``is_reference`` (bool, drawn in black), ``level``.
+    """
+    _need(df, ["model", "rating", "lo", "hi"], "bt_ratings")
+    d = df.sort_values("rating").reset_index(drop=True)
+    is_ref = d["is_reference"].astype(bool) if "is_reference" in d else pd.Series([False] * len(d))
+    level = float(d["level"].iloc[0]) if "level" in d and len(d) else 0.95
+    fig = go.Figure(
+        go.Scatter(
+            x=d["rating"].tolist(),
+            y=_esc(d["model"]),
+            mode="markers",
+            marker={
+                "size": 12,
+                "color": [REFERENCE_COLOR if r else PALETTE[0] for r in is_ref],
+                "symbol": ["star" if r else "circle" for r in is_ref],
+            },
+            error_x={
+                "type": "data",
+                "array": (d["hi"] - d["rating"]).clip(lower=0).tolist(),
+                "arrayminus": (d["rating"] - d["lo"]).clip(lower=0).tolist(),
+            },
+            customdata=np.stack([d["lo"].astype(float), d["hi"].astype(float)], axis=-1),
+            hovertemplate=(
+                "<b>%{y}</b><br>rating %{x:.2f}<br>"
+                f"{level:.0%} CI [%{{customdata[0]:.2f}}, %{{customdata[1]:.2f}}]"
+                "<extra></extra>"
+            ),
+            name="Bradley-Terry rating",
+        )
+    )
+    return _base_layout(
+        fig,
+        "Bradley-Terry ratings from pairwise verdicts",
+        f"Higher is stronger; bars are {level:.0%} bootstrap intervals. "
+        "A difference of 1 means odds of winning of e:1.",
+        xaxis={"title": "rating (log-strength)"},
+        yaxis={"title": ""},
+        height=max(300, 60 + 40 * len(d)),
+    )
+
+
+def quant_ladder(df: pd.DataFrame, quality_label: str = "quality") -> go.Figure:
+    """Per family: quality and decode speed against bits per weight (the variant ladder).
+
+    ``df`` columns: ``family``, ``quant``, ``quality``, ``decode_tps`` (tokens/s),
+    optional ``bits`` (bits per weight; looked up from ``quant`` when absent),
+    ``quality_lo``/``quality_hi``, ``variant``.
+    """
+    _need(df, ["family", "quant", "quality", "decode_tps"], "quant_ladder")
+    d = df.copy()
+    if "bits" not in d:
+        d["bits"] = [quant_bits(q) for q in d["quant"]]
+    d = d.sort_values(["family", "bits"])
+    colors = _color_map(d["family"])
+    fig = make_subplots(
+        rows=1,
+        cols=2,
+        subplot_titles=(f"{html.escape(quality_label)} vs bits", "decode speed vs bits"),
+        horizontal_spacing=0.12,
+    )
+    has_ci = {"quality_lo", "quality_hi"} <= set(d.columns)
+    for fam, g in d.groupby("family", sort=False):
+        quants = _esc(g["quant"])
+        err = None
+        if has_ci:
+            err = {
+                "type": "data",
+                "array": (g["quality_hi"] - g["quality"]).clip(lower=0).tolist(),
+                "arrayminus": (g["quality"] - g["quality_lo"]).clip(lower=0).tolist(),
+            }
+        fig.add_trace(
+            go.Scatter(
+                x=g["bits"].tolist(),
+                y=g["quality"].tolist(),
+                mode="lines+markers+text",
+                text=quants,
+                textposition="top center",
+                name=html.escape(str(fam)),
+                legendgroup=str(fam),
+                line={"color": colors[fam]},
+                error_y=err,
+                hovertemplate=(
+                    f"<b>{html.escape(str(fam))}</b> %{{text}}<br>%{{x:.2f}} bits/weight<br>"
+                    f"{html.escape(quality_label)}: %{{y:.3g}}<extra></extra>"
+                ),
+            ),
+            row=1,
+            col=1,
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=g["bits"].tolist(),
+                y=g["decode_tps"].tolist(),
+                mode="lines+markers",
+                text=quants,
+                name=html.escape(str(fam)),
+                legendgroup=str(fam),
+                showlegend=False,
+                line={"color": colors[fam], "dash": "dash"},
+                hovertemplate=(
+                    f"<b>{html.escape(str(fam))}</b> %{{text}}<br>%{{x:.2f}} bits/weight<br>"
+                    "decode: %{y:.1f} tokens/s<extra></extra>"
+                ),
+            ),
+            row=1,
+            col=2,
+        )
+    fig.update_xaxes(title_text="bits per weight")
+    fig.update_yaxes(title_text=html.escape(quality_label), row=1, col=1)
+    fig.update_yaxes(title_text="decode speed (tokens/s)", row=1, col=2)
+    return _base_layout(
+        fig,
+        "Quantization ladder per family",
+        "Fewer bits: smaller and usually faster, at some cost in quality. "
+        "Look for the knee where quality starts to drop.",
+    )
+
+
+# -- cost ------------------------------------------------------------------------
+def cost_breakdown(df: pd.DataFrame) -> go.Figure:
+    """Stacked cost per 1,000 requests by component (API input/output tokens, hardware).
+
+    ``df`` columns (long format): ``variant``, ``component`` (e.g. ``"input tokens"``,
+    ``"output tokens"``, ``"hardware"``), ``usd_per_1k`` (USD per 1,000 requests).
+    """
+    _need(df, ["variant", "component", "usd_per_1k"], "cost_breakdown")
+    totals = df.groupby("variant", sort=False)["usd_per_1k"].sum().sort_values()
+    order = list(totals.index)
+    colors = _color_map(df["component"])
+    fig = go.Figure()
+    for comp, g in df.groupby("component", sort=False):
+        g = g.set_index("variant").reindex(order)
+        fig.add_trace(
+            go.Bar(
+                x=_esc(order),
+                y=g["usd_per_1k"].fillna(0).tolist(),
+                name=html.escape(str(comp)),
+                marker_color=colors[comp],
+                customdata=[_fmt(totals[v], ".4f") for v in order],
+                hovertemplate=(
+                    f"<b>%{{x}}</b><br>{html.escape(str(comp))}: $%{{y:.4f}} per 1K requests"
+                    "<br>total: $%{customdata} per 1K requests<extra></extra>"
+                ),
+            )
+        )
+    return _base_layout(
+        fig,
+        "What a request costs, by component",
+        "USD per 1,000 requests. API cost = tokens x price; self-hosted cost = "
+        "hourly price / requests served per hour.",
+        barmode="stack",
+        xaxis={"title": "variant"},
+        yaxis={"title": "cost (USD per 1,000 requests)"},
+    )
+
+
+def break_even(
+    df: pd.DataFrame, max_requests_per_month: float | None = None, n_points: int = 200
+) -> go.Figure:
+    """Monthly cost against traffic: pay-per-token APIs vs always-on self-hosted servers.
+
+    ``df`` columns: ``variant``, ``kind`` (``"api"`` or ``"self-hosted"``), and
+    ``usd_per_request`` (API) or ``monthly_fixed_usd`` (self-hosted: hourly price x
+    730 h) with ``capacity_per_month`` (requests one server sustains at its
+    utilization; servers are added in steps when traffic exceeds it).
+    Break-even traffic of each self-hosted variant against each API is marked.
+    """
+    _need(df, ["variant", "kind"], "break_even")
+    api = df[df["kind"] == "api"]
+    hosted = df[df["kind"] != "api"]
+    if len(api):
+        _need(api, ["usd_per_request"], "break_even")
+    if len(hosted):
+        _need(hosted, ["monthly_fixed_usd", "capacity_per_month"], "break_even")
+    be: list[tuple[str, str, float, float]] = []
+    for a in api.itertuples(index=False):
+        for h in hosted.itertuples(index=False):
+            if a.usd_per_request > 0:
+                t = h.monthly_fixed_usd / a.usd_per_request
+                if t <= h.capacity_per_month:
+                    be.append((str(h.variant), str(a.variant), t, h.monthly_fixed_usd))
+    top = max_requests_per_month or (max([b[2] for b in be] + [1000.0]) * 3 if be else 1e6)
+    x = np.linspace(0, top, n_points)
+    colors = _color_map(df["variant"])
+    fig = go.Figure()
+    for a in api.itertuples(index=False):
+        fig.add_trace(
+            go.Scatter(
+                x=x.tolist(),
+                y=(x * a.usd_per_request).tolist(),
+                mode="lines",
+                name=f"{html.escape(str(a.variant))} (API)",
+                line={"color": REFERENCE_COLOR if len(api) == 1 else colors[a.variant]},
+                hovertemplate=(
+                    f"<b>{html.escape(str(a.variant))}</b> (API, "
+                    f"${_fmt(a.usd_per_request, '.5f')}/request)<br>"
+                    "%{x:,.0f} requests/month: $%{y:,.2f}/month<extra></extra>"
+                ),
+            )
+        )
+    for h in hosted.itertuples(index=False):
+        servers = np.maximum(1, np.ceil(x / max(float(h.capacity_per_month), 1e-9)))
+        fig.add_trace(
+            go.Scatter(
+                x=x.tolist(),
+                y=(servers * h.monthly_fixed_usd).tolist(),
+                mode="lines",
+                line={"shape": "hv", "color": colors[h.variant], "dash": "dash"},
+                name=f"{html.escape(str(h.variant))} (self-hosted)",
+                customdata=servers.tolist(),
+                hovertemplate=(
+                    f"<b>{html.escape(str(h.variant))}</b> (self-hosted, "
+                    f"{_fmt(h.capacity_per_month, ',.0f')} requests/month per server)<br>"
+                    "%{x:,.0f} requests/month: $%{y:,.2f}/month "
+                    "(%{customdata} server(s))<extra></extra>"
+                ),
+            )
+        )
+    for hv, av, t, cost in be:
+        fig.add_trace(
+            go.Scatter(
+                x=[t],
+                y=[cost],
+                mode="markers",
+                marker={"symbol": "x", "size": 12, "color": colors[hv]},
+                name=f"break-even {html.escape(hv)} vs {html.escape(av)}",
+                showlegend=False,
+                hovertemplate=(
+                    f"<b>break-even</b> {html.escape(hv)} vs {html.escape(av)}<br>"
+                    "%{x:,.0f} requests/month ($%{y:,.2f}/month)<extra></extra>"
+                ),
+            )
+        )
+    return _base_layout(
+        fig,
+        "Break-even traffic: API vs self-hosted",
+        "Solid: pay per token. Dashed: always-on servers (a step per added server). "
+        "Right of the x marker, self-hosting is cheaper.",
+        xaxis={"title": "traffic (requests per month)"},
+        yaxis={"title": "cost (USD per month)", "rangemode": "tozero"},
+    )
+
+
+# -- selection -------------------------------------------------------------------
+def smart_savings(df: pd.DataFrame, gamma: float | None = None) -> go.Figure:
+    """SMART cost savings against always using the reference, per error budget delta.
+
+    ``df`` columns: ``delta`` (allowed share of outputs that differ from the reference),
+    ``savings`` (reference cost / method cost, e.g. 12.5 for 12.5x), ``method``;
+    optional ``violation_rate`` (share of simulated runs that broke the guarantee).
+    ``gamma`` is shown in the subtitle.
+    """
+    _need(df, ["delta", "savings", "method"], "smart_savings")
+    colors = _color_map(df["method"])
+    fig = go.Figure()
+    for m, g in df.sort_values("delta").groupby("method", sort=False):
+        viol = (
+            [_fmt(v, ".1%") for v in g["violation_rate"]]
+            if "violation_rate" in g
+            else ["n/a"] * len(g)
+        )
+        fig.add_trace(
+            go.Scatter(
+                x=g["delta"].tolist(),
+                y=g["savings"].tolist(),
+                mode="lines+markers",
+                name=html.escape(str(m)),
+                line={"color": colors[m]},
+                customdata=viol,
+                hovertemplate=(
+                    f"<b>{html.escape(str(m))}</b><br>delta = %{{x:.2f}}<br>"
+                    "saving: %{y:.2f}x cheaper than the reference<br>"
+                    "guarantee violated in %{customdata} of runs<extra></extra>"
+                ),
+            )
+        )
+    fig.add_hline(y=1, line_dash="dot", line_color=REFERENCE_COLOR, annotation_text="no saving")
+    sub = "Looser error budget (larger delta) -> cheaper models qualify."
+    if gamma is not None:
+        sub += f" Confidence gamma = {gamma:g}."
+    return _base_layout(
+        fig,
+        "SMART: cost saving vs allowed error rate",
+        sub,
+        xaxis={"title": "delta (max share of outputs differing from the reference)"},
+        yaxis={"title": "saving (x cheaper than the reference)", "type": "log"},
+    )
