@@ -1,0 +1,221 @@
+"""Constraint checks as metrics: value 1.0 = pass, 0.0 = fail, details say why.
+
+SLaM's feature demanded at most 4 sentences; its paper never reported how often models
+broke that. These checks make such failures visible per model (see :func:`pass_rates`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any
+
+from slamkit.errors import SlamkitError
+from slamkit.metrics.base import Details, ItemMetric
+
+_ABBREVIATIONS = (
+    "mr mrs ms dr prof sr jr st vs etc e.g i.e a.m p.m no fig approx dept est inc ltd co"
+).split()
+_SENT_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")
+_FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n(.*?)\n\s*```\s*$", re.S)
+
+
+def _short_hash(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
+
+
+def split_sentences(text: str) -> list[str]:
+    """Split on ``.``/``!``/``?`` followed by whitespace or the end, and on line breaks.
+
+    Common abbreviations (``Dr.``, ``e.g.``) do not end a sentence; fragments with no letter
+    or digit (bullets, emoji lines) are dropped; decimals like ``3.5`` never split.
+
+    >>> split_sentences("Hi Dr. Smith! It is 3.5 km. Go")
+    ['Hi Dr. Smith!', 'It is 3.5 km.', 'Go']
+    """
+    out: list[str] = []
+    for line in text.splitlines():
+        start = 0
+        for m in _SENT_END.finditer(line):
+            word = line[start : m.start()].split()[-1:] or [""]
+            if m.group().startswith(".") and word[0].lower().rstrip(".") in _ABBREVIATIONS:
+                continue
+            out.append(line[start : m.end()].strip())
+            start = m.end()
+        out.append(line[start:].strip())
+    return [s for s in out if any(c.isalnum() for c in s)]
+
+
+class MaxSentences(ItemMetric):
+    """Pass when the text has at most ``n`` sentences (SLaM's feature: ``n=4``)."""
+
+    base_name = "max_sentences"
+    version = "1"
+    needs_reference = False
+
+    def __init__(self, n: int = 4, **kwargs: Any) -> None:
+        self.n = int(n)
+        super().__init__(label=str(self.n), **kwargs)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"n": self.n}
+
+    def score_one(self, prediction: str, reference: str | None) -> tuple[float | None, Details]:
+        count = len(split_sentences(prediction))
+        return float(count <= self.n), {"sentences": count, "max": self.n}
+
+
+class WordLimit(ItemMetric):
+    """Pass when the whitespace word count lies in ``[min_words, max_words]``."""
+
+    base_name = "word_limit"
+    version = "1"
+    needs_reference = False
+
+    def __init__(
+        self, min_words: int | None = None, max_words: int | None = None, **kwargs: Any
+    ) -> None:
+        if min_words is None and max_words is None:
+            raise SlamkitError("word_limit needs min_words or max_words (e.g. max_words=120).")
+        self.min_words, self.max_words = min_words, max_words
+        label = f"{min_words if min_words is not None else ''}-{max_words or ''}"
+        super().__init__(label=label, **kwargs)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"min_words": self.min_words, "max_words": self.max_words}
+
+    def score_one(self, prediction: str, reference: str | None) -> tuple[float | None, Details]:
+        n = len(prediction.split())
+        ok = (self.min_words is None or n >= self.min_words) and (
+            self.max_words is None or n <= self.max_words
+        )
+        return float(ok), {"words": n, **self.params}
+
+
+class RegexMatch(ItemMetric):
+    """Pass when ``pattern`` is found (``must=True``) or not found (``must=False``)."""
+
+    version = "1"
+    needs_reference = False
+
+    def __init__(
+        self,
+        pattern: str,
+        must: bool = True,
+        ignore_case: bool = False,
+        label: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        try:
+            self.regex = re.compile(pattern, re.I if ignore_case else 0)
+        except re.error as exc:
+            raise SlamkitError(f"Invalid regex {pattern!r} for constraint: {exc}") from None
+        self.pattern, self.must, self.ignore_case = pattern, must, ignore_case
+        self.base_name = "regex_must" if must else "regex_must_not"
+        super().__init__(label=label or _short_hash([pattern, ignore_case]), **kwargs)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"pattern": self.pattern, "must": self.must, "ignore_case": self.ignore_case}
+
+    def score_one(self, prediction: str, reference: str | None) -> tuple[float | None, Details]:
+        m = self.regex.search(prediction)
+        found = m.group() if m else None
+        return float(bool(m) == self.must), {"match": found, "pattern": self.pattern}
+
+
+class BannedPhrases(ItemMetric):
+    """Pass when none of ``phrases`` occurs (case-insensitive substring by default)."""
+
+    base_name = "banned_phrases"
+    version = "1"
+    needs_reference = False
+
+    def __init__(
+        self,
+        phrases: list[str],
+        ignore_case: bool = True,
+        label: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        if not phrases:
+            raise SlamkitError("banned_phrases needs at least one phrase.")
+        self.phrases, self.ignore_case = list(phrases), ignore_case
+        super().__init__(label=label or _short_hash([self.phrases, ignore_case]), **kwargs)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"phrases": self.phrases, "ignore_case": self.ignore_case}
+
+    def score_one(self, prediction: str, reference: str | None) -> tuple[float | None, Details]:
+        text = prediction.lower() if self.ignore_case else prediction
+        hits = [p for p in self.phrases if (p.lower() if self.ignore_case else p) in text]
+        return float(not hits), {"found": hits}
+
+
+def _parse_json(text: str, allow_fence: bool) -> tuple[Any, str | None]:
+    body = text.strip()
+    if allow_fence and (m := _FENCE.match(body)):
+        body = m.group(1)
+    try:
+        return json.loads(body), None
+    except json.JSONDecodeError as exc:
+        return None, f"{exc.msg} at line {exc.lineno} column {exc.colno}"
+
+
+class JsonValid(ItemMetric):
+    """Pass when the whole text parses as JSON (a single ```json fence is allowed)."""
+
+    base_name = "json_valid"
+    version = "1"
+    needs_reference = False
+
+    def __init__(self, allow_fence: bool = True, **kwargs: Any) -> None:
+        self.allow_fence = allow_fence
+        super().__init__(label=None if allow_fence else "strict", **kwargs)
+
+    def score_one(self, prediction: str, reference: str | None) -> tuple[float | None, Details]:
+        _, err = _parse_json(prediction, self.allow_fence)
+        return float(err is None), {"error": err}
+
+
+class JsonSchema(ItemMetric):
+    """Pass when the text is JSON that conforms to ``schema`` (``jsonschema``, its draft)."""
+
+    base_name = "json_schema"
+    version = "1"
+    needs_reference = False
+
+    def __init__(
+        self,
+        schema: dict[str, Any],
+        allow_fence: bool = True,
+        label: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        import jsonschema
+
+        try:
+            cls = jsonschema.validators.validator_for(schema)
+            cls.check_schema(schema)
+        except jsonschema.SchemaError as exc:
+            msg = f"The JSON schema for json_schema is invalid: {exc.message}"
+            raise SlamkitError(msg) from None
+        self._validator = cls(schema)
+        self.schema, self.allow_fence = schema, allow_fence
+        super().__init__(label=label or _short_hash(schema), **kwargs)
+
+    @property
+    def params(self) -> dict[str, Any]:
+        return {"schema": self.schema}
+
+    def score_one(self, prediction: str, reference: str | None) -> tuple[float | None, Details]:
+        doc, err = _parse_json(prediction, self.allow_fence)
+        if err is not None:
+            return 0.0, {"error": f"not JSON: {err}"}
+        errors = sorted(self._validator.iter_errors(doc), key=lambda e: list(e.path))
+        msgs = [f"{'/'.join(map(str, e.path)) or '(root)'}: {e.message}" for e in errors[:5]]
+        return float(not errors), {"error": "; ".join(msgs) or None}

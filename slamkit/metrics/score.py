@@ -1,0 +1,179 @@
+"""The scoring driver: score every stored generation not yet scored, per metric + version."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+if TYPE_CHECKING:
+    from slamkit.metrics.base import ItemMetric
+    from slamkit.store import Store
+
+_GENERATIONS_SQL = """
+WITH refs AS (
+    SELECT ref_id, task_id, item_id, text,
+           row_number() OVER (PARTITION BY task_id, item_id
+                              ORDER BY sample_index, source_model, ref_id) AS rn
+    FROM reference_outputs
+    WHERE (CAST(? AS VARCHAR) IS NULL OR source_model = ?)
+)
+SELECT g.gen_key, g.text, r.ref_id, r.text AS ref_text
+FROM generations g
+LEFT JOIN refs r ON r.task_id = g.task_id AND r.item_id = g.item_id AND r.rn = 1
+WHERE g.text IS NOT NULL AND g.error IS NULL
+  AND (CAST(? AS VARCHAR) IS NULL OR g.task_id = ?)
+ORDER BY g.task_id, g.item_id, g.gen_key
+"""
+
+
+def _resolve(metrics: Sequence[str | ItemMetric] | None) -> list[ItemMetric]:
+    from slamkit.metrics import DEFAULT_METRICS, get_metric
+
+    return [get_metric(m) if isinstance(m, str) else m for m in (metrics or DEFAULT_METRICS)]
+
+
+def score_generations(
+    store: Store,
+    metrics: Sequence[str | ItemMetric] | None = None,
+    task_id: str | None = None,
+    source_model: str | None = None,
+    chunk_size: int = 64,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Score generations (text set, no error) and write one ``scores`` row per item.
+
+    Each generation is scored against one reference for its (task, item): the lowest
+    ``sample_index`` of ``source_model`` (any source when None). Only (gen_key, metric,
+    version) triples not yet stored are computed, so a second call computes nothing.
+    Generations without a reference are skipped by reference metrics (a warning says how
+    many). Returns ``{metric name: rows computed}``. Metrics built here are closed after.
+    """
+    from tqdm.auto import tqdm
+
+    built = _resolve(metrics)
+    specs = list(metrics) if metrics else [None] * len(built)
+    owned = [m for m, spec in zip(built, specs, strict=True) if not _is_obj(spec)]
+    gens = store.df(_GENERATIONS_SQL, [source_model, source_model, task_id, task_id])
+    counts: dict[str, int] = {}
+    try:
+        for metric in built:
+            name, version = metric.metric_name, metric.version
+            done = set(
+                store.df(
+                    "SELECT gen_key FROM scores WHERE metric = ? AND metric_version = ?",
+                    [name, version],
+                )["gen_key"]
+            )
+            todo = gens[~gens["gen_key"].isin(done)]
+            if metric.needs_reference:
+                missing = int(todo["ref_id"].isna().sum())
+                if missing:
+                    warnings.warn(
+                        f"{missing} generations have no reference"
+                        f"{f' from {source_model!r}' if source_model else ''}; "
+                        f"{name} skipped them. Import references, then score again.",
+                        stacklevel=2,
+                    )
+                todo = todo[todo["ref_id"].notna()]
+            counts[name] = 0
+            bar = tqdm(total=len(todo), desc=name, disable=not progress or todo.empty)
+            for start in range(0, len(todo), chunk_size):
+                chunk = todo.iloc[start : start + chunk_size]
+                refs = list(chunk["ref_text"]) if metric.needs_reference else None
+                out = metric.compute(predictions=list(chunk["text"]), references=refs)
+                rows = [
+                    {
+                        "gen_key": gk,
+                        "metric": name,
+                        "metric_version": version,
+                        "ref_id": rid if metric.needs_reference else None,
+                        "value": _clean(v),
+                        "details": _details(d, metric.params),
+                    }
+                    for gk, rid, v, d in zip(
+                        chunk["gen_key"],
+                        chunk["ref_id"],
+                        out["scores"],
+                        out["details"],
+                        strict=True,
+                    )
+                ]
+                counts[name] += store.insert_many("scores", rows)
+                bar.update(len(chunk))
+            bar.close()
+    finally:
+        for m in owned:
+            m.close()
+    return counts
+
+
+def _is_obj(spec: object) -> bool:
+    return spec is not None and not isinstance(spec, str)
+
+
+def _clean(v: Any) -> float | None:
+    if v is None:
+        return None
+    v = float(v)
+    return None if v != v else v  # NaN -> NULL
+
+
+def _details(d: dict[str, Any] | None, params: dict[str, Any]) -> str | None:
+    merged = {**(d or {}), **({"params": params} if params else {})}
+    return json.dumps(merged, sort_keys=True, default=str) if merged else None
+
+
+def load_scores(store: Store, task_id: str | None = None) -> pd.DataFrame:
+    """Scores joined with their generation and model: one row per (generation, metric)."""
+    return store.df(
+        """
+        SELECT s.gen_key, s.metric, s.metric_version, s.value, s.details, s.ref_id,
+               g.model_id, coalesce(m.name, g.model_id) AS model, g.task_id, g.item_id,
+               g.sample_index
+        FROM scores s JOIN generations g USING (gen_key)
+        LEFT JOIN models m ON m.model_id = g.model_id
+        WHERE (CAST(? AS VARCHAR) IS NULL OR g.task_id = ?)
+        ORDER BY model, s.metric, g.item_id, g.sample_index
+        """,
+        [task_id, task_id],
+    )
+
+
+def summarize_scores(scores: pd.DataFrame, by: str = "model") -> pd.DataFrame:
+    """Mean, std and count of each metric per ``by`` (pure; input from :func:`load_scores`)."""
+    cols = [by, "metric", "n", "mean", "std"]
+    if scores.empty:
+        return pd.DataFrame(columns=cols)
+    out = scores.groupby([by, "metric"])["value"].agg(n="count", mean="mean", std="std")
+    return out.reset_index()[cols]
+
+
+CONSTRAINT_NAMES = frozenset(
+    {"max_sentences", "word_limit", "regex_must", "regex_must_not", "banned_phrases"}
+    | {"json_valid", "json_schema"}
+)
+
+
+def pass_rates(scores: pd.DataFrame, by: str = "model") -> pd.DataFrame:
+    """Pass rate per ``by`` and constraint metric (pure; input from ``load_scores``).
+
+    Expects columns ``by``, ``metric`` and ``value`` (1 pass / 0 fail). Returns
+    ``[by, metric, n, passed, pass_rate]``; only constraint metrics are kept.
+    """
+    cols = [by, "metric", "n", "passed", "pass_rate"]
+    df = scores.dropna(subset=["value"]) if not scores.empty else scores
+    if df.empty:
+        return pd.DataFrame(columns=cols)
+    df = df[df["metric"].str.split(":").str[0].isin(CONSTRAINT_NAMES)]
+    out = (
+        df.groupby([by, "metric"])["value"]
+        .agg(n="count", passed="sum")
+        .reset_index()
+        .assign(pass_rate=lambda d: d["passed"] / d["n"])
+    )
+    out["passed"] = out["passed"].astype(int)
+    return out[cols].sort_values([by, "metric"]).reset_index(drop=True)

@@ -1,0 +1,161 @@
+"""Reference metrics reproduce hand-computed values; the driver scores only what is new."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+
+import pytest
+
+os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="slamkit-hf-"))
+
+from slamkit.errors import SlamkitError  # noqa: E402
+from slamkit.metrics import get_metric, load_scores, score_generations  # noqa: E402
+from slamkit.metrics.match import normalize_text  # noqa: E402
+
+TASK = "t"
+REFS = {"i1": "the cat is on the mat", "i2": "a b c d f"}
+GENS = {  # (model, item) -> text
+    ("m1", "i1"): "the cat sat on the mat",
+    ("m1", "i2"): "a b c d e",
+    ("m2", "i1"): "The cat is on the mat.",
+    ("m2", "i2"): "One. Two. Three. Four. Five.",
+}
+
+
+def add_synthetic(store, gens=GENS, refs=REFS, task_id=TASK) -> dict[tuple[str, str], str]:
+    """Insert a task, items, references and generations; return (model, item) -> gen_key."""
+    store.insert("tasks", {"task_id": task_id, "template": "{q}"})
+    store.insert_many(
+        "items",
+        [
+            {"task_id": task_id, "item_id": i, "position": n, "fields": {"q": i}, "prompt": i}
+            for n, i in enumerate(refs)
+        ],
+    )
+    store.insert_many(
+        "reference_outputs",
+        [
+            {"ref_id": f"r-{i}", "task_id": task_id, "item_id": i, "source_model": "gpt-4",
+             "sample_index": 0, "text": t}
+            for i, t in refs.items()
+        ],
+    )  # fmt: skip
+    for m in {m for m, _ in gens}:
+        store.insert("models", {"model_id": m, "name": f"model-{m}", "path": f"/x/{m}.gguf"})
+    keys = {}
+    rows = []
+    for (m, i), text in gens.items():
+        keys[(m, i)] = f"g-{m}-{i}"
+        rows.append(
+            {"gen_key": keys[(m, i)], "run_id": "run", "model_id": m, "task_id": task_id,
+             "item_id": i, "sample_index": 0, "seed": 0, "sampling": {}, "text": text,
+             "error": None}
+        )  # fmt: skip
+    store.insert_many("generations", rows)
+    return keys
+
+
+def one(spec: str, pred: str, ref: str) -> tuple[float, dict | None]:
+    out = get_metric(spec).compute(predictions=[pred], references=[ref])
+    return out["scores"][0], out["details"][0]
+
+
+def test_rouge_l_hand_computed() -> None:
+    # LCS of "the cat sat on the mat" / "the cat is on the mat" = 5 of 6 tokens each side
+    v, d = one("rougeL", "the cat sat on the mat", "the cat is on the mat")
+    assert v == pytest.approx(5 / 6) and d["recall"] == pytest.approx(5 / 6)
+    # the Porter stemmer maps cats->cat, running/runs->run
+    assert one("rougeL", "cats running", "cat runs")[0] == pytest.approx(1.0)
+
+
+def test_bleu_hand_computed() -> None:
+    # p1..p4 = 4/5, 3/4, 2/3, 1/2; equal lengths so BP = 1; BLEU = (0.2) ** (1/4)
+    v, d = one("bleu", "a b c d e", "a b c d f")
+    assert v == pytest.approx(100 * 0.2**0.25)
+    assert d["bp"] == 1.0
+
+
+def test_chrf_hand_computed() -> None:
+    # "ab" vs "abc": order 1 P=1 R=2/3, order 2 P=1 R=1/2 (higher orders absent in the
+    # hypothesis); avg P=1, R=7/12; F_beta=2 = 5PR/(4P+R) = 35/55
+    assert one("chrf", "ab", "abc")[0] == pytest.approx(100 * 35 / 55)
+
+
+def test_match_metrics() -> None:
+    assert one("exact_match", " Hello\n", "Hello")[0] == 1.0
+    assert one("exact_match", "hello", "Hello")[0] == 0.0
+    assert normalize_text("The  Cat, sat!") == "cat sat"
+    assert one("normalized_match", "The Cat!", "a cat")[0] == 1.0
+    assert one("normalized_match", "dog", "cat")[0] == 0.0
+
+
+def test_length_ratio() -> None:
+    v, d = one("length_ratio", "a b c", "a b c d e f")
+    assert v == pytest.approx(0.5)
+    assert d["char_ratio"] == pytest.approx(5 / 11)
+    assert one("length_ratio", "a", "")[0] is None
+
+
+def test_metric_identity_and_errors() -> None:
+    m = get_metric("max_sentences:3")
+    assert (m.metric_name, m.version) == ("max_sentences:3", "1")
+    assert get_metric("word_limit:-50").metric_name == "word_limit:-50"
+    with pytest.raises(SlamkitError, match="Unknown metric 'nope'"):
+        get_metric("nope")
+    with pytest.raises(SlamkitError, match="takes no argument"):
+        get_metric("bleu:4")
+
+
+def test_score_generations_stores_and_resumes(store) -> None:
+    keys = add_synthetic(store)
+    # an errored and an empty-text generation must not be scored
+    store.insert_many(
+        "generations",
+        [
+            {"gen_key": "g-err", "run_id": "run", "model_id": "m1", "task_id": TASK,
+             "item_id": "i1", "sample_index": 1, "seed": 0, "sampling": {}, "text": None,
+             "error": "boom"},
+        ],
+    )  # fmt: skip
+    specs = ["rougeL", "bleu", "exact_match", "length_ratio", "max_sentences:4"]
+    counts = score_generations(store, specs, task_id=TASK, progress=False)
+    assert counts == {s: 4 for s in specs}
+    assert store.count("scores") == 20
+    assert score_generations(store, specs, progress=False) == {s: 0 for s in specs}
+    assert store.count("scores") == 20
+
+    df = load_scores(store)
+    row = df[(df.gen_key == keys[("m1", "i1")]) & (df.metric == "rougeL")].iloc[0]
+    assert row.value == pytest.approx(5 / 6) and row.ref_id == "r-i1"
+    assert row.model == "model-m1"
+    ms = df[(df.gen_key == keys[("m2", "i2")]) & (df.metric == "max_sentences:4")].iloc[0]
+    assert ms.value == 0.0 and json.loads(ms.details)["sentences"] == 5
+
+    # a new metric version is computed again, the old rows stay
+    m = get_metric("exact_match")
+    m.version = "2"
+    assert score_generations(store, [m], progress=False) == {"exact_match": 4}
+    assert store.count("scores", "metric = 'exact_match'") == 8
+
+
+def test_score_without_reference_warns_and_skips(store) -> None:
+    add_synthetic(store, refs={"i1": "x"}, gens={("m1", "i1"): "x", ("m1", "i2"): "y"})
+    with pytest.warns(UserWarning, match="1 generations have no reference"):
+        counts = score_generations(store, ["exact_match", "max_sentences"], progress=False)
+    assert counts == {"exact_match": 1, "max_sentences:4": 2}
+
+
+def test_choose_reference_by_source_model(store) -> None:
+    add_synthetic(store)
+    store.insert(
+        "reference_outputs",
+        {"ref_id": "r-other", "task_id": TASK, "item_id": "i1", "source_model": "aaa",
+         "sample_index": 0, "text": "the cat sat on the mat"},
+    )  # fmt: skip
+    with pytest.warns(UserWarning, match="2 generations have no reference from 'aaa'"):
+        score_generations(store, ["exact_match"], source_model="aaa", progress=False)
+    df = load_scores(store).set_index("model")
+    assert set(df.ref_id) == {"r-other"}  # i2 has no 'aaa' reference and is skipped
+    assert df.value.to_dict() == {"model-m1": 1.0, "model-m2": 0.0}
