@@ -159,6 +159,8 @@ class ModelInfo:
     parent_model_id: str | None = None
     gguf_version: int = 3
     main_weight_type: str | None = None  # ggml type holding the most weight bytes
+    requested_quant: str | None = None  # set by slamkit.quantize
+    fallback_types: dict[str, int] = field(default_factory=dict)  # tensors not in the request
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -370,6 +372,7 @@ def catalog_df(infos: Iterable[ModelInfo]) -> pd.DataFrame:
                 "parent": i.parent_model_id[:12] if i.parent_model_id else None,
                 "source": i.source,
                 "tensor_types": types,
+                "notes": "; ".join(i.notes),
                 "n_params": i.n_params,
                 "size_bytes": i.size_bytes,
                 "path": str(i.path),
@@ -381,7 +384,7 @@ def catalog_df(infos: Iterable[ModelInfo]) -> pd.DataFrame:
 _DF_COLUMNS = [
     "name", "family", "architecture", "params", "quant", "size",
     "context_length", "chat_template", "license", "license_source", "sha256", "parent", "source",
-    "tensor_types", "n_params", "size_bytes", "path",
+    "tensor_types", "notes", "n_params", "size_bytes", "path",
 ]  # fmt: skip
 
 
