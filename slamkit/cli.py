@@ -26,6 +26,52 @@ def build_parser() -> argparse.ArgumentParser:
     q.add_argument("--out", required=True, help="output folder")
     q.add_argument("--register", action="store_true", help="record variants in the store")
     q.set_defaults(func=_cmd_quantize)
+    # refs: import / alpaca-eval / capture (slamkit.references)
+    r = sub.add_parser("refs", help="reference outputs: import a file, AlpacaEval, capture")
+    rs = r.add_subparsers(dest="refs_command", required=True)
+    ri = rs.add_parser("import", help="import references from JSON, JSONL, CSV or Parquet")
+    ri.add_argument("file")
+    ri.add_argument("--task", required=True, help="task id to import into")
+    ri.add_argument("--text-col", required=True, help="column with the reference text")
+    ri.add_argument("--id-col", help="column with item ids (default: hash of the fields)")
+    ri.add_argument("--model", help="reference model name (constant for every row)")
+    ri.add_argument("--model-col", help="column with the reference model name")
+    ri.add_argument("--template", default="{instruction}", help="prompt template")
+    ri.add_argument(
+        "--field",
+        action="append",
+        default=[],
+        metavar="NAME[=COLUMN]",
+        help="item field (repeatable); default: the fields the template names",
+    )
+    ri.add_argument(
+        "--col",
+        action="append",
+        default=[],
+        metavar="ROLE=COLUMN",
+        help="prompt_tokens, completion_tokens, latency_s, ttft_s, sample_index",
+    )
+    ri.add_argument("--format", help="json, jsonl, csv or parquet (default: by suffix)")
+    ri.add_argument("--records-key", help="JSON object key holding the rows")
+    ri.add_argument("--system-prompt")
+    ri.add_argument("--limit", type=int)
+    ri.set_defaults(func=_cmd_refs_import)
+    ra = rs.add_parser("alpaca-eval", help="load AlpacaEval's GPT-4 Turbo references (805)")
+    ra.add_argument("--limit", type=int)
+    ra.add_argument("--subset", help="selfinstruct, oasst, koala, helpful_base or vicuna")
+    ra.set_defaults(func=_cmd_refs_alpaca)
+    rc = rs.add_parser("capture", help="capture references from an OpenAI-compatible endpoint")
+    rc.add_argument("--task", default="alpaca_eval")
+    rc.add_argument("--base-url", help="endpoint, e.g. http://127.0.0.1:8080/v1 (default OpenAI)")
+    rc.add_argument("--model", required=True, help="model name sent to the endpoint")
+    rc.add_argument("--source-model", help="name stored with the references (default --model)")
+    rc.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the key")
+    rc.add_argument("--limit", type=int)
+    rc.add_argument("--max-tokens", type=int, default=512)
+    rc.add_argument("--temperature", type=float, default=0.0)
+    rc.add_argument("--seed", type=int, default=0)
+    rc.add_argument("--timeout", type=float, default=60.0)
+    rc.set_defaults(func=_cmd_refs_capture)
     _ = sub
     return p
 
@@ -69,6 +115,62 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     cols = ["name", "quant", "size", "tensor_types", "sha256", "parent"]
     print(catalog_df(infos)[cols].to_string(index=False))
     return 0
+
+
+def _cmd_refs_import(args: argparse.Namespace) -> int:
+    from slamkit.references import import_references
+    from slamkit.store import open_store
+
+    columns = {"text": args.text_col}
+    if args.id_col:
+        columns["item_id"] = args.id_col
+    if args.model_col:
+        columns["source_model"] = args.model_col
+    columns.update(c.split("=", 1) for c in args.col if "=" in c)
+    fields = dict(f.split("=", 1) if "=" in f else (f, f) for f in args.field) or None
+    with open_store(args.store) as st:
+        res = import_references(
+            st, args.file, args.task, columns=columns, source_model=args.model,
+            template=args.template, fields=fields, format=args.format,
+            records_key=args.records_key, system_prompt=args.system_prompt, limit=args.limit,
+        )  # fmt: skip
+    print(f"{res.rows} rows read: {res.items_added} new items, {res.refs_added} new references "
+          f"in task {res.task_id!r} ({args.store})")  # fmt: skip
+    return 0
+
+
+def _cmd_refs_alpaca(args: argparse.Namespace) -> int:
+    from slamkit.references import load_alpaca_eval
+    from slamkit.store import open_store
+
+    with open_store(args.store) as st:
+        res = load_alpaca_eval(st, limit=args.limit, subset=args.subset)
+    print(f"AlpacaEval (CC BY-NC 4.0): {res.rows} rows, {res.items_added} new items, "
+          f"{res.refs_added} new references in task 'alpaca_eval' ({args.store})")  # fmt: skip
+    return 0
+
+
+def _cmd_refs_capture(args: argparse.Namespace) -> int:
+    from slamkit.backends import Sampling
+    from slamkit.backends.openai_compat import OpenAIBackend
+    from slamkit.references import capture_references
+    from slamkit.store import open_store
+
+    sampling = Sampling(temperature=args.temperature, max_tokens=args.max_tokens)
+    backend = OpenAIBackend(args.model, args.base_url, args.api_key_env, args.timeout)
+    try:
+        with open_store(args.store) as st:
+            res = capture_references(
+                st, backend, args.task, args.source_model or args.model, sampling, args.seed,
+                limit=args.limit,
+            )  # fmt: skip
+    finally:
+        backend.close()
+    print(f"captured {res.captured}, already stored {res.skipped}, failed {len(res.failures)} "
+          f"from {backend.base_url} into task {args.task!r}")  # fmt: skip
+    for item_id, err in list(res.failures.items())[:5]:
+        print(f"  {item_id}: {err}", file=sys.stderr)
+    return 1 if res.failures else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -193,6 +193,7 @@ def _read_jsonl(path: Path) -> list[_Row]:
 
 def _read_csv(path: Path) -> list[_Row]:
     rows: list[_Row] = []
+    reader: Any = None
     try:
         with open(path, newline="", encoding="utf-8-sig") as fh:
             reader = csv.DictReader(fh, strict=True)
@@ -221,7 +222,10 @@ def _read_csv(path: Path) -> list[_Row]:
         raise _fail(path, f"is not UTF-8 text ({exc})", "Save the file as UTF-8.") from None
     except csv.Error as exc:
         raise _fail(
-            path, f"is not valid CSV near row {len(rows) + 1}: {exc}", "Fix the quoting there"
+            path,
+            f"is not valid CSV at row {len(rows) + 1} "
+            f"(after line {reader.line_num if reader else 0}): {exc}",
+            "Fix the quoting there (a value with commas, quotes or newlines needs quotes)",
         ) from None
     return rows
 

@@ -264,3 +264,20 @@ def test_arena_hard_answers_via_column_mapping(store) -> None:
         "n": [748, 750],
         "nt": [748, 750],
     }
+
+
+def test_cli_refs_import_and_alpaca(tmp_path: Path, capsys) -> None:
+    from slamkit.cli import main
+
+    db = str(tmp_path / "cli.duckdb")
+    path = write(tmp_path / "refs.csv", rows(range(3)))
+    args = ["--store", db, "refs", "import", str(path), "--task", "t", "--text-col", "output"]
+    args += ["--id-col", "id", "--model", "gpt-4", "--col", "completion_tokens=tokens"]
+    assert main(args) == 0
+    assert "3 new references" in capsys.readouterr().out
+    assert main(["--store", db, "refs", "alpaca-eval", "--limit", "4"]) == 0
+    assert "4 new references" in capsys.readouterr().out
+    path.write_text(path.read_text() + 'q9,"broken\n')
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert str(path) in err and "row 4" in err
