@@ -106,13 +106,13 @@ def detect_format(path: Path, format: str | None = None) -> str:
                 f"Unknown reference format {format!r} for {path}. Use one of: {', '.join(FORMATS)}."
             )
         return fmt
-    fmt = _SUFFIXES.get(path.suffix.lower())
-    if fmt is None:
+    by_suffix = _SUFFIXES.get(path.suffix.lower())
+    if by_suffix is None:
         raise ReferenceImportError(
             f"Cannot tell the format of {path} from its suffix {path.suffix!r}. Rename it "
             f"({', '.join(_SUFFIXES)}) or pass format= / --format ({', '.join(FORMATS)})."
         )
-    return fmt
+    return by_suffix
 
 
 def read_rows(path: Path, format: str, records_key: str | None = None) -> list[_Row]:
@@ -613,8 +613,8 @@ def load_alpaca_eval(
     if limit is not None:
         picked = picked[: int(limit)]
     origin = f"{ALPACA_EVAL_PACKAGE}:eval_framework/{ALPACA_EVAL_FILE}"
-    params = {"loader": "alpaca_eval", "package": ALPACA_EVAL_PACKAGE, "sha256": _sha256(path)}
-    params.update(limit=limit, subset=subset)
+    params: dict[str, Any] = {"loader": "alpaca_eval", "package": ALPACA_EVAL_PACKAGE}
+    params.update(sha256=_sha256(path), limit=limit, subset=subset)
     return _import_rows(
         store,
         [r for _, r in picked],

@@ -196,9 +196,9 @@ def write_task(
             [task.task_id, ids],
         ).fetchall()
     }
-    next_pos = db.execute(
-        "SELECT coalesce(max(position) + 1, 0) FROM items WHERE task_id = ?", [task.task_id]
-    ).fetchone()[0]
+    next_pos = _scalar(
+        db, "SELECT coalesce(max(position) + 1, 0) FROM items WHERE task_id = ?", [task.task_id]
+    )
     new_rows: list[dict[str, Any]] = []
     for i, p in enumerate(prepared):
         fields_json = json.dumps(p["fields"], sort_keys=True, ensure_ascii=False)
@@ -270,12 +270,17 @@ def bulk_insert(
     types = types or {}
     schema = pa.schema([(c, pa.type_for_alias(types.get(c, "string"))) for c in cols])
     arrow = pa.Table.from_pylist([dict(r) for r in rows], schema=schema)  # noqa: F841
-    before = db.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+    before = _scalar(db, f"SELECT count(*) FROM {table}")
     db.execute(
         f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM arrow "
         "ON CONFLICT DO NOTHING"
     )
-    return int(db.execute(f"SELECT count(*) FROM {table}").fetchone()[0] - before)
+    return _scalar(db, f"SELECT count(*) FROM {table}") - before
+
+
+def _scalar(db: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> int:
+    row = db.execute(sql, params or []).fetchone()
+    return int(row[0]) if row else 0
 
 
 def in_transaction(store: Store, fn: Any) -> Any:

@@ -63,7 +63,7 @@ class OpenAIBackend:
         max_retries: int = 2,
         send_extra_sampling: bool | None = None,
     ) -> None:
-        openai = require("openai")
+        openai: Any = require("openai")
         url = (base_url or OPENAI_BASE_URL).rstrip("/")
         self.name = model
         self.model = model
@@ -101,6 +101,7 @@ class OpenAIBackend:
         return _KEYLIKE.sub("***", text)
 
     def _error(self, exc: Exception) -> BackendError:
+        import httpx
         import openai
 
         where = f"model {self.model!r} at {self.base_url}"
@@ -109,7 +110,7 @@ class OpenAIBackend:
             hint = f"The endpoint rejected the key in {self.api_key_env}: check that variable."
         elif isinstance(exc, openai.APITimeoutError):
             hint = "The request timed out: raise timeout= or check the server's load."
-        elif isinstance(exc, openai.APIConnectionError):
+        elif isinstance(exc, (openai.APIConnectionError, httpx.HTTPError)):
             hint = "Cannot connect: check that the server is running and base_url is right."
         elif isinstance(exc, openai.NotFoundError):
             hint = "Check the model name and that base_url ends with /v1."
@@ -142,6 +143,7 @@ class OpenAIBackend:
     def generate(
         self, messages: list[dict[str, str]], sampling: Sampling, seed: int
     ) -> GenerationResult:
+        import httpx
         import openai
 
         start = time.perf_counter()
@@ -172,7 +174,7 @@ class OpenAIBackend:
                     if choice.finish_reason:
                         finish = choice.finish_reason
             latency = time.perf_counter() - start
-        except openai.OpenAIError as exc:
+        except (openai.OpenAIError, httpx.HTTPError) as exc:
             raise self._error(exc) from None
         extra: dict[str, Any] = {"endpoint": self.base_url}
         prompt_tokens = getattr(usage, "prompt_tokens", None)
