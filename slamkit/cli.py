@@ -72,6 +72,14 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--seed", type=int, default=0)
     rc.add_argument("--timeout", type=float, default=60.0)
     rc.set_defaults(func=_cmd_refs_capture)
+    b = sub.add_parser("batch", help="run the notebook series with papermill; render report.html")
+    b.add_argument("--params", required=True, help="YAML/JSON file of notebook parameters")
+    b.add_argument("--out", help="folder for executed notebooks + report.html "
+                   "(default: report/ next to the store)")
+    b.add_argument("--notebooks", help="folder of NN_name.ipynb notebooks (default: notebooks/)")
+    b.add_argument("--only", nargs="*", help="run only these notebooks (prefixes, e.g. 07 09)")
+    b.add_argument("--no-html", action="store_true", help="skip the HTML report")
+    b.set_defaults(func=_cmd_batch)
     _ = sub
     return p
 
@@ -171,6 +179,19 @@ def _cmd_refs_capture(args: argparse.Namespace) -> int:
     for item_id, err in list(res.failures.items())[:5]:
         print(f"  {item_id}: {err}", file=sys.stderr)
     return 1 if res.failures else 0
+
+
+def _cmd_batch(args: argparse.Namespace) -> int:
+    from slamkit.batch import load_params, run_batch
+
+    res = run_batch(load_params(args.params), args.out, notebooks_dir=args.notebooks,
+                    only=args.only, html=not args.no_html,
+                    defaults={"store_path": args.store})  # fmt: skip
+    print(f"{len(res.notebooks)} notebooks executed in {sum(res.seconds.values()):.0f} s "
+          f"-> {res.out_dir}")  # fmt: skip
+    if res.report:
+        print(f"report: {res.report}")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,286 @@
+"""Run the notebook series with papermill and render a self-contained HTML report.
+
+``run_batch(params, out_dir)`` executes ``notebooks/NN_*.ipynb`` in order, each with the
+parameters its ``parameters`` cell declares (taken from one YAML/JSON file), keeps every
+executed notebook in ``out_dir``, then renders ``report.html`` from the last notebook
+(``09_report``) with nbconvert. The HTML opens offline: plotly.js is embedded once,
+inline, and no ``<script src=...>`` points anywhere. Secrets found in the environment
+(``*_API_KEY``, ``*TOKEN*``, ...) are redacted from every file written.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from slamkit.errors import SlamkitError, require
+
+NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
+REPORT_NOTEBOOK = "09_report"
+_SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY)", re.I)
+_SECRET_PARAM = re.compile(r"(api_?key|token|secret|password|passwd|credential)", re.I)
+PLOTLY_MIME = "application/vnd.plotly.v1+json"
+WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
+
+
+class BatchError(SlamkitError):
+    """The batch could not start (bad parameters) or a notebook failed."""
+
+
+class NotebookFailedError(BatchError):
+    """A notebook of the series raised; the message names the notebook and the cell."""
+
+
+@dataclass
+class BatchResult:
+    out_dir: Path
+    notebooks: list[Path] = field(default_factory=list)
+    report: Path | None = None
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+# -- parameters ----------------------------------------------------------------------
+def load_params(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON parameters file into a flat dict of notebook parameters."""
+    p = Path(path)
+    if not p.exists():
+        raise BatchError(f"Parameters file {p} does not exist; see data/default_params.yaml.")
+    text = p.read_text()
+    try:
+        if p.suffix.lower() == ".json":
+            data = json.loads(text)
+        else:
+            import yaml
+
+            data = yaml.safe_load(text)
+    except Exception as exc:
+        raise BatchError(f"Parameters file {p} is not valid YAML/JSON: {exc}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise BatchError(f"Parameters file {p} must hold a mapping of name: value at top level.")
+    return data
+
+
+def series(notebooks_dir: str | Path | None = None) -> list[Path]:
+    """The numbered notebooks (``NN_name.ipynb``) in workflow order."""
+    d = Path(notebooks_dir or NOTEBOOKS_DIR)
+    found = sorted(p for p in d.glob("[0-9][0-9]_*.ipynb") if p.is_file())
+    if not found:
+        raise BatchError(f"No numbered notebooks (NN_name.ipynb) found in {d}.")
+    return found
+
+
+def declared_parameters(notebook: Path) -> dict[str, Any]:
+    """Names (and defaults as text) of the ``parameters`` cell of ``notebook``."""
+    papermill = require("papermill")
+    return dict(papermill.inspect_notebook(str(notebook)))  # type: ignore[attr-defined]
+
+
+def check_params(params: Mapping[str, Any], declared: Mapping[str, Mapping[str, Any]]) -> None:
+    """Reject unknown names (typos) and anything that looks like a secret."""
+    for name in params:
+        if _SECRET_PARAM.search(name):
+            raise BatchError(
+                f"Parameter {name!r} looks like a secret. Keep API keys in the environment "
+                "(e.g. export OPENAI_API_KEY=...); parameters are written into the executed "
+                "notebooks and the report."
+            )
+    known = set().union(*[set(d) for d in declared.values()]) if declared else set()
+    unknown = sorted(set(params) - known)
+    if unknown:
+        raise BatchError(
+            f"Unknown parameter(s) {unknown}: no notebook declares them. Known parameters: "
+            f"{sorted(known)}."
+        )
+
+
+def _resolve_paths(params: dict[str, Any], base: Path) -> dict[str, Any]:
+    out = dict(params)
+    for k, v in params.items():
+        if (k.endswith("_path") or k.endswith("_dir")) and isinstance(v, str) and v:
+            if v != ":memory:" and not Path(v).is_absolute():
+                out[k] = str((base / v).resolve())
+    return out
+
+
+# -- secrets -------------------------------------------------------------------------
+def environment_secrets(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Values of environment variables whose names look secret (8+ characters)."""
+    env = os.environ if env is None else env
+    return {k: v for k, v in env.items() if _SECRET_NAME.search(k) and v and len(v) >= 8}
+
+
+def redact(text: str, secrets: Mapping[str, str]) -> str:
+    """Replace every secret value (and its JSON-escaped form) with ``[redacted NAME]``."""
+    for name, value in sorted(secrets.items(), key=lambda kv: -len(kv[1])):
+        for form in {value, json.dumps(value)[1:-1]}:
+            text = text.replace(form, f"[redacted {name}]")
+    return text
+
+
+def _redact_file(path: Path, secrets: Mapping[str, str]) -> None:
+    if secrets and path.exists():
+        text = path.read_text(encoding="utf-8")
+        clean = redact(text, secrets)
+        if clean != text:
+            path.write_text(clean, encoding="utf-8")
+
+
+# -- execution -----------------------------------------------------------------------
+def run_batch(
+    params: Mapping[str, Any] | str | Path,
+    out_dir: str | Path | None = None,
+    notebooks_dir: str | Path | None = None,
+    only: Sequence[str] | None = None,
+    kernel_name: str = "python3",
+    html: bool = True,
+    report_notebook: str = REPORT_NOTEBOOK,
+    log: Callable[[str], None] = print,
+    defaults: Mapping[str, Any] | None = None,
+) -> BatchResult:
+    """Execute the series with ``params``; keep executed notebooks; render ``report.html``.
+
+    ``params``: a dict or a YAML/JSON file. Relative ``*_path``/``*_dir`` values are taken
+    relative to the current directory. ``only``: run just these notebooks (name prefixes
+    such as ``"07"``). ``defaults`` fill names a notebook declares but ``params`` lacks
+    (the CLI passes its ``--store`` as ``store_path``). A failing notebook stops the
+    batch with :class:`NotebookFailedError` naming the notebook and the cell; its executed
+    copy (with the traceback) is kept.
+    """
+    papermill = require("papermill")
+    if not isinstance(params, Mapping):
+        params = load_params(params)
+    nb_dir = Path(notebooks_dir or NOTEBOOKS_DIR).resolve()
+    notebooks = series(nb_dir)
+    if only:
+        notebooks = [p for p in notebooks if any(p.stem.startswith(o) for o in only)]
+        if not notebooks:
+            raise BatchError(f"No notebook in {nb_dir} matches {list(only)}.")
+    declared = {p.stem: declared_parameters(p) for p in notebooks}
+    check_params(params, declared)
+    names = set().union(*[set(d) for d in declared.values()])
+    params = {**{k: v for k, v in (defaults or {}).items() if k in names}, **params}
+    params = _resolve_paths(params, Path.cwd())
+    if out_dir is None:
+        store = params.get("store_path")
+        out_dir = Path(store).parent / "report" if store else Path("data/runs/batch")
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    secrets = environment_secrets()
+    result = BatchResult(out_dir=out)
+    for i, nb in enumerate(notebooks, 1):
+        mine = {k: v for k, v in params.items() if k in declared[nb.stem]}
+        target = out / nb.name
+        log(f"[{i}/{len(notebooks)}] {nb.stem} ...")
+        t0 = time.perf_counter()
+        try:
+            papermill.execute_notebook(
+                str(nb), str(target), parameters=mine, cwd=str(nb_dir),
+                kernel_name=kernel_name, progress_bar=False, log_output=False,
+                report_mode=False,
+            )  # fmt: skip
+        except papermill.PapermillExecutionError as exc:  # type: ignore[attr-defined]
+            _redact_file(target, secrets)
+            first = (exc.source or "").strip().splitlines()
+            where = first[0][:80] if first else ""
+            raise NotebookFailedError(
+                redact(
+                    f"Notebook {nb.name} failed in cell {exc.cell_index} (execution count "
+                    f"{exc.exec_count}: {where!r}): {exc.ename}: {exc.evalue}. The executed "
+                    f"notebook with the full traceback is {target}.",
+                    secrets,
+                )
+            ) from None
+        finally:
+            result.seconds[nb.stem] = time.perf_counter() - t0
+        _redact_file(target, secrets)
+        result.notebooks.append(target)
+        log(f"    done in {result.seconds[nb.stem]:.1f} s -> {target}")
+    if html:
+        src = next((p for p in result.notebooks if p.stem == report_notebook), None)
+        src = src or (result.notebooks[-1] if result.notebooks else None)
+        if src is not None:
+            result.report = render_html(src, out / "report.html", exclude_input=True)
+            _redact_file(result.report, secrets)
+            log(f"report: {result.report}")
+    return result
+
+
+# -- HTML ------------------------------------------------------------------------------
+_TEMPLATE = r"""
+{%- extends 'index.html.j2' -%}
+{%- block html_head_js -%}
+{%- if resources.slamkit_plotly_js -%}
+<script type="text/javascript">window.PlotlyConfig = {MathJaxConfig: 'local'};</script>
+<script type="text/javascript">{{ resources.slamkit_plotly_js }}</script>
+{%- endif -%}
+{%- endblock html_head_js -%}
+{% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{%- block html_head_js_mathjax -%}{%- endblock html_head_js_mathjax -%}
+{%- block html_head_js_mermaidjs -%}{%- endblock html_head_js_mermaidjs -%}
+"""
+
+
+def _plotly_to_html(nb: Any) -> bool:
+    """Turn plotly mimetype outputs into inline divs; drop live-widget views. Any plots?"""
+    import plotly.io as pio
+
+    found = False
+    for cell in nb.cells:
+        if cell.get("cell_type") != "code":
+            continue
+        kept = []
+        for o in cell.get("outputs", []):
+            data = o.get("data") if isinstance(o, dict) else None
+            if data and PLOTLY_MIME in data:
+                fig = data[PLOTLY_MIME]
+                div = pio.to_html(
+                    {"data": fig.get("data", []), "layout": fig.get("layout", {})},
+                    include_plotlyjs=False, full_html=False, validate=False,
+                    config=fig.get("config") or {"responsive": True},
+                )  # fmt: skip
+                o["data"] = {"text/html": div}
+                found = True
+            elif data and WIDGET_MIME in data:
+                data.pop(WIDGET_MIME)
+                if set(data) <= {"text/plain"}:
+                    continue  # a live widget has nothing to show in a static page
+            kept.append(o)
+        cell["outputs"] = kept
+    return found
+
+
+def render_html(notebook: str | Path, target: str | Path, exclude_input: bool = True) -> Path:
+    """Render an executed notebook to one offline HTML file (plotly.js inline, once)."""
+    import nbformat
+    from jinja2 import DictLoader
+    from nbconvert import HTMLExporter
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    has_plots = _plotly_to_html(nb)
+    exporter = HTMLExporter(
+        template_name="lab",
+        extra_loaders=[DictLoader({"slamkit_report.html.j2": _TEMPLATE})],
+        template_file="slamkit_report.html.j2",
+        exclude_input=exclude_input,
+        exclude_input_prompt=True,
+        exclude_output_prompt=True,
+    )
+    resources: dict[str, Any] = {"metadata": {"name": Path(notebook).stem}}
+    if has_plots:
+        from plotly.offline import get_plotlyjs
+
+        resources["slamkit_plotly_js"] = get_plotlyjs()
+    body, _ = exporter.from_notebook_node(nb, resources=resources)
+    if re.search(r"<script[^>]+src=[\"']?(https?:)?//", body, re.I):
+        raise BatchError(f"{target}: the report would load a script from the network.")
+    out = Path(target)
+    out.write_text(body, encoding="utf-8")
+    return out
