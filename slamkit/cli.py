@@ -72,6 +72,23 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--seed", type=int, default=0)
     rc.add_argument("--timeout", type=float, default=60.0)
     rc.set_defaults(func=_cmd_refs_capture)
+    g = sub.add_parser("run", help="generate: models x items x sampling x samples (resumable)")
+    g.add_argument("--task", default="alpaca_eval", help="task id in the store")
+    g.add_argument("--model", action="append", default=[], help="GGUF path (repeatable)")
+    g.add_argument("--defaults", action="store_true", help="add the package-index models")
+    g.add_argument("--limit", type=int, help="first N items of the task")
+    g.add_argument("--samples", type=int, default=1, help="samples per item")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--temperature", type=float, action="append", help="repeatable: a sweep")
+    g.add_argument("--top-p", type=float, default=1.0)
+    g.add_argument("--max-tokens", type=int, default=128)
+    g.add_argument("--threads", type=int, help="n_threads (default: half the cores)")
+    g.add_argument("--threads-batch", type=int, help="n_threads_batch (default: --threads)")
+    g.add_argument("--gpu-layers", type=int, default=0, help="n_gpu_layers (-1 = all)")
+    g.add_argument("--n-ctx", type=int, default=2048)
+    g.add_argument("--quiet", action="store_true", help="no progress bar")
+    g.add_argument("--print-rows", action="store_true", help="print each stored key")
+    g.set_defaults(func=_cmd_run)
     b = sub.add_parser("batch", help="run the notebook series with papermill; render report.html")
     b.add_argument("--params", required=True, help="YAML/JSON file of notebook parameters")
     b.add_argument("--out", help="folder for executed notebooks + report.html "
@@ -179,6 +196,34 @@ def _cmd_refs_capture(args: argparse.Namespace) -> int:
     for item_id, err in list(res.failures.items())[:5]:
         print(f"  {item_id}: {err}", file=sys.stderr)
     return 1 if res.failures else 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from slamkit.backends import Sampling
+    from slamkit.catalog import default_model_paths
+    from slamkit.runner import run_sweep
+    from slamkit.store import open_store
+
+    models: list[str] = list(args.model)
+    if args.defaults or not models:
+        models = [str(p) for p in default_model_paths().values()] + models
+    samplings = [
+        Sampling(temperature=t, top_p=args.top_p, max_tokens=args.max_tokens)
+        for t in (args.temperature or [0.0])
+    ]
+
+    def show(row: dict) -> None:
+        print(f"stored {row['gen_key']}", flush=True)
+
+    with open_store(args.store) as st:
+        res = run_sweep(
+            st, models, args.task, samplings, n_samples=args.samples, seed=args.seed,
+            limit=args.limit, n_threads=args.threads, n_threads_batch=args.threads_batch,
+            n_gpu_layers=args.gpu_layers, n_ctx=args.n_ctx, progress=not args.quiet,
+            on_row=show if args.print_rows else None,
+        )  # fmt: skip
+    print(res)
+    return 1 if res.failed else 0
 
 
 def _cmd_batch(args: argparse.Namespace) -> int:
