@@ -45,6 +45,7 @@ class EndpointModel:
         return self.model
 
 
+DEFAULT_SAMPLING = Sampling()
 ModelLike = ModelInfo | EndpointModel | str | Path
 BackendFactory = Callable[[ModelInfo | EndpointModel], Backend]
 
@@ -254,7 +255,7 @@ def run_sweep(
     store: Store,
     models: Iterable[ModelLike],
     task_id: str,
-    samplings: Sequence[Sampling] | Sampling = Sampling(),
+    samplings: Sequence[Sampling] | Sampling = DEFAULT_SAMPLING,
     *,
     n_samples: int = 1,
     seed: int = 0,
