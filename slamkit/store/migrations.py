@@ -179,6 +179,7 @@ def m002_quality(db: duckdb.DuckDBPyConnection) -> None:
             latency_s DOUBLE,
             attempts INTEGER,
             error VARCHAR,
+            params VARCHAR,                        -- JSON: temperature, max_tokens, format, prompt
             created_at TIMESTAMP DEFAULT current_timestamp
         )
         """
@@ -195,6 +196,7 @@ def m002_quality(db: duckdb.DuckDBPyConnection) -> None:
             criterion VARCHAR NOT NULL,            -- 'overall' or a configured criterion
             choice VARCHAR NOT NULL,               -- 'left' | 'right' | 'tie'
             reason VARCHAR,
+            source VARCHAR,                        -- 'widget' | 'slam-import:<file>' | ...
             created_at TIMESTAMP DEFAULT current_timestamp
         )
         """

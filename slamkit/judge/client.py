@@ -1,0 +1,261 @@
+"""One judge call over the ``openai`` client: JSON output, retries with backoff, no eval.
+
+Any OpenAI-compatible endpoint works (OpenAI, ``python -m llama_cpp.server``, vLLM,
+Ollama). The API key is read from an environment variable at call time and is never
+stored, logged or put into a judgment row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import time
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from slamkit.errors import SlamkitError
+
+_FENCE = re.compile(r"^\s*```(?:json)?\s*\n?(.*?)\n?\s*```\s*$", re.S)
+
+#: response_format variants tried in order by ``response_format="auto"``: OpenAI's
+#: json_schema; llama_cpp.server's json_object + schema (turned into a grammar); plain
+#: JSON mode; nothing (the prompt still asks for JSON and the answer is still validated).
+FORMATS = ("json_schema", "json_object_schema", "json_object", "none")
+
+
+class JudgeError(SlamkitError):
+    """The judge endpoint cannot be used as configured (missing key, bad URL)."""
+
+
+@dataclass
+class JudgeConfig:
+    """Where the judge runs and how it is called.
+
+    ``api_key_env`` names the environment variable holding the key (never the key
+    itself). ``response_format``: ``auto`` (fall back through :data:`FORMATS` when the
+    server rejects one) or one of :data:`FORMATS`.
+    """
+
+    base_url: str
+    model: str
+    api_key_env: str = "OPENAI_API_KEY"
+    temperature: float = 0.0
+    max_tokens: int = 512
+    seed: int | None = 0
+    timeout_s: float = 120.0
+    max_attempts: int = 4
+    backoff_s: float = 1.0
+    max_backoff_s: float = 30.0
+    response_format: str = "auto"
+    reasoning: bool = True
+    max_reason_chars: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.response_format != "auto" and self.response_format not in FORMATS:
+            raise JudgeError(
+                f"response_format={self.response_format!r} is not one of auto, "
+                + ", ".join(FORMATS)
+            )
+        if not urlsplit(self.base_url).scheme.startswith("http"):
+            raise JudgeError(f"base_url {self.base_url!r} must start with http:// or https://")
+
+    @property
+    def endpoint(self) -> str:
+        """The base URL without credentials or query string (safe to store)."""
+        u = urlsplit(self.base_url)
+        host = u.hostname or ""
+        netloc = host + (f":{u.port}" if u.port else "")
+        return urlunsplit((u.scheme, netloc, u.path, "", ""))
+
+    def settings(self) -> dict[str, Any]:
+        """What changes the verdict (part of judgment ids); no key, no timeouts."""
+        return {
+            "model": self.model,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+            "seed": self.seed,
+            "reasoning": self.reasoning,
+            "max_reason_chars": self.max_reason_chars,
+        }
+
+
+@dataclass
+class CallResult:
+    """The outcome of one judge call (after retries)."""
+
+    parsed: dict[str, Any] | None = None
+    content: str | None = None
+    finish_reason: str | None = None
+    prompt_tokens: int | None = None
+    completion_tokens: int | None = None
+    latency_s: float | None = None
+    attempts: int = 0
+    error: str | None = None
+    response_format: str | None = None
+    errors: list[str] = field(default_factory=list)
+
+
+def parse_json_answer(content: str | None, schema: dict) -> tuple[dict | None, str | None]:
+    """``json.loads`` the answer (one optional code fence allowed) and validate it.
+
+    Returns (object, None) or (None, error). Never evaluates the text.
+
+    >>> parse_json_answer('{"verdict": "A"}', {"type": "object"})
+    ({'verdict': 'A'}, None)
+    >>> parse_json_answer("__import__('os')", {"type": "object"})[1][:19]
+    'answer is not JSON:'
+    """
+    import jsonschema
+
+    if not content or not content.strip():
+        return None, "empty answer"
+    body = content.strip()
+    if m := _FENCE.match(body):
+        body = m.group(1)
+    try:
+        obj = json.loads(body)
+    except json.JSONDecodeError as exc:
+        return None, f"answer is not JSON: {exc.msg} at line {exc.lineno} column {exc.colno}"
+    try:
+        jsonschema.validate(obj, schema)
+    except jsonschema.ValidationError as exc:
+        where = "/".join(map(str, exc.path)) or "(root)"
+        return None, f"answer does not match the schema at {where}: {exc.message}"
+    return obj, None
+
+
+class JudgeClient:
+    """Calls a chat-completions endpoint and returns validated JSON (see :meth:`call`)."""
+
+    def __init__(self, config: JudgeConfig) -> None:
+        from slamkit.errors import require
+
+        openai = require("openai")
+        self.config = config
+        key = os.environ.get(config.api_key_env)
+        if not key and "api.openai.com" in config.base_url:
+            raise JudgeError(
+                f"No API key: set the environment variable {config.api_key_env} "
+                f"(e.g. export {config.api_key_env}=sk-...) to judge with {config.model}."
+            )
+        self._client = openai.OpenAI(  # type: ignore[attr-defined]
+            base_url=config.base_url,
+            api_key=key or "no-key-needed",
+            timeout=config.timeout_s,
+            max_retries=0,  # retries are done here, counted and recorded
+        )
+        self._formats = (
+            list(FORMATS) if config.response_format == "auto" else [config.response_format]
+        )
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _response_format(self, kind: str, schema: dict) -> dict | None:
+        if kind == "json_schema":
+            return {
+                "type": "json_schema",
+                "json_schema": {"name": "judgment", "schema": schema, "strict": True},
+            }
+        if kind == "json_object_schema":
+            return {"type": "json_object", "schema": schema}
+        if kind == "json_object":
+            return {"type": "json_object"}
+        return None
+
+    def _backoff(self, attempt: int, exc: Exception | None) -> float:
+        delay = self.config.backoff_s * 2 ** (attempt - 1)
+        resp = getattr(exc, "response", None)
+        retry_after = resp.headers.get("retry-after") if resp is not None else None
+        if retry_after:
+            try:
+                delay = max(delay, float(retry_after))
+            except ValueError:
+                pass
+        return min(delay, self.config.max_backoff_s)
+
+    def call(self, messages: list[dict[str, str]], schema: dict) -> CallResult:
+        """Send ``messages``; retry on 429, 5xx, timeouts and connection errors.
+
+        A response_format the server rejects (400/422) switches to the next format
+        without costing an attempt. Other failures are returned in ``error``, never raised.
+        """
+        import openai
+
+        cfg, res = self.config, CallResult()
+        last: Exception | None = None
+        while res.attempts < cfg.max_attempts:
+            kind = self._formats[0]
+            fmt = self._response_format(kind, schema)
+            res.attempts += 1
+            t0 = time.perf_counter()
+            try:
+                resp = self._client.chat.completions.create(
+                    model=cfg.model,
+                    messages=messages,  # type: ignore[arg-type]
+                    temperature=cfg.temperature,
+                    max_tokens=cfg.max_tokens,
+                    **({"seed": cfg.seed} if cfg.seed is not None else {}),
+                    **({"response_format": fmt} if fmt else {}),
+                )
+            except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
+                if fmt is not None and len(self._formats) > 1:
+                    res.errors.append(f"{kind} rejected ({exc.status_code}); trying next format")
+                    self._formats.pop(0)
+                    res.attempts -= 1
+                    continue
+                res.error = f"request rejected: HTTP {exc.status_code}: {_short(exc)}"
+                return res
+            except (openai.RateLimitError, openai.InternalServerError) as exc:
+                res.errors.append(f"HTTP {exc.status_code}")
+                last = exc
+                res.error = f"HTTP {exc.status_code} after {res.attempts} attempts: {_short(exc)}"
+            except openai.APITimeoutError as exc:
+                res.errors.append("timeout")
+                last = exc
+                res.error = f"timed out after {cfg.timeout_s}s ({res.attempts} attempts)"
+            except openai.APIConnectionError as exc:
+                res.errors.append("connection error")
+                last = exc
+                res.error = f"connection error after {res.attempts} attempts: {_short(exc)}"
+            except openai.APIStatusError as exc:  # 401, 403, 404 ...: retrying will not help
+                res.error = f"HTTP {exc.status_code}: {_short(exc)}"
+                return res
+            except Exception as exc:  # malformed response body and the like
+                res.error = f"malformed response: {type(exc).__name__}: {_short(exc)}"
+                return res
+            else:
+                res.latency_s = time.perf_counter() - t0
+                res.response_format = kind
+                return self._finish(res, resp, schema)
+            if res.attempts < cfg.max_attempts:
+                time.sleep(self._backoff(res.attempts, last))
+        return res
+
+    def _finish(self, res: CallResult, resp: Any, schema: dict) -> CallResult:
+        res.error = None  # earlier attempts' errors stay in res.errors
+        try:
+            choice = resp.choices[0]
+            res.content = choice.message.content
+            res.finish_reason = choice.finish_reason
+        except (AttributeError, IndexError, TypeError) as exc:
+            res.error = f"malformed response: no choices[0].message ({exc})"
+            return res
+        usage = getattr(resp, "usage", None)
+        if usage is not None:
+            res.prompt_tokens = getattr(usage, "prompt_tokens", None)
+            res.completion_tokens = getattr(usage, "completion_tokens", None)
+        res.parsed, err = parse_json_answer(res.content, schema)
+        if err:
+            cut = (
+                " (finish_reason=length: raise max_tokens)" if res.finish_reason == "length" else ""
+            )
+            res.error = err + cut
+        return res
+
+
+def _short(exc: Exception, n: int = 300) -> str:
+    text = str(exc).replace("\n", " ")
+    return text[:n] + ("..." if len(text) > n else "")

@@ -1,0 +1,264 @@
+"""Run a judge over stored generations and write one ``judgments`` row per call.
+
+Resumable: each call has a content-addressed ``judgment_id`` (judge settings, mode,
+criterion, the two texts' keys and order, prompt fingerprint); stored successes are
+skipped, stored failures are retried and replaced. A call that still fails is written
+with ``error`` set and ``verdict`` NULL: nothing is dropped.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from slamkit.errors import SlamkitError
+from slamkit.judge import prompts
+from slamkit.judge.client import CallResult, JudgeClient, JudgeConfig
+from slamkit.keys import content_key
+
+if TYPE_CHECKING:
+    from slamkit.store import Store
+
+MODES = ("pairwise", "criteria", "rubric")
+
+_PAIRS_SQL = """
+WITH refs AS (
+    SELECT ref_id, task_id, item_id,
+           row_number() OVER (PARTITION BY task_id, item_id
+                              ORDER BY sample_index, source_model, ref_id) AS rn
+    FROM reference_outputs
+    WHERE (CAST(? AS VARCHAR) IS NULL OR source_model = ?)
+)
+SELECT g.task_id, g.item_id, 'generation' AS a_kind, g.gen_key AS a_id,
+       'reference' AS b_kind, r.ref_id AS b_id
+FROM generations g
+JOIN refs r ON r.task_id = g.task_id AND r.item_id = g.item_id AND r.rn = 1
+WHERE g.text IS NOT NULL AND g.error IS NULL
+  AND (CAST(? AS VARCHAR) IS NULL OR g.task_id = ?)
+  AND (CAST(? AS INTEGER) IS NULL OR g.sample_index = ?)
+ORDER BY g.task_id, g.item_id, g.gen_key
+"""
+
+
+def build_pairs(
+    store: Store,
+    task_id: str | None = None,
+    source_model: str | None = None,
+    sample_index: int | None = 0,
+    model_ids: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Candidate-vs-reference pairs: each generation (text, no error) and its reference.
+
+    The reference is the lowest ``sample_index`` of ``source_model`` (any when None) for
+    the same item. ``sample_index=None`` takes every sample. Columns: task_id, item_id,
+    a_kind, a_id, b_kind, b_id (a = candidate generation, b = reference).
+    """
+    pairs = store.df(
+        _PAIRS_SQL, [source_model, source_model, task_id, task_id, sample_index, sample_index]
+    )
+    if model_ids is not None:
+        keep = store.df(
+            "SELECT gen_key FROM generations WHERE model_id IN (SELECT unnest(?))",
+            [list(model_ids)],
+        )
+        pairs = pairs[pairs["a_id"].isin(set(keep["gen_key"]))]
+    return pairs.reset_index(drop=True)
+
+
+def _texts(store: Store, pairs: pd.DataFrame) -> dict[tuple[str, str], str]:
+    out: dict[tuple[str, str], str] = {}
+    for kind, table, key in (
+        ("generation", "generations", "gen_key"),
+        ("reference", "reference_outputs", "ref_id"),
+    ):
+        ids = set(pairs.loc[pairs.a_kind == kind, "a_id"]) | set(
+            pairs.loc[pairs.b_kind == kind, "b_id"]
+        )
+        if ids:
+            df = store.df(
+                f"SELECT {key} AS k, text FROM {table} WHERE {key} IN (SELECT unnest(?))",
+                [sorted(ids)],
+            )
+            out.update({(kind, k): t for k, t in zip(df.k, df.text, strict=True)})
+    return out
+
+
+def _prompts(store: Store, pairs: pd.DataFrame) -> dict[tuple[str, str], str]:
+    df = store.df("SELECT task_id, item_id, prompt FROM items")
+    return {(t, i): p for t, i, p in zip(df.task_id, df.item_id, df.prompt, strict=True)}
+
+
+def plan_judgments(
+    pairs: pd.DataFrame,
+    config: JudgeConfig,
+    mode: str = "pairwise",
+    criteria: Sequence[str] = prompts.DEFAULT_CRITERIA,
+    rubric: str = prompts.DEFAULT_RUBRIC,
+    rubric_with_reference: bool = True,
+) -> list[dict[str, Any]]:
+    """Every call the judge must make: both orders per pair (pairwise, criteria), one
+    call per candidate (rubric). Each dict carries its ``judgment_id`` and ids."""
+    if mode not in MODES:
+        raise SlamkitError(f"Unknown judge mode {mode!r}: use one of {', '.join(MODES)}.")
+    if mode == "rubric":
+        schema = prompts.rubric_schema(config.reasoning, config.max_reason_chars)
+    else:
+        schema = prompts.pairwise_schema(config.reasoning, config.max_reason_chars)
+    crits: list[str | None]
+    if mode == "pairwise":
+        crits = ["overall"]
+    elif mode == "criteria":
+        crits = list(criteria)
+        if not crits:
+            raise SlamkitError("mode='criteria' needs at least one criterion.")
+    else:
+        crits = [None]
+    fp = prompts.prompt_fingerprint(mode, schema, rubric if mode == "rubric" else None)
+    plan = []
+    for p in pairs.itertuples(index=False):
+        orders = [False] if mode == "rubric" else [False, True]
+        for crit in crits:
+            for swapped in orders:
+                a = (p.b_kind, p.b_id) if swapped else (p.a_kind, p.a_id)
+                b = (p.a_kind, p.a_id) if swapped else (p.b_kind, p.b_id)
+                if mode == "rubric" and not rubric_with_reference:
+                    b = (None, None)
+                jid = content_key(
+                    "judgment", judge=config.settings(), mode=mode, criterion=crit,
+                    a=list(a), b=list(b), prompt=fp,
+                )  # fmt: skip
+                plan.append(
+                    {"judgment_id": jid, "mode": mode, "criterion": crit, "task_id": p.task_id,
+                     "item_id": p.item_id, "a_kind": a[0], "a_id": a[1], "b_kind": b[0],
+                     "b_id": b[1], "order_swapped": swapped, "schema": schema,
+                     "prompt_fp": fp, "rubric": rubric if mode == "rubric" else None}
+                )  # fmt: skip
+    return plan
+
+
+def run_judge(
+    store: Store,
+    config: JudgeConfig,
+    mode: str = "pairwise",
+    pairs: pd.DataFrame | None = None,
+    task_id: str | None = None,
+    source_model: str | None = None,
+    sample_index: int | None = 0,
+    model_ids: Sequence[str] | None = None,
+    criteria: Sequence[str] = prompts.DEFAULT_CRITERIA,
+    rubric: str = prompts.DEFAULT_RUBRIC,
+    rubric_with_reference: bool = True,
+    limit: int | None = None,
+    retry_failed: bool = True,
+    progress: bool = True,
+) -> dict[str, int]:
+    """Judge every planned call not yet stored; return counts.
+
+    ``pairs`` defaults to :func:`build_pairs` (each generation vs its reference).
+    Returns ``{"planned", "skipped" (already stored), "judged" (parsed verdicts),
+    "failed" (rows written with an error)}``.
+    """
+    from tqdm.auto import tqdm
+
+    if pairs is None:
+        pairs = build_pairs(store, task_id, source_model, sample_index, model_ids)
+    if limit is not None:
+        pairs = pairs.head(limit)
+    plan = plan_judgments(pairs, config, mode, criteria, rubric, rubric_with_reference)
+    ids = [c["judgment_id"] for c in plan]
+    stored = store.df(
+        "SELECT judgment_id, error FROM judgments WHERE judgment_id IN (SELECT unnest(?))",
+        [ids],
+    )
+    ok = set(stored.loc[stored.error.isna(), "judgment_id"])
+    failed_before = set(stored.loc[stored.error.notna(), "judgment_id"])
+    todo = [c for c in plan if c["judgment_id"] not in ok]
+    if not retry_failed:
+        todo = [c for c in todo if c["judgment_id"] not in failed_before]
+    counts = {"planned": len(plan), "skipped": len(plan) - len(todo), "judged": 0, "failed": 0}
+    if not todo:
+        return counts
+    texts = _texts(store, pairs)
+    item_prompts = _prompts(store, pairs)
+    client = JudgeClient(config)
+    try:
+        for call in tqdm(todo, desc=f"judge {config.model} ({mode})", disable=not progress):
+            row = _judge_one(client, config, call, texts, item_prompts)
+            if call["judgment_id"] in failed_before:
+                store.db.execute(
+                    "DELETE FROM judgments WHERE judgment_id = ? AND error IS NOT NULL",
+                    [call["judgment_id"]],
+                )
+            store.insert("judgments", row)
+            counts["failed" if row["error"] else "judged"] += 1
+    finally:
+        client.close()
+    return counts
+
+
+def _judge_one(
+    client: JudgeClient,
+    config: JudgeConfig,
+    call: dict[str, Any],
+    texts: dict[tuple[str, str], str],
+    item_prompts: dict[tuple[str, str], str],
+) -> dict[str, Any]:
+    prompt = item_prompts.get((call["task_id"], call["item_id"]), "")
+    a = texts.get((call["a_kind"], call["a_id"]))
+    b = texts.get((call["b_kind"], call["b_id"])) if call["b_kind"] else None
+    schema = call["schema"]
+    if call["mode"] == "rubric":
+        messages = prompts.rubric_messages(prompt, a or "", call["rubric"], schema, b)
+    else:
+        messages = prompts.pairwise_messages(prompt, a or "", b or "", call["criterion"], schema)
+    if a is None or (call["b_kind"] and b is None):
+        res = CallResult(error="a text to judge is missing from the store")
+    else:
+        res = client.call(messages, schema)
+    verdict, score, reasoning = None, None, None
+    if res.parsed is not None:
+        reasoning = res.parsed.get("reasoning")
+        if call["mode"] == "rubric":
+            score = float(res.parsed["score"])
+            verdict = str(res.parsed["score"])
+        else:
+            verdict = res.parsed["verdict"]
+    raw = {
+        "messages": messages,
+        "response": res.content,
+        "finish_reason": res.finish_reason,
+        "retries": res.errors,
+    }
+    params = {
+        **config.settings(),
+        "response_format": res.response_format,
+        "prompt": call["prompt_fp"],
+        "prompt_version": prompts.PROMPT_VERSION,
+    }
+    return {
+        "judgment_id": call["judgment_id"],
+        "judge_model": config.model,
+        "judge_endpoint": config.endpoint,
+        "mode": call["mode"],
+        "criterion": call["criterion"],
+        "task_id": call["task_id"],
+        "item_id": call["item_id"],
+        "a_kind": call["a_kind"],
+        "a_id": call["a_id"],
+        "b_kind": call["b_kind"],
+        "b_id": call["b_id"],
+        "order_swapped": call["order_swapped"],
+        "verdict": verdict,
+        "score": score,
+        "reasoning": reasoning,
+        "raw": json.dumps(raw, ensure_ascii=False),
+        "prompt_tokens": res.prompt_tokens,
+        "completion_tokens": res.completion_tokens,
+        "latency_s": res.latency_s,
+        "attempts": res.attempts,
+        "error": res.error,
+        "params": params,
+    }

@@ -1,0 +1,288 @@
+"""Judge: retries, timeouts and failure records against a misbehaving fake server; strict
+JSON parsing (never eval); order-robust outcomes and position bias on hand-made rows."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from test_metrics import add_synthetic
+
+from slamkit.judge import (
+    JudgeConfig,
+    JudgeError,
+    build_pairs,
+    load_judgments,
+    pairwise_outcomes,
+    parse_json_answer,
+    position_bias,
+    run_judge,
+)
+
+SECRET = "sk-test-SECRET-never-stored"
+
+
+class FakeServer:
+    """An OpenAI-compatible chat endpoint that follows a script per item prompt.
+
+    ``script[marker]`` is a list of behaviours consumed one per request whose user message
+    contains ``marker``: 'ok:<content>', '429', '500', 'malformed', 'hang', 'reject'
+    (422, as a server that does not know the response_format). When a list runs out its
+    last behaviour repeats.
+    """
+
+    def __init__(self, script: dict[str, list[str]], hang_s: float = 3.0) -> None:
+        self.script = script
+        self.hang_s = hang_s
+        self.requests: list[dict] = []
+        self.headers: list[dict] = []
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *a: object) -> None:  # keep test output quiet
+                pass
+
+            def do_POST(self) -> None:  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                fake.requests.append(body)
+                fake.headers.append({k.lower(): v for k, v in self.headers.items()})
+                user = body["messages"][-1]["content"]
+                marker = next(m for m in fake.script if m in user)
+                steps = fake.script[marker]
+                step = steps.pop(0) if len(steps) > 1 else steps[0]
+                if step == "hang":
+                    time.sleep(fake.hang_s)
+                    step = 'ok:{"reasoning": "late", "verdict": "A"}'
+                if step in ("429", "500", "reject"):
+                    code = {"429": 429, "500": 500, "reject": 422}[step]
+                    return self._send(code, {"error": {"message": f"scripted {step}"}})
+                if step == "malformed":
+                    return self._send(200, b'{"id": "x", "choices": [ {"mess')
+                content = step.removeprefix("ok:")
+                self._send(
+                    200,
+                    {
+                        "id": "c1", "object": "chat.completion", "created": 0,
+                        "model": body["model"],
+                        "choices": [{"index": 0, "finish_reason": "stop",
+                                     "message": {"role": "assistant", "content": content}}],
+                        "usage": {"prompt_tokens": 11, "completion_tokens": 7,
+                                  "total_tokens": 18},
+                    },
+                )  # fmt: skip
+
+            def _send(self, code: int, payload: dict | bytes) -> None:
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass  # the client gave up (timeout)
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+
+    def __enter__(self) -> FakeServer:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+A = 'ok:{"reasoning": "A is better", "verdict": "A"}'
+B = 'ok:{"reasoning": "B is better", "verdict": "B"}'
+
+
+def config(url: str, **kw) -> JudgeConfig:
+    base = dict(
+        base_url=url, model="fake-judge", api_key_env="SLAMKIT_TEST_JUDGE_KEY",
+        timeout_s=0.5, max_attempts=3, backoff_s=0.01, max_backoff_s=0.05,
+    )  # fmt: skip
+    return JudgeConfig(**{**base, **kw})
+
+
+@pytest.fixture()
+def two_items(store) -> Iterator:
+    """One model, items i1 (prompt 'i1') and i2 (prompt 'i2'), GPT-4 references."""
+    add_synthetic(store, gens={("m1", "i1"): "gen one", ("m1", "i2"): "gen two"})
+    yield store
+
+
+def test_retries_timeouts_and_failures_are_recorded(two_items, monkeypatch) -> None:
+    store = two_items
+    monkeypatch.setenv("SLAMKIT_TEST_JUDGE_KEY", SECRET)
+    # i1: unswapped call gets 429, 500, then an answer; swapped call answers at once.
+    #     (requests for one item alternate orders, so script per order via attempts)
+    # i2: malformed body on the first order, then hangs past the client timeout forever.
+    script = {"i1": ["429", "500", A, B], "i2": ["malformed", "hang"]}
+    with FakeServer(script) as srv:
+        counts = run_judge(store, config(srv.base_url), progress=False)
+    assert counts == {"planned": 4, "skipped": 0, "judged": 2, "failed": 2}
+    df = load_judgments(store).set_index(["item_id", "order_swapped"])
+    assert len(df) == 4  # nothing dropped
+
+    ok = df.loc[("i1", False)]
+    assert (ok.verdict, ok.attempts) == ("A", 3) and pd.isna(ok.error)
+    assert (ok.prompt_tokens, ok.completion_tokens) == (11, 7) and ok.latency_s > 0
+    raw = json.loads(ok.raw)
+    assert (
+        raw["retries"] == ["HTTP 429", "HTTP 500"]
+        and "[Response A]\ngen one" in (raw["messages"][1]["content"])
+    )
+    assert df.loc[("i1", True)].verdict == "B"  # B is the candidate when swapped
+
+    bad = df.loc[("i2", False)]
+    assert pd.isna(bad.verdict) and bad.error.startswith("malformed response")
+    assert bad.attempts == 1  # a broken body is not retried
+    hung = df.loc[("i2", True)]
+    assert pd.isna(hung.verdict) and "timed out after 0.5s (3 attempts)" in hung.error
+    assert json.loads(hung.raw)["retries"] == ["timeout"] * 3
+
+    # the key reached the server as a header but never the store
+    assert srv.headers[0]["authorization"] == f"Bearer {SECRET}"
+    dump = store.df("SELECT * FROM judgments").to_json()
+    assert SECRET not in dump and "SLAMKIT_TEST_JUDGE_KEY" not in dump
+
+    # resume: successes are skipped, failures retried and replaced (still one row each)
+    with FakeServer({"i1": [A], "i2": [A]}) as srv2:
+        again = run_judge(store, config(srv2.base_url), progress=False)
+    assert again == {"planned": 4, "skipped": 2, "judged": 2, "failed": 0}
+    assert len(srv2.requests) == 2
+    assert store.count("judgments") == 4 and store.count("judgments", "error IS NULL") == 4
+    with FakeServer({"i1": [A], "i2": [A]}) as srv3:
+        assert run_judge(store, config(srv3.base_url), progress=False)["skipped"] == 4
+    assert srv3.requests == []
+
+
+def test_code_in_judge_answer_is_never_executed(two_items, tmp_path: Path) -> None:
+    marker = tmp_path / "pwned"
+    evil = f"__import__('os').system('touch {marker}')"
+    evil_json = json.dumps({"reasoning": evil, "verdict": "tie"})
+    with FakeServer({"i1": ["ok:" + evil], "i2": ["ok:" + evil_json]}) as srv:
+        counts = run_judge(two_items, config(srv.base_url), progress=False)
+    assert counts["failed"] == 2 and counts["judged"] == 2
+    df = load_judgments(two_items).set_index("item_id")
+    for row in df.loc[["i1"]].itertuples():
+        assert pd.isna(row.verdict) and row.error.startswith("answer is not JSON")
+        assert json.loads(row.raw)["response"] == evil  # stored as text
+    assert set(df.loc["i2", "reasoning"]) == {evil}  # a JSON string, kept as data
+    assert not marker.exists()
+
+
+def test_schema_validation_and_format_fallback(two_items) -> None:
+    wrong = 'ok:{"reasoning": "x", "verdict": "C"}'
+    script = {"i1": ["reject", "reject", A], "i2": [wrong]}
+    with FakeServer(script) as srv:
+        run_judge(two_items, config(srv.base_url), progress=False)
+    first = srv.requests[0]["response_format"]
+    assert first["type"] == "json_schema" and first["json_schema"]["strict"] is True
+    assert srv.requests[1]["response_format"] == {
+        "type": "json_object",
+        "schema": first["json_schema"]["schema"],
+    }
+    assert srv.requests[2]["response_format"] == {"type": "json_object"}
+    df = load_judgments(two_items)
+    ok = df[df.item_id == "i1"]
+    assert set(ok.verdict) == {"A"} and set(ok.attempts) == {1}
+    assert {json.loads(p)["response_format"] for p in ok.params} == {"json_object"}
+    bad = df[df.item_id == "i2"]
+    assert bad.verdict.isna().all()
+    assert bad.error.str.contains("does not match the schema at verdict").all()
+
+
+def test_rubric_and_criteria_modes(two_items) -> None:
+    grade = 'ok:{"reasoning": "fine", "score": 7}'
+    with FakeServer({"i1": [grade], "i2": ['ok:{"reasoning": "", "score": 11}']}) as srv:
+        counts = run_judge(two_items, config(srv.base_url), mode="rubric", progress=False)
+    assert counts == {"planned": 2, "skipped": 0, "judged": 1, "failed": 1}
+    assert (
+        "[Reference answer, for guidance]\nthe cat is on the mat"
+        in (srv.requests[0]["messages"][1]["content"])
+    )
+    df = load_judgments(two_items).set_index("item_id")
+    assert (df.loc["i1", "score"], df.loc["i1", "verdict"]) == (7.0, "7")
+    assert "11 is greater than the maximum of 10" in df.loc["i2", "error"]
+
+    with FakeServer({"i": [A]}) as srv:
+        counts = run_judge(
+            two_items, config(srv.base_url), mode="criteria", criteria=["clarity", "overall"],
+            progress=False,
+        )  # fmt: skip
+    assert counts["judged"] == 8  # 2 items x 2 criteria x 2 orders
+    crit = load_judgments(two_items).query("mode == 'criteria'")
+    assert sorted(set(crit.criterion)) == ["clarity", "overall"]
+    assert "clearer" in srv.requests[0]["messages"][1]["content"]
+
+
+def test_parse_json_answer() -> None:
+    schema = {"type": "object", "required": ["verdict"]}
+    assert parse_json_answer('```json\n{"verdict": "A"}\n```', schema) == ({"verdict": "A"}, None)
+    assert parse_json_answer("", schema) == (None, "empty answer")
+    assert parse_json_answer("{'verdict': 'A'}", schema)[1].startswith("answer is not JSON")
+    assert "required property" in parse_json_answer("{}", schema)[1]
+
+
+def test_config_errors(monkeypatch) -> None:
+    monkeypatch.delenv("NO_SUCH_KEY_VAR", raising=False)
+    with pytest.raises(JudgeError, match="set the environment variable NO_SUCH_KEY_VAR"):
+        from slamkit.judge import JudgeClient
+
+        JudgeClient(JudgeConfig("https://api.openai.com/v1", "gpt-4", "NO_SUCH_KEY_VAR"))
+    with pytest.raises(JudgeError, match="must start with http"):
+        JudgeConfig("localhost:8000", "m")
+    cfg = JudgeConfig("http://user:pw@127.0.0.1:9/v1?token=t", "m")
+    assert cfg.endpoint == "http://127.0.0.1:9/v1"
+
+
+def _row(judge: str, cand: str, swapped: bool, verdict: str | None) -> dict:
+    a, b = (("reference", "r"), ("generation", cand)) if swapped else (
+        ("generation", cand), ("reference", "r"))  # fmt: skip
+    return {"judge_model": judge, "mode": "pairwise", "criterion": "overall", "task_id": "t",
+            "item_id": cand, "a_kind": a[0], "a_id": a[1], "b_kind": b[0], "b_id": b[1],
+            "order_swapped": swapped, "verdict": verdict}  # fmt: skip
+
+
+def test_outcomes_and_position_bias_hand_computed() -> None:
+    rows = [
+        # g1: candidate wins in both orders
+        _row("j", "g1", False, "A"), _row("j", "g1", True, "B"),
+        # g2: "A" both times = the winner flips with the order -> tie, flipped
+        _row("j", "g2", False, "A"), _row("j", "g2", True, "A"),
+        # g3: reference wins once, tie once -> tie, inconsistent but not a flip
+        _row("j", "g3", False, "B"), _row("j", "g3", True, "tie"),
+        # g4: second order failed -> no outcome yet
+        _row("j", "g4", False, "A"), _row("j", "g4", True, None),
+    ]  # fmt: skip
+    out = pairwise_outcomes(pd.DataFrame(rows)).set_index("candidate_id")
+    assert out.loc["g1", "outcome"] == "candidate"
+    assert (out.loc["g2", "outcome"], out.loc["g2", "flipped"]) == ("tie", True)
+    assert (out.loc["g3", "verdict_ab"], out.loc["g3", "outcome"]) == ("other", "tie")
+    assert not out.loc["g3", "flipped"]
+    assert out.loc["g4", "outcome"] is None
+    bias = position_bias(out.reset_index()).iloc[0]
+    assert (bias.n_pairs, bias.flips) == (3, 1)
+    assert bias.flip_rate == pytest.approx(1 / 3)
+    assert bias.inconsistent_rate == pytest.approx(2 / 3)
+    # decisive verdicts: g1 A,B g2 A,A g3 B -> position A chosen 3 of 5 times
+    assert bias.first_position_rate == pytest.approx(3 / 5)
+
+
+def test_build_pairs_filters(two_items) -> None:
+    pairs = build_pairs(two_items)
+    assert list(pairs.columns) == ["task_id", "item_id", "a_kind", "a_id", "b_kind", "b_id"]
+    assert len(pairs) == 2 and set(pairs.b_id) == {"r-i1", "r-i2"}
+    assert build_pairs(two_items, model_ids=["nope"]).empty
+    assert build_pairs(two_items, sample_index=3).empty
