@@ -45,10 +45,12 @@ class OpenAIBackend:
 
     Streams every call: ``ttft_s`` is the time to the first content chunk, ``latency_s``
     end to end, token usage from the final usage chunk (``stream_options.include_usage``;
-    when the server sends none, completion tokens are counted as content chunks and
-    ``extra['usage'] == 'counted'``). ``decode_tps`` = (completion_tokens - 1) /
-    (latency_s - ttft_s): the tokens after the first over the time after it. HTTP cannot
-    separate prefill, so ``prefill_tps`` is None. The seed is sent with every call.
+    when the server sends none, completion tokens are counted as content chunks,
+    ``prompt_tokens`` stays None and ``extra['usage'] == 'counted'``; llama_cpp.server
+    0.3.x is such a server, and there the chunk count equals its own usage count).
+    ``decode_tps`` = (completion_tokens - 1) / (latency_s - ttft_s): the tokens after the
+    first over the time after it. HTTP cannot separate prefill, so ``prefill_tps`` is None.
+    The seed is sent with every call.
 
     ``top_k`` and ``repeat_penalty`` are sent (as extra body fields) only to non-OpenAI
     servers, which understand them (llama.cpp, vLLM); OpenAI rejects them.
