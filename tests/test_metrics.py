@@ -159,3 +159,44 @@ def test_choose_reference_by_source_model(store) -> None:
     df = load_scores(store).set_index("model")
     assert set(df.ref_id) == {"r-other"}  # i2 has no 'aaa' reference and is skipped
     assert df.value.to_dict() == {"model-m1": 1.0, "model-m2": 0.0}
+
+
+def test_cosine_hand_computed() -> None:
+    from slamkit.metrics.embedding import cosine
+
+    assert cosine([1.0, 0.0], [1.0, 1.0]) == pytest.approx(2**-0.5)
+    assert cosine([1.0, 2.0], [-2.0, 1.0]) == 0.0
+    assert cosine([0.0, 0.0], [1.0, 1.0]) == 0.0
+
+
+@pytest.mark.slow
+def test_embedding_cosine_with_llama_cpp(store, smollm2) -> None:
+    import llama_cpp
+
+    m = get_metric("embed_cosine", model_path=smollm2)
+    assert m.metric_name == "embed_cosine:SmolLM2-135M-Instruct.Q4_1"
+    a, b, c = "The cat sat on the mat.", "A cat is sitting on a mat.", "Corporate tax law."
+    out = m.compute(predictions=[a, a, c], references=[a, b, b])["scores"]
+    assert out[0] == pytest.approx(1.0, abs=1e-6)  # identical text
+    assert out[1] > out[2]  # paraphrase closer than an unrelated text
+
+    # the same value computed independently: mean-pooled vectors, cosine by hand
+    llm = llama_cpp.Llama(
+        str(smollm2), embedding=True, pooling_type=llama_cpp.LLAMA_POOLING_TYPE_MEAN,
+        n_ctx=512, n_threads=1, n_threads_batch=1, verbose=False,
+    )  # fmt: skip
+    u, v = llm.embed(a), llm.embed(b)
+    llm.close()
+    assert len(u) == 576
+    dot = sum(x * y for x, y in zip(u, v, strict=True))
+    hand = dot / (sum(x * x for x in u) ** 0.5 * sum(y * y for y in v) ** 0.5)
+    assert out[1] == pytest.approx(hand, abs=1e-4)
+
+    # through the driver: stored, then nothing recomputed
+    add_synthetic(store, gens={("m1", "i1"): "the cat is on the mat"})
+    assert score_generations(store, [m], progress=False) == {m.metric_name: 1}
+    assert score_generations(store, [m], progress=False) == {m.metric_name: 0}
+    row = load_scores(store).iloc[0]
+    assert row.value == pytest.approx(1.0, abs=1e-6)
+    assert len(json.loads(row.details)["params"]["model_sha256"]) == 64
+    m.close()
