@@ -109,15 +109,18 @@ def main() -> None:
     args = ap.parse_args()
     d = bench_decode(args.rounds, args.max_tokens, args.threads)
     print(f"decode tokens/s (median of {args.rounds}, SmolLM2-135M Q4_1, {args.threads} thread)")
-    print(
-        f"  slamkit {d['decode_tps_slamkit']:.1f}   bare llama-cpp-python {d['decode_tps_bare']:.1f}"
-    )
+    ours, bare = d["decode_tps_slamkit"], d["decode_tps_bare"]
+    print(f"  slamkit {ours:.1f}   bare llama-cpp-python {bare:.1f}")
     print(f"  ratio slamkit/bare = {d['decode_ratio']:.3f}  (target >= 0.95)")
-    print(f"end-to-end latency per request: slamkit {d['e2e_s_slamkit']:.3f} s, "
-          f"bare {d['e2e_s_bare']:.3f} s; speed ratio bare/slamkit = {d['e2e_ratio']:.3f}")  # fmt: skip
+    print(
+        f"end-to-end latency per request: slamkit {d['e2e_s_slamkit']:.3f} s, "
+        f"bare {d['e2e_s_bare']:.3f} s; speed ratio bare/slamkit = {d['e2e_ratio']:.3f}"
+    )
     c = bench_cache(args.items, args.max_tokens, args.threads)
-    print(f"sweep of {c['cells']:.0f} cells (2 default models x {args.items} AlpacaEval items): "
-          f"first run {c['first_run_s']:.2f} s, cached rerun {c['cached_rerun_s']:.3f} s")  # fmt: skip
+    print(
+        f"sweep of {c['cells']:.0f} cells (2 default models x {args.items} AlpacaEval items): "
+        f"first run {c['first_run_s']:.2f} s, cached rerun {c['cached_rerun_s']:.3f} s"
+    )
     print(f"  cache speed-up = {c['cache_speedup']:.0f}x  (target >= 50x)")
 
 
