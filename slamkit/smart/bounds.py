@@ -1,0 +1,248 @@
+"""Confidence bounds for a conformity rate: Clopper-Pearson and anytime-valid sequences.
+
+Every family answers two questions about ``k`` conforming outputs out of ``n``:
+
+* ``excludes_below(k, n, t)``: is the lower bound >= ``t``?  (the model is *satisfied*)
+* ``excludes_above(k, n, t)``: is the upper bound <  ``t``?  (the model is *invalid*)
+
+and ``interval(k, n)`` gives the bounds themselves. All functions are vectorized over
+numpy arrays. ``thresholds(nmax, t)`` turns the predicates into integer tables
+``k_inv[n]`` (largest k that is invalid) and ``k_sat[n]`` (smallest k that is satisfied),
+which is what the fast simulator and the expected-cost early stop use.
+
+Families:
+
+* :class:`ClopperPearson` - the exact binomial interval at one confidence level. Valid
+  for one look at the data; SMART checks it after every batch ("peeking").
+* :class:`AlphaSpendingCP` - Clopper-Pearson at level ``1 - alpha/(j(j+1))`` at the j-th
+  look (look = every ``batch`` items). Since sum_j alpha/(j(j+1)) = alpha, a union bound
+  makes the guarantee hold over *all* looks.
+* :class:`BetaBinomialCS` - Robbins' mixture confidence sequence. For a Beta(a, b)
+  prior, M_n(p) = B(a+k, b+n-k) / B(a, b) / (p^k (1-p)^(n-k)) is a nonnegative
+  martingale under p, so by Ville's inequality {p : M_n(p) < 1/alpha} covers the true p
+  at every n simultaneously with probability >= 1 - alpha (anytime-valid).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Protocol
+
+import numpy as np
+from scipy import special, stats
+
+ArrayLike = np.ndarray | int | float
+
+
+class BoundFamily(Protocol):
+    name: str
+
+    def excludes_below(self, k: ArrayLike, n: ArrayLike, t: float) -> np.ndarray: ...
+
+    def excludes_above(self, k: ArrayLike, n: ArrayLike, t: float) -> np.ndarray: ...
+
+    def interval(self, k: ArrayLike, n: ArrayLike) -> tuple[np.ndarray, np.ndarray]: ...
+
+    def describe(self) -> str: ...
+
+
+def clopper_pearson(
+    k: ArrayLike, n: ArrayLike, conf: float = 0.95, sided: str = "two"
+) -> tuple[np.ndarray, np.ndarray]:
+    """Exact binomial interval. ``sided='two'`` splits 1-conf over both tails;
+    ``'lower'``/``'upper'`` put it all in one tail (the other bound is 0 or 1).
+
+    >>> lo, hi = clopper_pearson(9, 10, 0.95)
+    >>> round(float(lo), 4), round(float(hi), 4)
+    (0.555, 0.9975)
+    """
+    k = np.asarray(k, dtype=float)
+    n = np.asarray(n, dtype=float)
+    a = (1 - conf) / 2 if sided == "two" else (1 - conf)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        lo = np.where(k > 0, stats.beta.ppf(a, np.maximum(k, 1e-300), n - k + 1), 0.0)
+        hi = np.where(k < n, stats.beta.ppf(1 - a, k + 1, np.maximum(n - k, 1e-300)), 1.0)
+    lo = np.where(n > 0, lo, 0.0)
+    hi = np.where(n > 0, hi, 1.0)
+    if sided == "lower":
+        hi = np.ones_like(hi)
+    elif sided == "upper":
+        lo = np.zeros_like(lo)
+    return lo, hi
+
+
+def _cp_excludes_below(k: ArrayLike, n: ArrayLike, t: float, a: ArrayLike) -> np.ndarray:
+    """Clopper-Pearson lower bound >= t  <=>  P(Bin(n, t) >= k) <= a (exact duality)."""
+    k = np.asarray(k, dtype=float)
+    n = np.asarray(n, dtype=float)
+    tail = np.where(k > 0, special.bdtrc(np.maximum(k - 1, 0), n, t), 1.0)
+    return (n > 0) & (tail <= a)
+
+
+def _cp_excludes_above(k: ArrayLike, n: ArrayLike, t: float, a: ArrayLike) -> np.ndarray:
+    """Clopper-Pearson upper bound < t  <=>  P(Bin(n, t) <= k) < a."""
+    k = np.asarray(k, dtype=float)
+    n = np.asarray(n, dtype=float)
+    return (n > 0) & (k < n) & (special.bdtr(np.minimum(k, n), n, t) < a)
+
+
+@dataclass(frozen=True)
+class ClopperPearson:
+    """Two-sided Clopper-Pearson at ``conf``, re-evaluated at every look (SMART's rule)."""
+
+    conf: float = 0.95
+    name: str = field(default="clopper-pearson", init=False)
+
+    def interval(self, k: ArrayLike, n: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        return clopper_pearson(k, n, self.conf)
+
+    def excludes_below(self, k: ArrayLike, n: ArrayLike, t: float) -> np.ndarray:
+        return _cp_excludes_below(k, n, t, (1 - self.conf) / 2)
+
+    def excludes_above(self, k: ArrayLike, n: ArrayLike, t: float) -> np.ndarray:
+        return _cp_excludes_above(k, n, t, (1 - self.conf) / 2)
+
+    def describe(self) -> str:
+        return f"two-sided Clopper-Pearson at {self.conf:g}, checked every batch"
+
+
+@dataclass(frozen=True)
+class AlphaSpendingCP:
+    """Clopper-Pearson at 1 - alpha/(j(j+1)) at look j = ceil(n / batch): valid over all looks."""
+
+    alpha: float = 0.05
+    batch: int = 10
+    name: str = field(default="alpha-spending-cp", init=False)
+
+    def _conf(self, n: ArrayLike) -> np.ndarray:
+        j = np.maximum(np.ceil(np.asarray(n, dtype=float) / self.batch), 1.0)
+        return 1 - self.alpha / (j * (j + 1))
+
+    def interval(self, k: ArrayLike, n: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        k = np.asarray(k, dtype=float)
+        n = np.asarray(n, dtype=float)
+        a = (1 - self._conf(n)) / 2
+        with np.errstate(invalid="ignore", divide="ignore"):
+            lo = np.where(k > 0, stats.beta.ppf(a, np.maximum(k, 1e-300), n - k + 1), 0.0)
+            hi = np.where(k < n, stats.beta.ppf(1 - a, k + 1, np.maximum(n - k, 1e-300)), 1.0)
+        return np.where(n > 0, lo, 0.0), np.where(n > 0, hi, 1.0)
+
+    def excludes_below(self, k: ArrayLike, n: ArrayLike, t: float) -> np.ndarray:
+        return _cp_excludes_below(k, n, t, (1 - self._conf(n)) / 2)
+
+    def excludes_above(self, k: ArrayLike, n: ArrayLike, t: float) -> np.ndarray:
+        return _cp_excludes_above(k, n, t, (1 - self._conf(n)) / 2)
+
+    def describe(self) -> str:
+        return (
+            f"Clopper-Pearson with alpha spending (alpha={self.alpha:g} split as "
+            f"alpha/(j(j+1)) over looks every {self.batch} items): anytime-valid"
+        )
+
+
+@dataclass(frozen=True)
+class BetaBinomialCS:
+    """Robbins' beta-binomial mixture confidence sequence (anytime-valid, two-sided)."""
+
+    alpha: float = 0.05
+    a: float = 1.0
+    b: float = 1.0
+    name: str = field(default="beta-binomial-cs", init=False)
+
+    def log_martingale(self, k: ArrayLike, n: ArrayLike, p: ArrayLike) -> np.ndarray:
+        k = np.asarray(k, dtype=float)
+        n = np.asarray(n, dtype=float)
+        p = np.clip(np.asarray(p, dtype=float), 1e-15, 1 - 1e-15)
+        log_mix = special.betaln(self.a + k, self.b + n - k) - special.betaln(self.a, self.b)
+        return log_mix - k * np.log(p) - (n - k) * np.log1p(-p)
+
+    def excludes_below(self, k: ArrayLike, n: ArrayLike, t: float) -> np.ndarray:
+        k = np.asarray(k, dtype=float)
+        n = np.asarray(n, dtype=float)
+        right = k >= t * n
+        return right & (n > 0) & (self.log_martingale(k, n, t) >= np.log(1 / self.alpha))
+
+    def excludes_above(self, k: ArrayLike, n: ArrayLike, t: float) -> np.ndarray:
+        k = np.asarray(k, dtype=float)
+        n = np.asarray(n, dtype=float)
+        left = k < t * n
+        return left & (n > 0) & (self.log_martingale(k, n, t) >= np.log(1 / self.alpha))
+
+    def interval(self, k: ArrayLike, n: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        k, n = np.broadcast_arrays(np.asarray(k, dtype=float), np.asarray(n, dtype=float))
+        phat = np.where(n > 0, k / np.maximum(n, 1), 0.5)
+        thr = np.log(1 / self.alpha)
+
+        def solve(lo: np.ndarray, hi: np.ndarray, inside_is_hi: bool) -> np.ndarray:
+            # bisection for the boundary between excluded and included p
+            for _ in range(60):
+                mid = (lo + hi) / 2
+                excluded = self.log_martingale(k, n, mid) >= thr
+                if inside_is_hi:  # lower boundary: excluded below, included above
+                    lo, hi = np.where(excluded, mid, lo), np.where(excluded, hi, mid)
+                else:
+                    lo, hi = np.where(excluded, lo, mid), np.where(excluded, mid, hi)
+            return (lo + hi) / 2
+
+        lower = solve(np.zeros_like(phat), phat.copy(), True)
+        upper = solve(phat.copy(), np.ones_like(phat), False)
+        lower = np.where(self.log_martingale(k, n, 0.0) >= thr, lower, 0.0)
+        upper = np.where(self.log_martingale(k, n, 1.0) >= thr, upper, 1.0)
+        return np.where(n > 0, lower, 0.0), np.where(n > 0, upper, 1.0)
+
+    def describe(self) -> str:
+        return (
+            f"beta-binomial mixture confidence sequence (Beta({self.a:g},{self.b:g}) prior, "
+            f"alpha={self.alpha:g}): anytime-valid, may be checked after every item"
+        )
+
+
+def lower_bound(family: BoundFamily, k: ArrayLike, n: ArrayLike) -> np.ndarray:
+    return family.interval(k, n)[0]
+
+
+def thresholds_at(family: BoundFamily, n: ArrayLike, t: float) -> tuple[np.ndarray, np.ndarray]:
+    """Integer thresholds for each sample size in ``n`` (any shape).
+
+    ``k_inv``: the largest k with upper bound < t (-1 if none);
+    ``k_sat``: the smallest k with lower bound >= t (n+1 if none).
+    Bisection over k, bracketed around n*t (the bounds are monotone in k).
+    """
+    n = np.asarray(n, dtype=np.int64)
+    shape = n.shape
+    n = n.ravel()
+    spread = np.ceil(12 * np.sqrt(n * t * (1 - t)) + 40).astype(np.int64)
+    centre = np.floor(n * t).astype(np.int64)
+    # k_sat: predicate False at lo, True at hi (hi = n+1 is a sentinel)
+    lo = np.maximum(centre - spread, -1)
+    lo = np.where(family.excludes_below(np.maximum(lo, 0), n, t) & (lo >= 0), -1, lo)
+    hi = np.minimum(centre + spread, n + 1)
+    hi = np.where(family.excludes_below(np.minimum(hi, n), n, t) | (hi > n), hi, n + 1)
+    while np.any(hi - lo > 1):
+        mid = (lo + hi) // 2
+        ok = (mid > n) | ((mid >= 0) & family.excludes_below(np.clip(mid, 0, n), n, t))
+        lo, hi = np.where(ok, lo, mid), np.where(ok, mid, hi)
+    k_sat = hi
+    # k_inv: predicate True at lo (lo = -1 is a sentinel), False at hi
+    lo = np.maximum(centre - spread, -1)
+    lo = np.where((lo < 0) | family.excludes_above(np.clip(lo, 0, n), n, t), lo, -1)
+    hi = np.minimum(centre + spread, n + 1)
+    hi = np.where((hi > n) | ~family.excludes_above(np.minimum(hi, n), n, t), hi, n + 1)
+    while np.any(hi - lo > 1):
+        mid = (lo + hi) // 2
+        ok = (mid < 0) | ((mid <= n) & family.excludes_above(np.clip(mid, 0, n), n, t))
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, mid)
+    k_inv = lo
+    return k_inv.reshape(shape), k_sat.reshape(shape)
+
+
+@lru_cache(maxsize=128)
+def threshold_table(
+    family: BoundFamily, nmax: int, t: float, step: int = 10
+) -> tuple[np.ndarray, np.ndarray]:
+    """Cached ``thresholds_at`` for n = 0, step, 2*step, ... <= nmax (index = n // step)."""
+    k_inv, k_sat = thresholds_at(family, np.arange(0, nmax + 1, step), t)
+    k_inv.setflags(write=False)
+    k_sat.setflags(write=False)
+    return k_inv, k_sat

@@ -1,0 +1,250 @@
+"""SMART on stored generations: read generations + reference outputs, choose, record.
+
+Conformity of a candidate on an item = the equivalence function applied to its first
+stored sample (lowest sample_index) and the reference's first sample. A missing or failed
+generation counts as *not* conforming (conservative). Unit costs: ``cost_per_item[model]``
+when given, else the cost model (:mod:`slamkit.cost`): the reference is priced from its
+stored token usage (or offline token counts) and the dated API price table; a self-hosted
+candidate from each generation's measured latency on the chosen instance.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from slamkit import cost as costmod
+from slamkit.errors import SlamkitError
+from slamkit.keys import content_key
+from slamkit.smart.equivalence import EmbeddingSimilarity, Equivalence, JudgeVerdict
+from slamkit.smart.profile import profile
+from slamkit.smart.select import METHODS, Selection, bounds_for, choose
+
+
+def _reference(store: Any, task_id: str, reference_model: str) -> pd.DataFrame:
+    ref = store.df(
+        """
+        SELECT r.item_id, r.text AS ref_text, r.prompt_tokens, r.completion_tokens,
+               r.latency_s, i.prompt
+        FROM reference_outputs r
+        LEFT JOIN items i ON i.task_id = r.task_id AND i.item_id = r.item_id
+        WHERE r.task_id = ? AND r.source_model = ?
+        QUALIFY row_number() OVER (PARTITION BY r.item_id ORDER BY r.sample_index, r.ref_id) = 1
+        """,
+        [task_id, reference_model],
+    )
+    if ref.empty:
+        have = store.df(
+            "SELECT DISTINCT task_id, source_model FROM reference_outputs ORDER BY 1, 2"
+        )
+        pairs = ", ".join(f"{a}/{b}" for a, b in have.itertuples(index=False)) or "none"
+        raise SlamkitError(
+            f"No reference outputs for task {task_id!r} from {reference_model!r} in "
+            f"{store.path}. Stored (task/source): {pairs}. Import references first."
+        )
+    return ref
+
+
+def _generations(store: Any, task_id: str, models: Sequence[str] | None) -> pd.DataFrame:
+    gens = store.df(
+        """
+        SELECT g.gen_key, g.model_id, coalesce(m.name, g.model_id) AS model, g.item_id,
+               g.text, g.error, g.latency_s, g.prompt_tokens, g.completion_tokens
+        FROM generations g LEFT JOIN models m ON m.model_id = g.model_id
+        WHERE g.task_id = ?
+        QUALIFY row_number() OVER (
+            PARTITION BY g.model_id, g.item_id ORDER BY g.sample_index, g.gen_key) = 1
+        """,
+        [task_id],
+    )
+    if models:
+        gens = gens[gens["model"].isin(models) | gens["model_id"].isin(models)]
+    if gens.empty:
+        raise SlamkitError(
+            f"No generations for task {task_id!r}"
+            + (f" from models {list(models)}" if models else "")
+            + f" in {store.path}. Run `slamkit run` (or the generate notebook) first."
+        )
+    return gens
+
+
+def _judge_outcomes(store: Any, gen_keys: Sequence[str]) -> pd.Series:
+    """Per generation: 'win' | 'tie' | 'loss' against the reference; a verdict that flips
+    with the order of presentation is a tie."""
+    j = store.df(
+        """
+        SELECT a_kind, a_id, b_kind, b_id, verdict FROM judgments
+        WHERE mode = 'pairwise' AND verdict IS NOT NULL
+          AND ((a_kind = 'generation' AND b_kind = 'reference')
+            OR (a_kind = 'reference' AND b_kind = 'generation'))
+        """
+    )
+    if j.empty:
+        return pd.Series(dtype=object)
+    gen_first = j["a_kind"] == "generation"
+    j["gen_key"] = np.where(gen_first, j["a_id"], j["b_id"])
+    win = np.where(gen_first, "A", "B")
+    j["score"] = np.select([j["verdict"] == win, j["verdict"] == "tie"], [1.0, 0.5], 0.0)
+    s = j[j["gen_key"].isin(list(gen_keys))].groupby("gen_key")["score"].mean()
+    return s.map(lambda v: "win" if v > 0.5 else ("loss" if v < 0.5 else "tie"))
+
+
+def conformity_frame(
+    store: Any,
+    task_id: str,
+    reference_model: str,
+    equivalence: Equivalence,
+    models: Sequence[str] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(reference rows, one row per (model, item) with ``conforms``)."""
+    ref = _reference(store, task_id, reference_model)
+    gens = _generations(store, task_id, models)
+    gens = gens[gens["item_id"].isin(ref["item_id"])]
+    grid = pd.MultiIndex.from_product(
+        [sorted(gens["model"].unique()), ref["item_id"]], names=["model", "item_id"]
+    ).to_frame(index=False)
+    df = grid.merge(gens, on=["model", "item_id"], how="left").merge(
+        ref[["item_id", "ref_text"]], on="item_id", how="left"
+    )
+    if isinstance(equivalence, EmbeddingSimilarity) and equivalence.embed is None:
+        metric = equivalence.column
+        sc = store.df("SELECT gen_key, value FROM scores WHERE metric = ?", [metric])
+        if sc.empty:
+            raise SlamkitError(
+                f"No scores named {metric!r} in {store.path}: compute the embedding-similarity "
+                "metric first, or pass EmbeddingSimilarity(column=<stored metric name>)."
+            )
+        df = df.merge(sc.rename(columns={"value": metric}), on="gen_key", how="left")
+    if isinstance(equivalence, JudgeVerdict) and equivalence.judge is None:
+        out = _judge_outcomes(store, df["gen_key"].dropna().tolist())
+        df[equivalence.column] = df["gen_key"].map(out)
+    ok = df["text"].notna() & df["error"].isna()
+    df["conforms"] = False
+    if ok.any():
+        df.loc[ok, "conforms"] = equivalence.frame(df[ok]).to_numpy()
+    return ref, df
+
+
+def _costs(
+    ref: pd.DataFrame,
+    df: pd.DataFrame,
+    cost_per_item: Mapping[str, float] | None,
+    reference_model: str,
+    reference_price: str | None,
+    instance: str,
+    utilization: float,
+    prices: pd.DataFrame | None,
+) -> tuple[pd.Series, pd.Series, dict[str, Any]]:
+    """Per-item cost of the reference (by item) and of each generation (by row of df)."""
+    cpi = dict(cost_per_item or {})
+    info: dict[str, Any] = {}
+    if reference_model in cpi:
+        ref_cost = pd.Series(float(cpi[reference_model]), index=ref["item_id"])
+        info["reference"] = {"cost_per_item": float(cpi[reference_model])}
+    else:
+        prices = costmod.load_prices() if prices is None else prices
+        name = reference_price or costmod.price_name_for(reference_model)
+        pr = costmod.api_price(prices, name)
+        tin = ref["prompt_tokens"].astype(float)
+        tout = ref["completion_tokens"].astype(float)
+        if tin.isna().any():
+            counted = costmod.count_tokens(ref["prompt"].where(ref["prompt"].notna(), ""))
+            tin = tin.fillna(pd.Series(counted, index=ref.index).astype(float) + 7)
+        if tout.isna().any():
+            tout = tout.fillna(pd.Series(costmod.count_tokens(ref["ref_text"]), index=ref.index))
+        c = (tin * pr["input_per_1k_usd"] + tout * pr["output_per_1k_usd"]) / 1000
+        ref_cost = pd.Series(c.to_numpy(), index=ref["item_id"])
+        info["reference"] = {
+            "price_name": name, "price_date": pr["date"].date().isoformat(),
+            "input_per_1k_usd": float(pr["input_per_1k_usd"]),
+            "output_per_1k_usd": float(pr["output_per_1k_usd"]),
+            "mean_tokens_in": float(tin.mean()), "mean_tokens_out": float(tout.mean()),
+        }  # fmt: skip
+    gen_cost = pd.Series(np.nan, index=df.index)
+    for model, rows in df.groupby("model"):
+        if model in cpi:
+            gen_cost[rows.index] = float(cpi[str(model)])
+            info[str(model)] = {"cost_per_item": float(cpi[str(model)])}
+            continue
+        prices = costmod.load_prices() if prices is None else prices
+        hourly = float(costmod.instance_price(prices, instance)["hourly_usd"])
+        lat = rows["latency_s"].astype(float)
+        fallback = lat.mean() if lat.notna().any() else np.nan
+        if np.isnan(fallback):
+            raise SlamkitError(
+                f"Model {model!r} has no measured latency_s, so the cost model cannot price it: "
+                "pass cost_per_item={...} for it."
+            )
+        lat = lat.fillna(fallback)
+        gen_cost[rows.index] = hourly * lat / (3600.0 * utilization)
+        info[str(model)] = {
+            "instance": instance, "hourly_usd": hourly, "utilization": utilization,
+            "mean_latency_s": float(lat.mean()),
+        }  # fmt: skip
+    return ref_cost, gen_cost, info
+
+
+def smart_from_store(
+    store: Any,
+    task_id: str,
+    reference_model: str,
+    equivalence: Equivalence,
+    delta: float,
+    gamma: float = 0.95,
+    cost_per_item: Mapping[str, float] | None = None,
+    method: str = "anytime",
+    models: Sequence[str] | None = None,
+    seed: int = 0,
+    batch: int = 10,
+    reference_price: str | None = None,
+    instance: str = "aws-c7i.large",
+    utilization: float = 0.5,
+    prices: pd.DataFrame | None = None,
+    save: bool = True,
+) -> Selection:
+    """Run SMART (``method``: smart | smart-mix | anytime) on stored generations of a task.
+
+    Returns the :class:`Selection` (choice + guarantee) and, with ``save``, inserts it into
+    the ``selections`` table (idempotent: the id hashes every input).
+    """
+    if method not in METHODS:
+        raise SlamkitError(f"Unknown SMART method {method!r}: use one of {', '.join(METHODS)}.")
+    ref, df = conformity_frame(store, task_id, reference_model, equivalence, models)
+    ref_cost, gen_cost, cost_info = _costs(
+        ref, df, cost_per_item, reference_model, reference_price, instance, utilization, prices
+    )
+    df["cost"] = gen_cost
+    candidates = sorted(df["model"].unique())
+    conform = {(r.model, r.item_id): (bool(r.conforms), float(r.cost)) for r in df.itertuples()}
+    prior = {m: float(df.loc[df["model"] == m, "cost"].mean()) for m in candidates}
+    items = list(ref["item_id"])
+    random.Random(seed).shuffle(items)
+    res = profile(
+        items, candidates, prior, lambda i: float(ref_cost[i]), lambda m, i: conform[(m, i)],
+        delta, bounds_for(method, gamma, len(candidates), batch), reference=reference_model,
+        batch=batch,
+    )  # fmt: skip
+    sel = choose(res, method, gamma)
+    sel.details.update(
+        {"equivalence": equivalence.spec(), "costs": cost_info, "seed": seed,
+         "conformity_all_items": df.groupby("model")["conforms"].mean().to_dict()}
+    )  # fmt: skip
+    if save:
+        sid = content_key(
+            "selection", task=task_id, ref=reference_model, eq=equivalence.spec(), delta=delta,
+            gamma=gamma, method=method, seed=seed, batch=batch, models=candidates,
+            costs=cost_info, n=len(items),
+        )  # fmt: skip
+        sel.details["selection_id"] = sid
+        store.insert(
+            "selections",
+            sel.row(
+                selection_id=sid, task_id=task_id, reference_model=reference_model,
+                equivalence=equivalence.spec(),
+            ),
+        )  # fmt: skip
+    return sel

@@ -1,0 +1,141 @@
+"""SMART profiling: decisions, unit costs over processed items, early stop, consistency
+between the item-by-item profiler and the vectorized simulator."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slamkit.errors import SlamkitError
+from slamkit.smart.bounds import BetaBinomialCS, ClopperPearson, thresholds_at
+from slamkit.smart.profile import expected_cost_stop, profile, unit_costs
+from slamkit.smart.select import choose
+from slamkit.smart.simulate import profile_vectorized
+
+
+def _oracle(rates: dict[str, float], n: int, seed: int = 1):
+    rng = np.random.default_rng(seed)
+    conf = {m: rng.random(n) < p for m, p in rates.items()}
+    return conf
+
+
+def test_profile_picks_cheapest_satisfied_and_drops_bad_models() -> None:
+    rates = {"good": 0.99, "bad": 0.3}
+    prices = {"good": 0.002, "bad": 0.001}
+    conf = _oracle(rates, 2000)
+    res = profile(
+        list(range(2000)), list(rates), prices, lambda i: 0.03,
+        lambda m, i: (bool(conf[m][i]), prices[m]), 0.05, ClopperPearson(0.95),
+    )  # fmt: skip
+    st = res.stats.set_index("model")
+    assert st.loc["bad", "state"] == "invalid" and st.loc["bad", "n"] == 10
+    assert st.loc["good", "state"] == "satisfied"
+    assert res.stopped_by == "bounds" and res.n_profiled == st.loc["good", "n"]
+    sel = choose(res, "smart", 0.95)
+    assert sel.choice == {"good": 1.0}
+    assert "at least 95.0% of the 2000 outputs" in sel.guarantee
+    assert sel.saving > 5
+
+
+def test_all_invalid_falls_back_to_reference() -> None:
+    conf = _oracle({"a": 0.5}, 500)
+    res = profile(
+        list(range(500)), ["a"], {"a": 0.001}, lambda i: 0.03,
+        lambda m, i: (bool(conf[m][i]), 0.001), 0.1, ClopperPearson(0.95), reference="gpt-4",
+    )  # fmt: skip
+    sel = choose(res, "smart", 0.95)
+    assert sel.choice == {"gpt-4": 1.0}
+    assert "no candidate reached the bound" in sel.guarantee
+
+
+def test_unit_cost_is_over_processed_items_not_all_profiled_items() -> None:
+    """A model dropped after 10 of 200 profiled items, at 0.002 per call, costs 0.002 per item.
+    The authors' code divides by all 200 profiled items and reports 0.0001 - 20x too cheap."""
+    correct = unit_costs(np.array([10 * 0.002]), np.array([10]), 200, np.array([0.5]))
+    buggy = unit_costs(np.array([10 * 0.002]), np.array([10]), 200, np.array([0.5]), buggy=True)
+    assert correct[0] == pytest.approx(0.002)
+    assert buggy[0] == pytest.approx(0.0001)
+    # in a real profiling run, the early-dropped model's unit cost is its price per call
+    conf = _oracle({"cheap-bad": 0.2, "ok": 0.995}, 1000)
+    prices = {"cheap-bad": 0.002, "ok": 0.004}
+    res = profile(
+        list(range(1000)), list(prices), prices, lambda i: 0.03,
+        lambda m, i: (bool(conf[m][i]), prices[m]), 0.05, ClopperPearson(0.95),
+    )  # fmt: skip
+    st = res.stats.set_index("model")
+    assert st.loc["cheap-bad", "n"] < res.n_profiled
+    assert st.loc["cheap-bad", "unit_cost"] == pytest.approx(0.002)
+
+
+def test_the_unit_cost_bug_changes_the_early_stop_decision() -> None:
+    """A satisfied model s processed 100 items at 0.01 each; profiling went on for 1000 items
+    for a cheaper unknown model. Correct u_s = 0.01; the bug gives u_s = 1/1000 = 0.001, which
+    makes 'stop now and use s' look cheap, so it stops - the correct cost says continue."""
+    family = ClopperPearson(0.95)
+    t = 0.95
+
+    def k_sat(nn: np.ndarray) -> np.ndarray:
+        return thresholds_at(family, nn, t)[1]
+
+    k = np.array([[955, 100]])  # cheaper unknown model: 955/1000 ; s: 100/100
+    n = np.array([[1000, 100]])
+    in_u = np.array([[True, False]])
+    u_correct = unit_costs(np.array([1.0, 1.0]), n[0], 1000, np.zeros(2))  # [0.001, 0.01]
+    u_buggy = unit_costs(np.array([1.0, 1.0]), n[0], 1000, np.zeros(2), buggy=True)
+    R = np.array([50_000])
+    stop_ok, _ = expected_cost_stop(k, n, in_u, u_correct, 0.03, u_correct[1:2], R, k_sat)
+    stop_bug, _ = expected_cost_stop(k, n, in_u, u_buggy, 0.03, u_buggy[1:2], R, k_sat)
+    assert u_correct[1] == pytest.approx(0.01) and u_buggy[1] == pytest.approx(0.001)
+    assert not stop_ok[0]
+    assert stop_bug[0]
+
+
+def test_expected_cost_stop_gives_up_on_hopeless_models() -> None:
+    """A model at 0.80 when 0.95 is needed, with 1000 items seen, has ~no chance: stop."""
+    fam = ClopperPearson(0.95)
+    stop, e = expected_cost_stop(
+        np.array([[800]]), np.array([[1000]]), np.array([[True]]), np.array([0.001]), 0.03,
+        np.array([0.03]), np.array([10_000]), lambda nn: thresholds_at(fam, nn, 0.95)[1],
+    )  # fmt: skip
+    assert stop[0] and e[0] >= 10_000 * 0.03
+
+
+class _ReplayRNG:
+    """Feeds the vectorized simulator the batch sums of a fixed per-item conformity matrix."""
+
+    def __init__(self, conf: np.ndarray, batch: int) -> None:
+        self.conf, self.batch, self.j = conf, batch, 0
+
+    def binomial(self, n: int, p: np.ndarray, size: object = None) -> np.ndarray:
+        lo = self.j * self.batch
+        self.j += 1
+        return self.conf[lo : lo + n].sum(axis=0)[None, :]
+
+
+@pytest.mark.parametrize("family", [ClopperPearson(0.95), BetaBinomialCS(0.05 / 3)])
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_item_by_item_profiler_matches_vectorized_simulator(family, seed) -> None:
+    N, batch, delta = 4000, 10, 0.06
+    names = ["m0", "m1", "m2"]
+    p = np.array([0.5, 0.93, 0.97])
+    u = np.array([0.0005, 0.001, 0.002])
+    rng = np.random.default_rng(seed)
+    conf = rng.random((N, 3)) < p
+    res = profile(
+        list(range(N)), names, dict(zip(names, u, strict=True)), lambda i: 0.03,
+        lambda m, i: (bool(conf[i, names.index(m)]), u[names.index(m)]), delta, family,
+    )  # fmt: skip
+    vec = profile_vectorized(p, u, 0.03, N, delta, family, 1, _ReplayRNG(conf, batch), batch)
+    assert vec["cnt"][0] == res.n_profiled
+    assert list(vec["k"][0]) == list(res.stats["k"])
+    assert list(vec["n"][0]) == list(res.stats["n"])
+    states = {0: "unknown", 1: "satisfied", 2: "invalid"}
+    assert [states[int(s)] for s in vec["state"][0]] == list(res.stats["state"])
+
+
+def test_profile_rejects_bad_inputs() -> None:
+    with pytest.raises(SlamkitError, match="delta"):
+        profile([1], ["a"], {"a": 1.0}, lambda i: 1.0, lambda m, i: (True, 1.0), 1.5,
+                ClopperPearson())  # fmt: skip
+    with pytest.raises(SlamkitError, match="No price"):
+        profile([1], ["a"], {}, lambda i: 1.0, lambda m, i: (True, 1.0), 0.1, ClopperPearson())
