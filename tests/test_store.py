@@ -1,0 +1,74 @@
+"""The DuckDB store: migrations on blank and old files, idempotent writes, one writer."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import duckdb
+import pytest
+
+from slamkit.errors import StoreError, StoreLockedError
+from slamkit.store import MIGRATIONS, Store
+from slamkit.store.migrations import m001_core
+
+
+def test_blank_store_gets_every_migration(tmp_path: Path) -> None:
+    with Store(tmp_path / "s.duckdb") as st:
+        assert st.migrations() == sorted(m.__name__ for m in MIGRATIONS)
+        tables = set(st.df("SELECT table_name FROM information_schema.tables")["table_name"])
+    expected = {"models", "tasks", "items", "reference_outputs", "runs", "generations"}
+    assert expected | {"scores", "judgments", "human_judgments", "selections"} <= tables
+
+
+def test_old_store_is_migrated_and_keeps_its_rows(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    db = duckdb.connect(str(path))  # a store written by a version that had only m001
+    db.execute("CREATE TABLE _slamkit_migrations (name VARCHAR PRIMARY KEY, applied_at TIMESTAMP)")
+    m001_core(db)
+    db.execute("INSERT INTO _slamkit_migrations VALUES ('m001_core', now())")
+    db.execute("INSERT INTO tasks (task_id, template) VALUES ('t', '{q}')")
+    db.close()
+    with Store(path) as st:
+        assert "m002_quality" in st.migrations() and st.count("tasks") == 1
+        assert st.count("scores") == 0
+    with Store(path) as st:  # reopening applies nothing twice
+        assert st.migrate() == []
+
+
+def test_inserts_are_idempotent(store: Store) -> None:
+    row = {"task_id": "t", "template": "{q}", "description": "d"}
+    assert store.insert("tasks", row) is True
+    assert store.insert("tasks", row) is False
+    assert store.insert_many("tasks", [row, {**row, "task_id": "u"}]) == 1
+    assert store.existing("tasks", "task_id", ["t", "u", "v"]) == {"t", "u"}
+
+
+def test_second_writer_gets_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "locked.duckdb"
+    with Store(path) as st:
+        st.insert("tasks", {"task_id": "t", "template": "{q}"})
+        code = (
+            "import sys\nfrom slamkit.store import Store\nfrom slamkit.errors import "
+            "StoreLockedError\ntry:\n    Store(sys.argv[1])\nexcept StoreLockedError as e:\n"
+            "    print(e); sys.exit(3)\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=60
+        )
+        assert out.returncode == 3, out.stderr
+        assert str(path) in out.stdout and "one writing process" in out.stdout
+    with Store(path) as st:  # nothing was damaged
+        assert st.count("tasks") == 1
+
+
+def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
+    bad = tmp_path / "notes.duckdb"
+    bad.write_text("not a database")
+    with pytest.raises(StoreError, match="notes.duckdb"):
+        Store(bad)
+
+
+def test_locked_error_is_a_store_error() -> None:
+    assert issubclass(StoreLockedError, StoreError)
