@@ -168,7 +168,8 @@ class ABWidget:
             description="Key", placeholder="a / b / t, then Enter",
             tooltip="Keyboard: type a (left), b (right) or t (tie) and press Enter",
         )  # fmt: skip
-        self.key_box.on_submit(lambda box: self.key(box.value))
+        self.key_box.continuous_update = False  # fires on Enter (or leaving the box)
+        self.key_box.observe(lambda c: c["new"] and self.key(c["new"]), names="value")
         self.status = w.HTML()
         self.annotator.observe(lambda _c: self.refresh(), names="value")
         self.widget = w.VBox(
@@ -250,7 +251,8 @@ class ABWidget:
 
     def key(self, value: str) -> bool:
         """Handle a key-box entry: 'a' left, 'b' right, 't' tie."""
-        self.key_box.value = ""
+        if self.key_box.value:
+            self.key_box.value = ""
         choice = KEYS.get(value.strip().lower()[:1])
         if choice is None:
             self.status.value = "Type a (left), b (right) or t (tie), then Enter."

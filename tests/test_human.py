@@ -49,7 +49,8 @@ def test_widget_buttons_append_and_resume(store, queue) -> None:
     w.reason.value = "left is <b>clearer</b>"
     w.left_button.click()
     w.tie_button.click()
-    w.key("b")  # keyboard path: 'b' = right
+    w.key_box.value = "b"  # keyboard path: 'b' + Enter = right
+    assert w.key_box.value == ""
     assert w.key("x") is False
     rows = load_human_judgments(store)
     assert rows[["criterion", "choice"]].values.tolist() == [
