@@ -33,7 +33,8 @@ class FakeServer:
 
     ``script[marker]`` is a list of behaviours consumed one per request whose user message
     contains ``marker``: 'ok:<content>', '429', '500', 'malformed', 'hang', 'reject'
-    (422, as a server that does not know the response_format). When a list runs out its
+    (422, as a server that does not know the response_format), 'reject500' (the same as
+    llama_cpp.server says it: HTTP 500 naming response_format). When a list runs out its
     last behaviour repeats.
     """
 
@@ -59,9 +60,10 @@ class FakeServer:
                 if step == "hang":
                     time.sleep(fake.hang_s)
                     step = 'ok:{"reasoning": "late", "verdict": "A"}'
-                if step in ("429", "500", "reject"):
-                    code = {"429": 429, "500": 500, "reject": 422}[step]
-                    return self._send(code, {"error": {"message": f"scripted {step}"}})
+                if step in ("429", "500", "reject", "reject500"):
+                    code = {"429": 429, "500": 500, "reject": 422, "reject500": 500}[step]
+                    msg = f"scripted {step}" + (": bad response_format" if "rej" in step else "")
+                    return self._send(code, {"error": {"message": msg}})
                 if step == "malformed":
                     return self._send(200, b'{"id": "x", "choices": [ {"mess')
                 content = step.removeprefix("ok:")
@@ -184,7 +186,7 @@ def test_code_in_judge_answer_is_never_executed(two_items, tmp_path: Path) -> No
 
 def test_schema_validation_and_format_fallback(two_items) -> None:
     wrong = 'ok:{"reasoning": "x", "verdict": "C"}'
-    script = {"i1": ["reject", "reject", A], "i2": [wrong]}
+    script = {"i1": ["reject", "reject500", A], "i2": [wrong]}
     with FakeServer(script) as srv:
         run_judge(two_items, config(srv.base_url), progress=False)
     first = srv.requests[0]["response_format"]

@@ -179,7 +179,8 @@ class JudgeClient:
     def call(self, messages: list[dict[str, str]], schema: dict) -> CallResult:
         """Send ``messages``; retry on 429, 5xx, timeouts and connection errors.
 
-        A response_format the server rejects (400/422) switches to the next format
+        A response_format the server rejects (400/422, or a 500 naming response_format as
+        llama_cpp.server sends) switches to the next format
         without costing an attempt. Other failures are returned in ``error``, never raised.
         """
         import openai
@@ -208,7 +209,17 @@ class JudgeClient:
                     continue
                 res.error = f"request rejected: HTTP {exc.status_code}: {_short(exc)}"
                 return res
-            except (openai.RateLimitError, openai.InternalServerError) as exc:
+            except openai.InternalServerError as exc:
+                # llama_cpp.server answers an unknown response_format with HTTP 500
+                if fmt is not None and len(self._formats) > 1 and "response_format" in str(exc):
+                    res.errors.append(f"{kind} rejected ({exc.status_code}); trying next format")
+                    self._formats.pop(0)
+                    res.attempts -= 1
+                    continue
+                res.errors.append(f"HTTP {exc.status_code}")
+                last = exc
+                res.error = f"HTTP {exc.status_code} after {res.attempts} attempts: {_short(exc)}"
+            except openai.RateLimitError as exc:
                 res.errors.append(f"HTTP {exc.status_code}")
                 last = exc
                 res.error = f"HTTP {exc.status_code} after {res.attempts} attempts: {_short(exc)}"
