@@ -24,7 +24,9 @@ from slamkit.errors import SlamkitError, require
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 REPORT_NOTEBOOK = "09_report"
 _SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY)", re.I)
-_SECRET_PARAM = re.compile(r"(api_?key|token|secret|password|passwd|credential)", re.I)
+_SECRET_PARAM = re.compile(
+    r"(^|_)(api_?key|access_?key|secret|secret_?key|password|passwd|credentials?|token)$", re.I
+)
 PLOTLY_MIME = "application/vnd.plotly.v1+json"
 WIDGET_MIME = "application/vnd.jupyter.widget-view+json"
 
@@ -77,10 +79,31 @@ def series(notebooks_dir: str | Path | None = None) -> list[Path]:
     return found
 
 
-def declared_parameters(notebook: Path) -> dict[str, Any]:
-    """Names (and defaults as text) of the ``parameters`` cell of ``notebook``."""
-    papermill = require("papermill")
-    return dict(papermill.inspect_notebook(str(notebook)))  # type: ignore[attr-defined]
+def declared_parameters(notebook: Path) -> dict[str, str]:
+    """Names -> default source text of the cell tagged ``parameters`` in ``notebook``."""
+    import ast
+
+    import nbformat
+
+    nb = nbformat.read(str(notebook), as_version=4)
+    cell = next(
+        (c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])), None
+    )
+    if cell is None:
+        return {}
+    try:
+        tree = ast.parse(cell.source)
+    except SyntaxError as exc:
+        raise BatchError(f"{notebook}: the parameters cell is not valid Python: {exc}") from None
+    out: dict[str, str] = {}
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else (
+            [node.target] if isinstance(node, ast.AnnAssign) and node.value else []
+        )  # fmt: skip
+        for t in targets:
+            if isinstance(t, ast.Name):
+                out[t.id] = ast.get_source_segment(cell.source, node.value) or ""  # type: ignore[arg-type]
+    return out
 
 
 def check_params(params: Mapping[str, Any], declared: Mapping[str, Mapping[str, Any]]) -> None:
@@ -159,12 +182,12 @@ def run_batch(
         params = load_params(params)
     nb_dir = Path(notebooks_dir or NOTEBOOKS_DIR).resolve()
     notebooks = series(nb_dir)
+    declared = {p.stem: declared_parameters(p) for p in notebooks}
+    check_params(params, declared)
     if only:
         notebooks = [p for p in notebooks if any(p.stem.startswith(o) for o in only)]
         if not notebooks:
             raise BatchError(f"No notebook in {nb_dir} matches {list(only)}.")
-    declared = {p.stem: declared_parameters(p) for p in notebooks}
-    check_params(params, declared)
     names = set().union(*[set(d) for d in declared.values()])
     params = {**{k: v for k, v in (defaults or {}).items() if k in names}, **params}
     params = _resolve_paths(params, Path.cwd())

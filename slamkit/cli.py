@@ -234,8 +234,6 @@ def _cmd_batch(args: argparse.Namespace) -> int:
                     defaults={"store_path": args.store})  # fmt: skip
     print(f"{len(res.notebooks)} notebooks executed in {sum(res.seconds.values()):.0f} s "
           f"-> {res.out_dir}")  # fmt: skip
-    if res.report:
-        print(f"report: {res.report}")
     return 0
 
 

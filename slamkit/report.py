@@ -67,7 +67,7 @@ def load_item_scores(store: Any, task_id: str | None = None) -> pd.DataFrame:
     where, params = ("AND g.task_id = ?", [task_id]) if task_id else ("", [])
     return store.df(
         f"""
-        SELECT m.name AS variant, g.model_id, g.item_id, g.sample_index, s.metric,
+        SELECT s.gen_key, m.name AS variant, g.model_id, g.item_id, g.sample_index, s.metric,
                s.metric_version, s.value
         FROM scores s JOIN generations g USING (gen_key) LEFT JOIN models m USING (model_id)
         WHERE s.value IS NOT NULL AND g.error IS NULL {where}
@@ -321,3 +321,178 @@ def samples_table(gens: pd.DataFrame, refs: pd.DataFrame, n: int = 3, width: int
             + "</tr>"
         )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+# -- one call per notebook cell ----------------------------------------------------------
+class StoreData:
+    """Everything the analysis notebooks show, read once (the store is closed after)."""
+
+    def __init__(self, **frames: pd.DataFrame) -> None:
+        self.gens: pd.DataFrame = frames["gens"]
+        self.refs: pd.DataFrame = frames["refs"]
+        self.scores: pd.DataFrame = frames["scores"]
+        self.subsets: pd.DataFrame = frames["subsets"]
+        self.runs: pd.DataFrame = frames["runs"]
+
+    @property
+    def perf(self) -> pd.DataFrame:
+        return performance_summary(self.gens)
+
+    @property
+    def metrics(self) -> list[str]:
+        return sorted(self.scores["metric"].unique()) if len(self.scores) else []
+
+    def __repr__(self) -> str:
+        return (
+            f"<StoreData: {self.gens['variant'].nunique()} variants, "
+            f"{self.gens['item_id'].nunique()} items, {len(self.gens)} generations, "
+            f"{len(self.refs)} references, {len(self.scores)} scores>"
+        )
+
+
+def _sampling_matches(js: Any, temperature: float | None, max_tokens: int | None) -> bool:
+    try:
+        s = json.loads(js) if isinstance(js, str) else dict(js)
+    except (TypeError, ValueError):
+        return True
+    if temperature is not None and float(s.get("temperature", temperature)) != float(temperature):
+        return False
+    return max_tokens is None or int(s.get("max_tokens", max_tokens)) == int(max_tokens)
+
+
+def load(
+    store_path: str,
+    task_id: str = "alpaca_eval",
+    models: Sequence[str] | None = None,
+    n_items: int | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+    reference_model: str | None = None,
+) -> StoreData:
+    """Open the store, read what the notebooks show, close it (DuckDB allows one writer).
+
+    Filters: ``models`` (variant names; empty = all), the first ``n_items`` items of the
+    task, and generations made with ``temperature``/``max_tokens``.
+    """
+    from slamkit.store import open_store
+
+    with open_store(store_path) as st:
+        gens = load_generations(st, task_id)
+        gens = gens.merge(
+            st.df("SELECT gen_key, sampling FROM generations WHERE task_id = ?", [task_id]),
+            on="gen_key",
+            how="left",
+        )
+        refs = load_references(st, task_id, reference_model)
+        scores = load_item_scores(st, task_id)
+        subsets = load_item_subsets(st, task_id)
+        runs = st.df("SELECT * FROM runs ORDER BY started_at")
+    if n_items:
+        keep = set(subsets.sort_values("position")["item_id"].head(int(n_items)))
+        gens, refs = gens[gens["item_id"].isin(keep)], refs[refs["item_id"].isin(keep)]
+        subsets = subsets[subsets["item_id"].isin(keep)]
+    if models:
+        unknown = sorted(set(models) - set(gens["variant"]))
+        if unknown:
+            raise SlamkitError(
+                f"No generations for model(s) {unknown} in {store_path} (task {task_id!r}); "
+                f"stored: {sorted(gens['variant'].dropna().unique())}. Run 03_generate first."
+            )
+        gens = gens[gens["variant"].isin(list(models))]
+    if temperature is not None or max_tokens is not None:
+        ok = [_sampling_matches(s, temperature, max_tokens) for s in gens["sampling"]]
+        gens = gens[ok]
+    scores = scores[scores["gen_key"].isin(set(gens["gen_key"]))] if len(scores) else scores
+    return StoreData(
+        gens=gens.reset_index(drop=True), refs=refs.reset_index(drop=True),
+        scores=scores.reset_index(drop=True), subsets=subsets.reset_index(drop=True), runs=runs,
+    )  # fmt: skip
+
+
+def latency_frame(gens: pd.DataFrame, refs: pd.DataFrame, reference_name: str) -> pd.DataFrame:
+    """Per-request latency rows (``variant, latency_s, ttft_s, is_reference``) incl. the API."""
+    own = gens[gens["error"].isna()][["variant", "latency_s", "ttft_s"]].assign(is_reference=False)
+    api = refs.dropna(subset=["latency_s"])[["latency_s", "ttft_s"]].assign(
+        variant=reference_name, is_reference=True
+    )
+    return pd.concat([api, own], ignore_index=True)[["variant", "latency_s", "ttft_s",
+                                                     "is_reference"]]  # fmt: skip
+
+
+def winrates_from_scores(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Pairwise win rates from per-item scores (higher score wins; equal = tie = half).
+
+    A stand-in for judge or human verdicts when none are stored. Returns
+    ``model_a, model_b, win_rate, n`` for every ordered pair.
+    """
+    d = scores[scores["metric"] == metric]
+    wide = d.groupby(["item_id", "variant"])["value"].mean().unstack("variant")
+    rows = []
+    for a in wide.columns:
+        for b in wide.columns:
+            if a == b:
+                continue
+            both = wide[[a, b]].dropna()
+            if both.empty:
+                continue
+            wins = (both[a] > both[b]).sum() + 0.5 * (both[a] == both[b]).sum()
+            rows.append({"model_a": a, "model_b": b, "win_rate": wins / len(both), "n": len(both)})
+    return pd.DataFrame(rows, columns=["model_a", "model_b", "win_rate", "n"])
+
+
+def conformity(scores: pd.DataFrame, metric: str, tau: float) -> pd.DataFrame:
+    """``variant, item_id, conform``: 1 when the item's ``metric`` >= ``tau`` (sample 0)."""
+    d = scores[(scores["metric"] == metric)]
+    if "sample_index" in d:
+        d = d[d["sample_index"] == 0]
+    out = d[["variant", "item_id"]].copy()
+    out["conform"] = (d["value"].astype(float) >= tau).astype(int).to_numpy()
+    return out.reset_index(drop=True)
+
+
+def headline(
+    perf: pd.DataFrame,
+    quality: pd.DataFrame,
+    reference: dict[str, Any] | None,
+    hourly_usd: float,
+    utilization: float,
+    metric: str,
+) -> pd.DataFrame:
+    """The one-table summary: quality (CI), latency, speed and cost per variant + the API."""
+    d = tradeoff_frame(perf, quality, hourly_usd, utilization)
+    rows = [
+        {
+            "variant": r.variant,
+            metric: f"{r.quality:.3g} [{r.quality_lo:.3g}, {r.quality_hi:.3g}]",
+            "items": int(r.n_items),
+            "p50 latency (s)": round(float(r.p50_latency_s), 2),
+            "p95 latency (s)": round(float(r.p95_latency_s), 2),
+            "decode (tok/s)": round(float(r.decode_tps), 1),
+            "USD / 1K requests": round(float(r.cost_per_1k), 4),
+        }
+        for r in d.itertuples(index=False)
+    ]
+    if reference:
+        rows.append(
+            {
+                "variant": f"{reference['name']} (API reference)",
+                metric: "reference",
+                "items": pd.NA,
+                "p50 latency (s)": None,
+                "p95 latency (s)": round(reference["p95_latency_s"], 2)
+                if np.isfinite(reference["p95_latency_s"])
+                else None,
+                "decode (tok/s)": None,
+                "USD / 1K requests": round(reference["cost_per_1k"], 4),
+            }
+        )
+    out = pd.DataFrame(rows)
+    out["items"] = out["items"].astype("Int64")
+    return out
+
+
+def provenance(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs table trimmed to what a reader needs to reproduce the numbers."""
+    cols = ["run_id", "kind", "started_at", "slamkit_version", "llama_cpp_python_version",
+            "n_threads", "n_threads_batch", "n_gpu_layers", "seed", "git_revision"]  # fmt: skip
+    return runs[[c for c in cols if c in runs.columns]].set_index("run_id")
