@@ -97,6 +97,14 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--only", nargs="*", help="run only these notebooks (prefixes, e.g. 07 09)")
     b.add_argument("--no-html", action="store_true", help="skip the HTML report")
     b.set_defaults(func=_cmd_batch)
+    # quality: score / judge / import-slam (slamkit.metrics, slamkit.judge, slamkit.slam_import)
+    from slamkit import slam_import
+    from slamkit.judge import cli as judge_cli
+    from slamkit.metrics import cli as score_cli
+
+    score_cli.add_parser(sub)
+    judge_cli.add_parser(sub)
+    slam_import.add_parser(sub)
     _ = sub
     return p
 

@@ -325,3 +325,23 @@ def import_slam(
         add({"human_judgments": import_slam_human_eval(store, f, task_id=task_id)})
     total["files"] = len(kinds["usecase"]) + len(kinds["run"]) + len(kinds["human"])
     return total
+
+
+def add_parser(sub: Any) -> None:
+    """``slamkit import-slam PATH``: a SLaM file or folder into the store."""
+    s = sub.add_parser("import-slam", help="import SLaM tool files (use cases, runs, results)")
+    s.add_argument("path", help="a SLaM JSON file or the tool's folder")
+    s.add_argument("--task", default="slam", help="task id to import into")
+    s.add_argument("--reference-models", default=DEFAULT_REFERENCE,
+                   help="regex of model names that are references (default: gpt-?4)")  # fmt: skip
+    s.set_defaults(func=_cli)
+
+
+def _cli(args: Any) -> int:
+    from slamkit.store import open_store
+
+    with open_store(args.store) as st:
+        counts = import_slam(st, args.path, task_id=args.task,
+                             reference_models=args.reference_models)  # fmt: skip
+    print(", ".join(f"{k}={v}" for k, v in counts.items()) + f" ({args.store})")
+    return 0

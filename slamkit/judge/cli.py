@@ -1,0 +1,64 @@
+"""``slamkit judge``: LLM-as-judge over stored generations (thin wrapper over run_judge)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    j = sub.add_parser("judge", help="LLM judge via any OpenAI-compatible endpoint")
+    j.add_argument("--base-url", required=True, help="e.g. http://127.0.0.1:8000/v1")
+    j.add_argument("--model", required=True, help="judge model name sent to the endpoint")
+    j.add_argument("--mode", choices=["pairwise", "criteria", "rubric"], default="pairwise")
+    j.add_argument("--criteria", default="clarity,helpfulness,trustworthiness,overall",
+                   help="comma-separated (mode criteria)")  # fmt: skip
+    j.add_argument("--api-key-env", default="OPENAI_API_KEY",
+                   help="environment variable holding the key (never stored)")  # fmt: skip
+    j.add_argument("--task", help="only this task id")
+    j.add_argument("--source-model", help="reference source_model (default: any)")
+    j.add_argument("--model-id", action="append", help="only these candidate model ids")
+    j.add_argument("--all-samples", action="store_true", help="judge every sample, not only 0")
+    j.add_argument("--limit", type=int, help="first N pairs")
+    j.add_argument("--max-tokens", type=int, default=512)
+    j.add_argument("--temperature", type=float, default=0.0)
+    j.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
+    j.add_argument("--max-attempts", type=int, default=4)
+    j.add_argument(
+        "--response-format",
+        default="auto",
+        choices=["auto", "json_schema", "json_object_schema", "json_object", "none"],
+    )
+    j.add_argument("--no-reasoning", action="store_true", help="ask for the verdict only")
+    j.add_argument("--quiet", action="store_true")
+    j.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from slamkit.judge import (
+        JudgeConfig,
+        load_judgments,
+        pairwise_outcomes,
+        position_bias,
+        run_judge,
+    )
+    from slamkit.store import open_store
+
+    cfg = JudgeConfig(
+        base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
+        temperature=args.temperature, max_tokens=args.max_tokens, timeout_s=args.timeout,
+        max_attempts=args.max_attempts, response_format=args.response_format,
+        reasoning=not args.no_reasoning,
+    )  # fmt: skip
+    with open_store(args.store) as st:
+        counts = run_judge(
+            st, cfg, mode=args.mode, task_id=args.task, source_model=args.source_model,
+            sample_index=None if args.all_samples else 0, model_ids=args.model_id,
+            criteria=[c.strip() for c in args.criteria.split(",") if c.strip()],
+            limit=args.limit, progress=not args.quiet,
+        )  # fmt: skip
+        bias = position_bias(pairwise_outcomes(load_judgments(st, args.model)))
+    print(", ".join(f"{k}={v}" for k, v in counts.items()))
+    if not bias.empty:
+        print("position bias (share of pairs whose winner flips with the order):")
+        print(bias.to_string(index=False))
+    return 1 if counts["failed"] else 0
