@@ -198,6 +198,14 @@ class BetaBinomialCS:
         )
 
 
+def anytime_family(alpha: float, target: float, strength: float = 10.0) -> BetaBinomialCS:
+    """slamkit's default anytime-valid family: a mixture CS whose Beta prior is centred on the
+    target rate 1 - delta with ``strength`` pseudo-items. The prior is fixed before any data is
+    seen, so validity holds for every choice; centring it where decisions are made tightens
+    the bounds there (chosen on the simulator: ~10-20% cheaper than a uniform prior)."""
+    return BetaBinomialCS(alpha=alpha, a=strength * target, b=strength * (1 - target))
+
+
 def lower_bound(family: BoundFamily, k: ArrayLike, n: ArrayLike) -> np.ndarray:
     return family.interval(k, n)[0]
 

@@ -62,7 +62,7 @@ def smart_live(
 
     res = profile(
         order, list(candidates), prices, run_reference, judge, delta,
-        bounds_for(method, gamma, len(candidates), batch), reference=reference, batch=batch,
+        bounds_for(method, gamma, len(candidates), delta), reference=reference, batch=batch,
         early_stop=early_stop,
     )  # fmt: skip
     res.profiled_items = [item_key(items[int(i)]) for i in res.profiled_items]  # type: ignore[arg-type]

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 
-from slamkit.smart.bounds import BetaBinomialCS, clopper_pearson
+from slamkit.smart.bounds import ClopperPearson, anytime_family, clopper_pearson
 from slamkit.smart.mix import solve_mix_milp
 from slamkit.smart.profile import ProfileResult
 
@@ -202,12 +202,10 @@ def choose_mix(
     )
 
 
-def bounds_for(method: str, gamma: float, n_candidates: int, batch: int = 10) -> Any:
+def bounds_for(method: str, gamma: float, n_candidates: int, delta: float) -> Any:
     """The bound family each method profiles with."""
-    from slamkit.smart.bounds import ClopperPearson
-
     if method == "anytime":
-        return BetaBinomialCS(alpha=(1 - gamma) / max(n_candidates, 1))
+        return anytime_family((1 - gamma) / max(n_candidates, 1), 1 - delta)
     return ClopperPearson(gamma)
 
 

@@ -16,9 +16,10 @@ Methods (all profile in batches of 10 items, with the expected-cost early stop):
 * ``mix``: same profiling; the remaining items are split by Smart-ModelMix with one-sided
   Clopper-Pearson lower bounds on a level grid and the product rule prod l_i >= gamma.
 * ``anytime``: beta-binomial mixture confidence sequence per candidate at
-  alpha_m = (1-gamma)/M (Bonferroni over the M candidates); the remaining items are split
-  by the LP with each model's confidence-sequence lower bound (the confidence was spent
-  up front, so no level search and no data-dependent choice of levels).
+  alpha_m = (1-gamma)/M (Bonferroni over the M candidates; Beta prior centred on 1 - delta
+  with 10 pseudo-items, see :func:`~slamkit.smart.bounds.anytime_family`); the remaining
+  items are split by the LP with each model's confidence-sequence lower bound (the
+  confidence was spent up front, so no level search and no data-dependent choice of levels).
 
 A *violation* is a seed whose policy has expected accuracy below 1 - delta, where the
 expected accuracy is (profiled items + sum_i r_i p_i * remaining) / N with the true rates
@@ -40,7 +41,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from slamkit.smart.bounds import BetaBinomialCS, BoundFamily, ClopperPearson, threshold_table
+from slamkit.smart.bounds import BoundFamily, ClopperPearson, anytime_family, threshold_table
 from slamkit.smart.mix import solve_mix_pairs
 from slamkit.smart.profile import expected_cost_stop
 
@@ -236,7 +237,7 @@ def simulate_cell(
     record("mix", res, r, cost)
 
     # Anytime-valid: confidence sequence per candidate at (1-gamma)/M, LP on its lower bound.
-    fam = BetaBinomialCS(alpha=(1 - gamma) / M)
+    fam = anytime_family((1 - gamma) / M, target)
     res = profile_vectorized(p, u, u_ref, N, delta, fam, seeds, rng, batch)
     lo, _ = fam.interval(res["k"], res["n"])
     A = np.concatenate([lo, np.ones((S, 1))], axis=1)[:, :, None]

@@ -121,6 +121,11 @@ def conformity_frame(
         df = df.merge(sc.rename(columns={"value": metric}), on="gen_key", how="left")
     if isinstance(equivalence, JudgeVerdict) and equivalence.judge is None:
         out = _judge_outcomes(store, df["gen_key"].dropna().tolist())
+        if out.empty:
+            raise SlamkitError(
+                f"No pairwise judgments of task {task_id!r} generations against the reference in "
+                f"{store.path}: run the judge first, or use another equivalence."
+            )
         df[equivalence.column] = df["gen_key"].map(out)
     ok = df["text"].notna() & df["error"].isna()
     df["conforms"] = False
@@ -225,7 +230,7 @@ def smart_from_store(
     random.Random(seed).shuffle(items)
     res = profile(
         items, candidates, prior, lambda i: float(ref_cost[i]), lambda m, i: conform[(m, i)],
-        delta, bounds_for(method, gamma, len(candidates), batch), reference=reference_model,
+        delta, bounds_for(method, gamma, len(candidates), delta), reference=reference_model,
         batch=batch,
     )  # fmt: skip
     sel = choose(res, method, gamma)
