@@ -1,0 +1,260 @@
+"""Cost model (METHOD.md section 4): one formula, every input visible.
+
+API:          cost/request = (tokens_in * price_in + tokens_out * price_out) / 1000
+              with prices per 1K tokens from the dated table ``data/prices.csv``.
+Self-hosted:  cost/request = hourly_usd / (requests_per_hour * utilization),
+              requests_per_hour = 3600 * concurrency / latency_s (measured).
+
+:func:`cost_table` returns, per model, every input next to $/request, $/1M output tokens,
+the monthly cost at a traffic level (pay-per-use, and with always-on instances), the
+API/self-hosted ratio and the break-even traffic (requests/month at which one always-on
+instance costs as much as the API). Token counts for GPT-4 come from the stored usage or,
+when missing, from the offline cl100k tokenizer (:func:`count_tokens`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from slamkit.errors import SlamkitError, require
+
+PRICES_CSV = Path(__file__).resolve().parent.parent / "data" / "prices.csv"
+PRICE_COLUMNS = [
+    "kind", "name", "input_per_1k_usd", "output_per_1k_usd", "hourly_usd", "hardware", "date",
+    "source", "notes",
+]  # fmt: skip
+HOURS_PER_MONTH = 730.0  # 365 * 24 / 12
+
+
+def load_prices(path: str | Path | None = None) -> pd.DataFrame:
+    """Read the dated price table (edit the CSV to add rows; the newest row <= a date wins)."""
+    p = Path(path) if path else PRICES_CSV
+    if not p.exists():
+        raise SlamkitError(
+            f"Price table {p} not found. Copy data/prices.csv from the slamkit repository or "
+            "pass path=... to a CSV with columns " + ", ".join(PRICE_COLUMNS) + "."
+        )
+    df = pd.read_csv(p)
+    missing = [c for c in PRICE_COLUMNS if c not in df.columns]
+    if missing:
+        raise SlamkitError(f"{p} lacks column(s) {missing}; expected {PRICE_COLUMNS}.")
+    df["date"] = pd.to_datetime(df["date"])
+    no_price = df[["input_per_1k_usd", "output_per_1k_usd"]].isna().any(axis=1)
+    bad = df[(df["kind"] == "api") & no_price]
+    if len(bad):
+        raise SlamkitError(f"{p} row(s) {list(bad.index + 2)}: api rows need both token prices.")
+    bad = df[(df["kind"] == "instance") & df["hourly_usd"].isna()]
+    if len(bad):
+        raise SlamkitError(f"{p} row(s) {list(bad.index + 2)}: instance rows need hourly_usd.")
+    return df
+
+
+def _lookup(prices: pd.DataFrame, kind: str, name: str, as_of: str | None) -> pd.Series:
+    rows = prices[(prices["kind"] == kind) & (prices["name"] == name)]
+    if as_of is not None:
+        rows = rows[rows["date"] <= pd.Timestamp(as_of)]
+    if rows.empty:
+        known = sorted(prices.loc[prices["kind"] == kind, "name"].unique())
+        when = f" dated on or before {as_of}" if as_of else ""
+        raise SlamkitError(
+            f"No {kind} price for {name!r}{when} in the price table. Known: {', '.join(known)}. "
+            "Add a row to data/prices.csv."
+        )
+    return rows.sort_values("date").iloc[-1]
+
+
+def api_price(prices: pd.DataFrame, name: str, as_of: str | None = None) -> pd.Series:
+    """The newest API price row for ``name`` dated on or before ``as_of``."""
+    return _lookup(prices, "api", name, as_of)
+
+
+def instance_price(prices: pd.DataFrame, name: str, as_of: str | None = None) -> pd.Series:
+    return _lookup(prices, "instance", name, as_of)
+
+
+def price_name_for(reference_model: str) -> str:
+    """Map a reference source name to a price row, e.g. gpt4_1106_preview -> gpt-4-1106-preview."""
+    s = reference_model.lower().replace("_", "-")
+    if s.startswith("gpt4"):
+        s = "gpt-4" + s[4:]
+    return s
+
+
+def count_tokens(texts: Iterable[str | None], encoding: str = "cl100k_base") -> list[int]:
+    """Token counts with the offline OpenAI tokenizer (``bpe-openai``); None counts 0."""
+    bpe = require("bpe_openai", "bpe-openai")
+    enc = bpe.get_encoding(encoding)  # type: ignore[attr-defined]
+    return [len(enc.encode(t)) if isinstance(t, str) else 0 for t in texts]
+
+
+def chat_prompt_tokens(messages: Sequence[dict[str, str]], encoding: str = "cl100k_base") -> int:
+    """Prompt tokens of a chat request: 3 per message + content + role, plus 3 to prime the reply
+    (OpenAI's published counting rule for gpt-3.5/gpt-4 chat models)."""
+    total = 3
+    for m in messages:
+        total += 3 + sum(count_tokens([m.get("content", ""), m.get("role", "")], encoding))
+    return total
+
+
+def api_cost_per_request(
+    tokens_in: float, tokens_out: float, input_per_1k: float, output_per_1k: float
+) -> float:
+    """(tokens_in * price_in + tokens_out * price_out) / 1000."""
+    return (tokens_in * input_per_1k + tokens_out * output_per_1k) / 1000.0
+
+
+def self_hosted_cost_per_request(
+    hourly_usd: float, latency_s: float, utilization: float = 1.0, concurrency: float = 1.0
+) -> float:
+    """hourly / (3600 * concurrency / latency_s * utilization)."""
+    if latency_s <= 0 or utilization <= 0 or concurrency <= 0:
+        raise SlamkitError(
+            f"latency_s ({latency_s}), utilization ({utilization}) and concurrency "
+            f"({concurrency}) must be > 0 for the self-hosted cost."
+        )
+    return hourly_usd / (3600.0 * concurrency / latency_s * utilization)
+
+
+def cost_table(
+    usage: pd.DataFrame,
+    prices: pd.DataFrame | None = None,
+    reference: str = "gpt-4",
+    instance: str = "aws-c7i.large",
+    utilization: float = 0.5,
+    concurrency: float = 1.0,
+    monthly_requests: float = 100_000,
+    as_of: str | None = None,
+    hours_per_month: float = HOURS_PER_MONTH,
+) -> pd.DataFrame:
+    """Per-model cost with every input shown.
+
+    ``usage`` has one row per model: ``model``, ``kind`` ('api' | 'self-hosted'),
+    ``tokens_in``, ``tokens_out`` (mean per request), ``latency_s`` (mean per request; needed
+    for self-hosted), optional ``price_name`` (api rows; default: the model name),
+    ``instance``, ``hourly_usd``, ``utilization``, ``concurrency`` (override the defaults).
+    The row whose model is ``reference`` (an API row) prices the comparison; if absent it is
+    priced from the first self-hosted row's tokens.
+    """
+    prices = load_prices() if prices is None else prices
+    need = {"model", "kind", "tokens_in", "tokens_out"}
+    if not need <= set(usage.columns):
+        raise SlamkitError(f"cost_table needs columns {sorted(need)}; got {list(usage.columns)}.")
+    rows = []
+    for r in usage.to_dict("records"):
+        kind = r["kind"]
+        tin, tout = float(r["tokens_in"]), float(r["tokens_out"])
+        out = {
+            "model": r["model"], "kind": kind, "tokens_in": tin, "tokens_out": tout,
+            "price_name": None, "price_date": None, "input_per_1k_usd": np.nan,
+            "output_per_1k_usd": np.nan, "instance": None, "hourly_usd": np.nan,
+            "latency_s": float(r.get("latency_s", np.nan) or np.nan),
+            "concurrency": np.nan, "utilization": np.nan, "requests_per_hour": np.nan,
+        }  # fmt: skip
+        if kind == "api":
+            name = r.get("price_name") or r["model"]
+            pr = api_price(prices, name, as_of)
+            out.update(
+                price_name=name,
+                price_date=pr["date"].date().isoformat(),
+                input_per_1k_usd=float(pr["input_per_1k_usd"]),
+                output_per_1k_usd=float(pr["output_per_1k_usd"]),
+            )
+            out["cost_per_request"] = api_cost_per_request(
+                tin, tout, out["input_per_1k_usd"], out["output_per_1k_usd"]
+            )
+        elif kind == "self-hosted":
+            inst = r.get("instance") or instance
+            hourly = r.get("hourly_usd")
+            if hourly is None or (isinstance(hourly, float) and math.isnan(hourly)):
+                ip = instance_price(prices, inst, as_of)
+                hourly = float(ip["hourly_usd"])
+                out["price_date"] = ip["date"].date().isoformat()
+            util = float(r.get("utilization") or utilization)
+            conc = float(r.get("concurrency") or concurrency)
+            lat = out["latency_s"]
+            if not lat > 0:
+                raise SlamkitError(
+                    f"Model {r['model']!r}: a self-hosted cost needs the measured mean "
+                    "latency_s per request (run generations first)."
+                )
+            out.update(instance=inst, hourly_usd=float(hourly), concurrency=conc,
+                       utilization=util, requests_per_hour=3600.0 * conc / lat)  # fmt: skip
+            out["cost_per_request"] = self_hosted_cost_per_request(float(hourly), lat, util, conc)
+        else:
+            raise SlamkitError(f"Model {r['model']!r}: kind must be 'api' or 'self-hosted'.")
+        rows.append(out)
+    df = pd.DataFrame(rows)
+    # the API reference the ratios are computed against
+    ref = df[(df["model"] == reference) & (df["kind"] == "api")]
+    if len(ref):
+        ref_cost = float(ref["cost_per_request"].iloc[0])
+    else:
+        pr = api_price(prices, reference, as_of)
+        base = df.iloc[0]
+        ref_cost = api_cost_per_request(
+            base["tokens_in"], base["tokens_out"], pr["input_per_1k_usd"], pr["output_per_1k_usd"]
+        )
+    df["cost_per_1m_output_tokens"] = df["cost_per_request"] / df["tokens_out"] * 1e6
+    df["monthly_requests"] = float(monthly_requests)
+    df["monthly_cost"] = df["cost_per_request"] * monthly_requests
+    cap = df["requests_per_hour"] * df["utilization"] * hours_per_month  # requests / instance-month
+    instances = np.ceil(monthly_requests / cap)
+    df["hours_per_month"] = hours_per_month
+    df["instances_always_on"] = instances
+    df["monthly_cost_always_on"] = instances * df["hourly_usd"] * hours_per_month
+    df["reference"] = reference
+    df["reference_cost_per_request"] = ref_cost
+    df["api_to_self_ratio"] = ref_cost / df["cost_per_request"]
+    be = df["hourly_usd"] * hours_per_month / ref_cost
+    df["break_even_requests_per_month"] = np.where(
+        df["kind"] == "self-hosted", np.where(be <= cap, be, np.inf), np.nan
+    )
+    return df
+
+
+def usage_frame(
+    generations: pd.DataFrame,
+    references: pd.DataFrame | None = None,
+    reference_price: str = "gpt-4",
+    model_col: str = "model",
+) -> pd.DataFrame:
+    """The ``usage`` input of :func:`cost_table` from stored rows.
+
+    ``generations``: rows of the generations table (``model_col``, prompt_tokens,
+    completion_tokens, latency_s; failed rows with ``error`` set are ignored) -> one
+    self-hosted row per model. ``references``: reference_outputs rows -> one API row priced
+    as ``reference_price``; missing completion token counts are counted offline from ``text``
+    (cl100k), missing prompt counts from ``prompt`` when present.
+    """
+    g = generations
+    if "error" in g.columns:
+        g = g[g["error"].isna()]
+    rows = []
+    for model, d in g.groupby(model_col):
+        rows.append(
+            {"model": model, "kind": "self-hosted", "tokens_in": d["prompt_tokens"].mean(),
+             "tokens_out": d["completion_tokens"].mean(), "latency_s": d["latency_s"].mean(),
+             "n_requests": len(d)}
+        )  # fmt: skip
+    if references is not None and len(references):
+        r = references
+        tout = r["completion_tokens"].astype(float)
+        if tout.isna().any() and "text" in r.columns:
+            counted = pd.Series(count_tokens(r["text"]), index=r.index, dtype=float)
+            tout = tout.fillna(counted)
+        tin = r["prompt_tokens"].astype(float)
+        if tin.isna().any() and "prompt" in r.columns:
+            counted = pd.Series(count_tokens(r["prompt"]), index=r.index, dtype=float) + 7
+            tin = tin.fillna(counted)
+        rows.append(
+            {"model": reference_price, "kind": "api", "tokens_in": tin.mean(),
+             "tokens_out": tout.mean(),
+             "latency_s": r["latency_s"].mean() if "latency_s" in r.columns else np.nan,
+             "n_requests": len(r)}
+        )  # fmt: skip
+    return pd.DataFrame(rows)
