@@ -105,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
     score_cli.add_parser(sub)
     judge_cli.add_parser(sub)
     slam_import.add_parser(sub)
+    # analysis: simulate / smart (slamkit.smart)
+    from slamkit.smart import cli as smart_cli
+
+    smart_cli.add_parser(sub)
     _ = sub
     return p
 

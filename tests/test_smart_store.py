@@ -149,3 +149,34 @@ def test_missing_generations_count_as_not_conforming_and_errors_are_clear(filled
             delta=0.1,
             cost_per_item={"gpt-4": 1, "good-7b.Q4_K_M": 0.1, "weak-1b.Q2_K": 0.05},
         )
+
+
+def test_cli_smart_on_embedding_scores(template: Path, tmp_path: Path, capsys) -> None:
+    """`slamkit smart` with embedding similarity read from stored scores (embed_cosine:<label>)."""
+    from slamkit.cli import main
+
+    path = tmp_path / "cli.duckdb"
+    shutil.copy(template, path)
+    with Store(path) as st:
+        gens = st.df("SELECT gen_key, model_id, item_id FROM generations")
+        rng = np.random.default_rng(3)
+        sim = np.where(gens["model_id"] == "sha0", rng.uniform(0.85, 1.0, len(gens)),
+                       rng.uniform(0.3, 0.9, len(gens)))  # fmt: skip
+        st.db.register("gens_sim", gens.assign(sim=sim))
+        st.db.execute(
+            "INSERT INTO scores (gen_key, metric, metric_version, value) "
+            "SELECT gen_key, 'embed_cosine:SmolLM2', '1', sim FROM gens_sim"
+        )
+    rc = main(["--store", str(path), "smart", "--task", "sst", "--reference", "gpt-4",
+               "--equivalence", "embedding", "--tau", "0.8", "--delta", "0.08",
+               "--method", "smart", "--cost", "gpt-4=0.03", "--cost", "good-7b.Q4_K_M=0.002",
+               "--cost", "weak-1b.Q2_K=0.001"])  # fmt: skip
+    captured = capsys.readouterr()
+    out = captured.out
+    assert rc == 0, captured.err
+    assert "choice: good-7b.Q4_K_M 100.0%" in out and "With confidence 0.95" in out
+    with Store(path) as st:
+        row = st.df("SELECT equivalence, method FROM selections").iloc[0]
+    assert json.loads(row["equivalence"]) == {"name": "embedding-similarity",
+                                              "tau": 0.8, "column": "embed_cosine"}  # fmt: skip
+    assert main(["--store", str(path), "smart", "--task", "sst", "--cost", "x"]) == 2

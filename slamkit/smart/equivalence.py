@@ -128,7 +128,7 @@ class EmbeddingSimilarity(Equivalence):
     """Similarity >= tau: from ``column``, or the cosine of ``embed(candidate)``, ``embed(ref)``."""
 
     tau: float = 0.8
-    column: str = "similarity"
+    column: str = "embed_cosine"
     embed: Callable[[str], Sequence[float]] | None = field(default=None, repr=False)
     name = "embedding-similarity"
 

@@ -93,6 +93,27 @@ def _judge_outcomes(store: Any, gen_keys: Sequence[str]) -> pd.Series:
     return s.map(lambda v: "win" if v > 0.5 else ("loss" if v < 0.5 else "tie"))
 
 
+def _metric_name(store: Any, name: str) -> str:
+    """``name`` itself, or the one stored metric called ``name:<label>`` (e.g. the
+    embedder's file name in ``embed_cosine:SmolLM2-135M-Instruct.Q4_1``)."""
+    names = store.df(
+        "SELECT DISTINCT metric FROM scores WHERE metric = ? OR starts_with(metric, ?)",
+        [name, name + ":"],
+    )["metric"].tolist()
+    if name in names:
+        return name
+    if len(names) == 1:
+        return str(names[0])
+    if not names:
+        raise SlamkitError(
+            f"No scores named {name!r} in {store.path}: run `slamkit score` with the "
+            "embedding metric first, or name a stored metric (EmbeddingSimilarity(column=...))."
+        )
+    raise SlamkitError(
+        f"Several stored metrics match {name!r}: {', '.join(sorted(names))}. Name one exactly."
+    )
+
+
 def conformity_frame(
     store: Any,
     task_id: str,
@@ -111,14 +132,13 @@ def conformity_frame(
         ref[["item_id", "ref_text"]], on="item_id", how="left"
     )
     if isinstance(equivalence, EmbeddingSimilarity) and equivalence.embed is None:
-        metric = equivalence.column
-        sc = store.df("SELECT gen_key, value FROM scores WHERE metric = ?", [metric])
-        if sc.empty:
-            raise SlamkitError(
-                f"No scores named {metric!r} in {store.path}: compute the embedding-similarity "
-                "metric first, or pass EmbeddingSimilarity(column=<stored metric name>)."
-            )
-        df = df.merge(sc.rename(columns={"value": metric}), on="gen_key", how="left")
+        metric = _metric_name(store, equivalence.column)
+        sc = store.df(
+            "SELECT gen_key, value FROM scores WHERE metric = ? QUALIFY row_number() OVER "
+            "(PARTITION BY gen_key ORDER BY metric_version DESC) = 1",
+            [metric],
+        )
+        df = df.merge(sc.rename(columns={"value": equivalence.column}), on="gen_key", how="left")
     if isinstance(equivalence, JudgeVerdict) and equivalence.judge is None:
         out = _judge_outcomes(store, df["gen_key"].dropna().tolist())
         if out.empty:
