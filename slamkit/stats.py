@@ -441,3 +441,82 @@ def bradley_terry(
         out["indistinguishable_from_reference"] = (out["ci_lo"] <= 0) & (out["ci_hi"] >= 0)
     out.attrs.update({"nu": nu, "ties": ties, "n_boot": n_boot, "conf": conf, "seed": seed})
     return out.sort_values("theta", ascending=False).reset_index(drop=True)
+
+
+# -- reader ------------------------------------------------------------------------------
+
+
+def _names(store: object, kind_ids: pd.DataFrame) -> dict[tuple[str, str], str]:
+    """(kind, id) -> model name: generations via models.name, references via source_model."""
+    gen_ids = kind_ids.loc[kind_ids["kind"] == "generation", "id"].unique().tolist()
+    ref_ids = kind_ids.loc[kind_ids["kind"] == "reference", "id"].unique().tolist()
+    out: dict[tuple[str, str], str] = {}
+    if gen_ids:
+        g = store.df(  # type: ignore[attr-defined]
+            "SELECT g.gen_key, coalesce(m.name, g.model_id) AS name FROM generations g "
+            "LEFT JOIN models m ON m.model_id = g.model_id WHERE g.gen_key IN (SELECT unnest(?))",
+            [gen_ids],
+        )
+        out.update({("generation", k): n for k, n in zip(g["gen_key"], g["name"], strict=True)})
+    if ref_ids:
+        r = store.df(  # type: ignore[attr-defined]
+            "SELECT ref_id, source_model FROM reference_outputs WHERE ref_id IN (SELECT unnest(?))",
+            [ref_ids],
+        )
+        out.update(
+            {("reference", k): n for k, n in zip(r["ref_id"], r["source_model"], strict=True)}
+        )
+    return out
+
+
+def verdicts_from_store(
+    store: object,
+    source: str = "judge",
+    task_id: str | None = None,
+    criterion: str = "overall",
+    judge_model: str | None = None,
+) -> pd.DataFrame:
+    """Pairwise verdicts as (model_a, model_b, winner 'a'|'b'|'tie') for :func:`bradley_terry`.
+
+    ``source='judge'``: LLM-judge rows, both presentation orders combined (a verdict that
+    flips with the order is a tie; pairs judged in one order only are left out).
+    ``source='human'``: blind A/B choices (left/right/tie), one row per choice.
+    """
+    if source == "judge":
+        from slamkit.judge.analysis import load_judgments, pairwise_outcomes
+
+        o = pairwise_outcomes(load_judgments(store, judge_model))
+        o = o[(o["criterion"] == criterion) & o["outcome"].notna()]
+        if task_id is not None:
+            o = o[o["task_id"] == task_id]
+        a_kind, a_id, b_kind, b_id = "candidate_kind", "candidate_id", "other_kind", "other_id"
+        winner = o["outcome"].map({"candidate": "a", "other": "b", "tie": "tie"})
+    elif source == "human":
+        o = store.df(  # type: ignore[attr-defined]
+            "SELECT * FROM human_judgments WHERE criterion = ? "
+            "AND (CAST(? AS VARCHAR) IS NULL OR task_id = ?)",
+            [criterion, task_id, task_id],
+        )
+        a_kind, a_id, b_kind, b_id = "left_kind", "left_id", "right_kind", "right_id"
+        winner = o["choice"].map({"left": "a", "right": "b", "tie": "tie"})
+    else:
+        raise SlamkitError(f"source must be 'judge' or 'human', got {source!r}.")
+    cols = ["task_id", "item_id", "model_a", "model_b", "winner", "source"]
+    if o.empty:
+        return pd.DataFrame(columns=cols)
+    ids = pd.concat(
+        [o[[a_kind, a_id]].set_axis(["kind", "id"], axis=1),
+         o[[b_kind, b_id]].set_axis(["kind", "id"], axis=1)]
+    )  # fmt: skip
+    names = _names(store, ids)
+    out = pd.DataFrame(
+        {
+            "task_id": o["task_id"].to_numpy(),
+            "item_id": o["item_id"].to_numpy(),
+            "model_a": [names.get((k, i)) for k, i in zip(o[a_kind], o[a_id], strict=True)],
+            "model_b": [names.get((k, i)) for k, i in zip(o[b_kind], o[b_id], strict=True)],
+            "winner": winner.to_numpy(),
+            "source": source,
+        }
+    )
+    return out.dropna(subset=["model_a", "model_b", "winner"]).reset_index(drop=True)

@@ -7,6 +7,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from slamkit.errors import SlamkitError
@@ -180,3 +181,35 @@ def test_cli_smart_on_embedding_scores(template: Path, tmp_path: Path, capsys) -
     assert json.loads(row["equivalence"]) == {"name": "embedding-similarity",
                                               "tau": 0.8, "column": "embed_cosine"}  # fmt: skip
     assert main(["--store", str(path), "smart", "--task", "sst", "--cost", "x"]) == 2
+
+
+def test_judge_verdicts_both_orders_combined(filled) -> None:
+    """A judge that prefers the good model in both orders -> win; one that always says 'A'
+    (pure position bias) -> tie; a pair judged in one order only -> no outcome (not conforming)."""
+    store = filled
+    rows = []
+    for i in range(N_ITEMS):
+        for m, verdicts in (("0", ("A", "B")), ("1", ("A", "A"))):
+            if m == "1" and i == 0:
+                verdicts = ("A", None)  # only one order judged
+            for swapped, v in zip((False, True), verdicts, strict=True):
+                if v is None:
+                    continue
+                gen, ref = ("generation", f"g{m}-{i}"), ("reference", f"r{i}")
+                a, b = (ref, gen) if swapped else (gen, ref)
+                rows.append(
+                    {"judgment_id": f"j{m}-{i}-{int(swapped)}", "judge_model": "judge-x",
+                     "mode": "pairwise", "criterion": None, "task_id": "sst", "item_id": f"i{i}",
+                     "a_kind": a[0], "a_id": a[1], "b_kind": b[0], "b_id": b[1],
+                     "order_swapped": swapped, "verdict": v}
+                )  # fmt: skip
+    store.insert_many("judgments", rows)
+    eq = JudgeVerdict(accept=("win",))
+    _, df = conformity_frame(store, "sst", "gpt-4", eq)
+    good = df[df["model"] == "good-7b.Q4_K_M"]
+    weak = df[df["model"] == "weak-1b.Q2_K"].set_index("item_id")
+    assert (good["judge_outcome"] == "win").all() and good["conforms"].all()
+    assert weak.loc["i0", "judge_outcome"] is None or pd.isna(weak.loc["i0", "judge_outcome"])
+    assert (weak.drop(index="i0")["judge_outcome"] == "tie").all() and not weak["conforms"].any()
+    _, df = conformity_frame(store, "sst", "gpt-4", JudgeVerdict(accept=("win", "tie")))
+    assert df[df["model"] == "weak-1b.Q2_K"]["conforms"].sum() == N_ITEMS - 1

@@ -150,3 +150,49 @@ def test_bradley_terry_stays_finite_when_a_model_never_loses() -> None:
     assert np.isfinite(bt["theta"]).all() and bt.iloc[0]["model"] == "x"
     with pytest.raises(SlamkitError, match="winner"):
         bradley_terry(v.assign(winner="maybe"), n_boot=5)
+
+
+def test_verdicts_from_store_feed_bradley_terry(store) -> None:
+    from slamkit.stats import verdicts_from_store
+
+    store.insert_many("models", [{"model_id": "s1", "name": "m1", "path": "/m1.gguf"}])
+    store.insert_many(
+        "generations",
+        [{"gen_key": f"g{i}", "run_id": "r", "model_id": "s1", "task_id": "t", "item_id": f"i{i}",
+          "sample_index": 0, "seed": 0, "sampling": {}, "text": "x"} for i in range(3)],
+    )  # fmt: skip
+    store.insert_many(
+        "reference_outputs",
+        [{"ref_id": f"r{i}", "task_id": "t", "item_id": f"i{i}", "source_model": "gpt-4",
+          "text": "y"} for i in range(3)],
+    )  # fmt: skip
+    # item 0: the model wins in both orders; item 1: position bias -> tie; item 2: one order only
+    plan = {0: ("A", "B"), 1: ("A", "A"), 2: ("B", None)}
+    rows = []
+    for i, (v1, v2) in plan.items():
+        for swapped, v in ((False, v1), (True, v2)):
+            if v is None:
+                continue
+            gen, ref = ("generation", f"g{i}"), ("reference", f"r{i}")
+            a, b = (ref, gen) if swapped else (gen, ref)
+            rows.append(
+                {"judgment_id": f"j{i}{swapped}", "judge_model": "j", "mode": "pairwise",
+                 "task_id": "t", "item_id": f"i{i}", "a_kind": a[0], "a_id": a[1],
+                 "b_kind": b[0], "b_id": b[1], "order_swapped": swapped, "verdict": v}
+            )  # fmt: skip
+    store.insert_many("judgments", rows)
+    v = verdicts_from_store(store, "judge").set_index("item_id")
+    assert list(v.index) == ["i0", "i1"]
+    assert (v.loc["i0", "model_a"], v.loc["i0", "model_b"], v.loc["i0", "winner"]) == (
+        "m1", "gpt-4", "a")  # fmt: skip
+    assert v.loc["i1", "winner"] == "tie"
+    store.insert_many(
+        "human_judgments",
+        [{"annotator": "ann", "task_id": "t", "item_id": "i0", "left_kind": "reference",
+          "left_id": "r0", "right_kind": "generation", "right_id": "g0", "criterion": "overall",
+          "choice": "left"}],
+    )  # fmt: skip
+    h = verdicts_from_store(store, "human")
+    assert h.iloc[0][["model_a", "model_b", "winner"]].tolist() == ["gpt-4", "m1", "a"]
+    bt = bradley_terry(pd.concat([v.reset_index(), h]), n_boot=10, reference="gpt-4")
+    assert set(bt["model"]) == {"gpt-4", "m1"}

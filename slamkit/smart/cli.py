@@ -48,6 +48,7 @@ def add_parser(sub: Any) -> None:
         default=["win", "tie"],
         help="judge outcomes that count as equivalent",
     )
+    m.add_argument("--judge-model", help="stored judge to read (for --equivalence judge)")
     m.add_argument("--delta", type=float, default=0.1, help="allowed disagreement (default 0.1)")
     m.add_argument("--gamma", type=float, default=0.95, help="confidence (default 0.95)")
     m.add_argument("--method", default="anytime", choices=["smart", "smart-mix", "anytime"])
@@ -79,7 +80,7 @@ def _equivalence(args: argparse.Namespace) -> Any:
     if args.equivalence == "embedding":
         return get_equivalence("embedding", tau=args.tau, column=args.metric)
     if args.equivalence == "judge":
-        return get_equivalence("judge", accept=tuple(args.accept))
+        return get_equivalence("judge", accept=tuple(args.accept), judge_model=args.judge_model)
     return get_equivalence(args.equivalence)
 
 

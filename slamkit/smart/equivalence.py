@@ -162,10 +162,15 @@ class JudgeVerdict(Equivalence):
     accept: tuple[str, ...] = ("win", "tie")
     column: str = "judge_outcome"
     judge: Callable[[str, str], str] | None = field(default=None, repr=False)
+    judge_model: str | None = None  # which stored judge to read (if several)
     name = "judge-verdict"
 
     def params(self) -> dict[str, Any]:
-        return {"accept": list(self.accept), "column": None if self.judge else self.column}
+        p: dict[str, Any] = {"accept": list(self.accept)}
+        p["column"] = None if self.judge else self.column
+        if self.judge_model:
+            p["judge_model"] = self.judge_model
+        return p
 
     def columns(self) -> list[str]:
         return ["text", "ref_text"] if self.judge else [self.column]

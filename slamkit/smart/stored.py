@@ -72,25 +72,24 @@ def _generations(store: Any, task_id: str, models: Sequence[str] | None) -> pd.D
     return gens
 
 
-def _judge_outcomes(store: Any, gen_keys: Sequence[str]) -> pd.Series:
-    """Per generation: 'win' | 'tie' | 'loss' against the reference; a verdict that flips
-    with the order of presentation is a tie."""
-    j = store.df(
-        """
-        SELECT a_kind, a_id, b_kind, b_id, verdict FROM judgments
-        WHERE mode = 'pairwise' AND verdict IS NOT NULL
-          AND ((a_kind = 'generation' AND b_kind = 'reference')
-            OR (a_kind = 'reference' AND b_kind = 'generation'))
-        """
-    )
-    if j.empty:
-        return pd.Series(dtype=object)
-    gen_first = j["a_kind"] == "generation"
-    j["gen_key"] = np.where(gen_first, j["a_id"], j["b_id"])
-    win = np.where(gen_first, "A", "B")
-    j["score"] = np.select([j["verdict"] == win, j["verdict"] == "tie"], [1.0, 0.5], 0.0)
-    s = j[j["gen_key"].isin(list(gen_keys))].groupby("gen_key")["score"].mean()
-    return s.map(lambda v: "win" if v > 0.5 else ("loss" if v < 0.5 else "tie"))
+def _judge_outcomes(store: Any, gen_keys: Sequence[str], judge_model: str | None) -> pd.Series:
+    """Per generation: 'win' | 'tie' | 'loss' against the reference, both orders combined by
+    :func:`slamkit.judge.analysis.pairwise_outcomes` (a verdict that flips with the order is a
+    tie; a pair judged in one order only has no outcome yet)."""
+    from slamkit.judge.analysis import load_judgments, pairwise_outcomes
+
+    out = pairwise_outcomes(load_judgments(store, judge_model))
+    out = out[(out["mode"] == "pairwise") & (out["criterion"] == "overall")]
+    out = out[(out["candidate_kind"] == "generation") & (out["other_kind"] == "reference")]
+    out = out[out["candidate_id"].isin(list(gen_keys))]
+    judges = sorted(out["judge_model"].dropna().unique())
+    if len(judges) > 1:
+        raise SlamkitError(
+            f"Judgments from several judges ({', '.join(judges)}): pick one with "
+            "JudgeVerdict(judge_model=...) or --judge-model."
+        )
+    names = {"candidate": "win", "other": "loss", "tie": "tie"}
+    return out.set_index("candidate_id")["outcome"].map(names)
 
 
 def _metric_name(store: Any, name: str) -> str:
@@ -140,7 +139,7 @@ def conformity_frame(
         )
         df = df.merge(sc.rename(columns={"value": equivalence.column}), on="gen_key", how="left")
     if isinstance(equivalence, JudgeVerdict) and equivalence.judge is None:
-        out = _judge_outcomes(store, df["gen_key"].dropna().tolist())
+        out = _judge_outcomes(store, df["gen_key"].dropna().tolist(), equivalence.judge_model)
         if out.empty:
             raise SlamkitError(
                 f"No pairwise judgments of task {task_id!r} generations against the reference in "
