@@ -19,6 +19,7 @@ from __future__ import annotations
 import itertools
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -173,7 +174,7 @@ def paired_bootstrap(
     n_boot: int = 2000,
     conf: float = 0.95,
     seed: int = 0,
-) -> dict[str, float | int | str]:
+) -> dict[str, Any]:
     """Mean difference a - b over shared items, its percentile CI and a two-sided bootstrap
     p-value (share of centred resamples at least as extreme as the observed difference)."""
     w = _paired_matrix(df, value, model_col, item_col, [model_a, model_b])
@@ -196,7 +197,7 @@ def paired_bootstrap(
             "ci_hi": float(hi), "p_value": min(p, 1.0), "test": "paired-bootstrap"}  # fmt: skip
 
 
-def mcnemar(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray) -> dict[str, float]:
+def mcnemar(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray) -> dict[str, Any]:
     """Exact McNemar test on paired pass/fail outcomes (binomial test on discordant pairs)."""
     a = np.asarray(a, dtype=bool)
     b = np.asarray(b, dtype=bool)
@@ -207,7 +208,7 @@ def mcnemar(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray) -> d
     return {"a_only": n01, "b_only": n10, "n": len(a), "p_value": p, "test": "mcnemar"}
 
 
-def sign_test(diff: Sequence[float] | np.ndarray) -> dict[str, float]:
+def sign_test(diff: Sequence[float] | np.ndarray) -> dict[str, Any]:
     """Two-sided sign test of paired differences (zeros dropped)."""
     d = np.asarray(diff, dtype=float)
     d = d[~np.isnan(d)]

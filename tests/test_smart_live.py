@@ -51,3 +51,29 @@ def test_live_profiling_only_generates_what_the_decision_needs(method: str) -> N
     assert sum(mock.calls.values()) < 3 * N / 4
     assert sel.choice.get("small", 0) > 0.5
     assert "small" in sel.guarantee
+
+
+def test_live_unit_costs_from_a_cost_callback() -> None:
+    """Self-hosted calls priced by the cost model from their latency: u = mean over calls."""
+    from slamkit.cost import self_hosted_cost_per_request
+
+    N = 800
+    base = CountingModels({"small": 0.999}, N, seed=2)
+
+    def generate(model: str, item: int) -> dict[str, object]:
+        out = base(model, item)
+        return {**out, "latency_s": 2.0 if item % 2 else 4.0}
+
+    def cost(model: str, out: dict[str, object]) -> float:
+        if model == "gpt-4":
+            return 0.03
+        return self_hosted_cost_per_request(0.9, float(out["latency_s"]), 0.5)
+
+    prices = {"gpt-4": 0.03, "small": 0.0}
+    sel = smart_live(list(range(N)), ["small"], "gpt-4", generate, Normalized(), prices,
+                     delta=0.1, method="smart", cost=cost)  # fmt: skip
+    small = sel.details["models"][0]
+    per_call = {2.0: 0.9 / 900, 4.0: 0.9 / 450}  # 3600/latency * 0.5 requests per hour
+    assert small["state"] == "satisfied"
+    assert per_call[2.0] <= small["unit_cost"] <= per_call[4.0]
+    assert small["cost"] == pytest.approx(small["unit_cost"] * small["n"])

@@ -213,3 +213,15 @@ def test_judge_verdicts_both_orders_combined(filled) -> None:
     assert (weak.drop(index="i0")["judge_outcome"] == "tie").all() and not weak["conforms"].any()
     _, df = conformity_frame(store, "sst", "gpt-4", JudgeVerdict(accept=("win", "tie")))
     assert df[df["model"] == "weak-1b.Q2_K"]["conforms"].sum() == N_ITEMS - 1
+
+
+def test_items_without_any_generation_are_left_out_unless_asked(filled) -> None:
+    store = filled
+    store.db.execute("DELETE FROM generations WHERE item_id IN ('i0', 'i1', 'i2')")
+    cost = {"gpt-4": 0.03, "good-7b.Q4_K_M": 0.002, "weak-1b.Q2_K": 0.001}
+    eq = ExtractedLabel(r"(positive|negative)")
+    sel = smart_from_store(store, "sst", "gpt-4", eq, 0.08, cost_per_item=cost, save=False)
+    assert sel.n_items == N_ITEMS - 3
+    sel = smart_from_store(store, "sst", "gpt-4", eq, 0.08, cost_per_item=cost, save=False,
+                           all_items=True)  # fmt: skip
+    assert sel.n_items == N_ITEMS

@@ -36,7 +36,8 @@ ArrayLike = np.ndarray | int | float
 
 
 class BoundFamily(Protocol):
-    name: str
+    @property
+    def name(self) -> str: ...
 
     def excludes_below(self, k: ArrayLike, n: ArrayLike, t: float) -> np.ndarray: ...
 

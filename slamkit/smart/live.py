@@ -2,15 +2,22 @@
 as soon as the decision is made, so generations that are not needed are never paid for.
 
 ``generate`` returns the output text, or a dict ``{"text": ..., "cost": ...}`` when the
-caller knows the call's cost (e.g. from usage and the price table, or latency and the
-self-hosted cost model). Otherwise ``prices[model]`` is the cost of one call.
+caller knows the call's cost. Or pass ``cost(model, output) -> USD``, e.g. a self-hosted
+model priced by the cost model from the call's measured latency::
+
+    from slamkit.cost import self_hosted_cost_per_request
+    cost = lambda m, out: (self_hosted_cost_per_request(0.089, out["latency_s"], 0.5)
+                           if m != "gpt-4" else out["cost"])
+
+Otherwise ``prices[model]`` is the cost of one call. ``prices`` also orders the
+candidates (cheapest first) before anything is measured.
 """
 
 from __future__ import annotations
 
 import random
 from collections.abc import Callable, Hashable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from slamkit.errors import SlamkitError
 from slamkit.smart.equivalence import Equivalence
@@ -34,6 +41,7 @@ def smart_live(
     batch: int = 10,
     early_stop: bool = True,
     item_key: Callable[[Any], Hashable] = lambda x: x,
+    cost: Callable[[str, Any], float] | None = None,
 ) -> Selection:
     """Profile ``candidates`` live against ``reference`` and choose; no store involved.
 
@@ -47,25 +55,30 @@ def smart_live(
 
     def call(model: str, idx: int) -> tuple[str | None, float]:
         out = generate(model, items[idx])
+        text = out.get("text") if isinstance(out, Mapping) else out
+        if cost is not None:
+            return text, float(cost(model, out))
         if isinstance(out, Mapping):
-            return out.get("text"), float(out.get("cost", prices[model]))
-        return out, float(prices[model])
+            return text, float(out.get("cost", prices[model]))
+        return text, float(prices[model])
 
     def run_reference(idx: Hashable) -> float:
-        text, cost = call(reference, int(idx))  # type: ignore[arg-type]
-        ref_text[int(idx)] = text  # type: ignore[arg-type]
-        return cost
+        i = cast(int, idx)
+        text, c = call(reference, i)
+        ref_text[i] = text
+        return c
 
     def judge(model: str, idx: Hashable) -> tuple[bool, float]:
-        text, cost = call(model, int(idx))  # type: ignore[arg-type]
-        return bool(equivalence(text, ref_text[int(idx)])), cost  # type: ignore[arg-type]
+        i = cast(int, idx)
+        text, c = call(model, i)
+        return bool(equivalence(text, ref_text[i])), c
 
     res = profile(
         order, list(candidates), prices, run_reference, judge, delta,
         bounds_for(method, gamma, len(candidates), delta), reference=reference, batch=batch,
         early_stop=early_stop,
     )  # fmt: skip
-    res.profiled_items = [item_key(items[int(i)]) for i in res.profiled_items]  # type: ignore[arg-type]
+    res.profiled_items = [item_key(items[cast(int, i)]) for i in res.profiled_items]
     sel = choose(res, method, gamma)
     sel.details["equivalence"] = equivalence.spec()
     return sel

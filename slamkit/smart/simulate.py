@@ -114,7 +114,7 @@ def profile_vectorized(
     """
     S, M = seeds, len(p)
     target = 1 - delta
-    k_inv_t, k_sat_t = threshold_table(family, n_items, round(target, 12), batch)
+    k_inv_t, k_sat_t = threshold_table(family, n_items, round(target, 12), batch)  # type: ignore[arg-type]
     last = len(k_sat_t) - 1
 
     def k_sat(nn: np.ndarray) -> np.ndarray:

@@ -119,11 +119,18 @@ def conformity_frame(
     reference_model: str,
     equivalence: Equivalence,
     models: Sequence[str] | None = None,
+    all_items: bool = False,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(reference rows, one row per (model, item) with ``conforms``)."""
+    """(reference rows, one row per (model, item) with ``conforms``).
+
+    The items are those with a reference output and a generation from at least one
+    candidate (``all_items=True``: every item with a reference output).
+    """
     ref = _reference(store, task_id, reference_model)
     gens = _generations(store, task_id, models)
     gens = gens[gens["item_id"].isin(ref["item_id"])]
+    if not all_items:
+        ref = ref[ref["item_id"].isin(gens["item_id"])].reset_index(drop=True)
     grid = pd.MultiIndex.from_product(
         [sorted(gens["model"].unique()), ref["item_id"]], names=["model", "item_id"]
     ).to_frame(index=False)
@@ -229,15 +236,18 @@ def smart_from_store(
     utilization: float = 0.5,
     prices: pd.DataFrame | None = None,
     save: bool = True,
+    all_items: bool = False,
 ) -> Selection:
     """Run SMART (``method``: smart | smart-mix | anytime) on stored generations of a task.
 
-    Returns the :class:`Selection` (choice + guarantee) and, with ``save``, inserts it into
-    the ``selections`` table (idempotent: the id hashes every input).
+    N is the number of items with a reference output and at least one candidate generation
+    (``all_items=True``: every item with a reference output; candidates' missing items then
+    count as not conforming). Returns the :class:`Selection` (choice + guarantee) and, with
+    ``save``, inserts it into the ``selections`` table (idempotent: the id hashes every input).
     """
     if method not in METHODS:
         raise SlamkitError(f"Unknown SMART method {method!r}: use one of {', '.join(METHODS)}.")
-    ref, df = conformity_frame(store, task_id, reference_model, equivalence, models)
+    ref, df = conformity_frame(store, task_id, reference_model, equivalence, models, all_items)
     ref_cost, gen_cost, cost_info = _costs(
         ref, df, cost_per_item, reference_model, reference_price, instance, utilization, prices
     )
