@@ -77,3 +77,26 @@ def test_live_unit_costs_from_a_cost_callback() -> None:
     assert small["state"] == "satisfied"
     assert per_call[2.0] <= small["unit_cost"] <= per_call[4.0]
     assert small["cost"] == pytest.approx(small["unit_cost"] * small["n"])
+
+
+def test_live_through_slamkit_backends_with_cost_model_prices() -> None:
+    from slamkit.backends.mock import MockBackend
+    from slamkit.smart.live import backend_generate, priced
+
+    def label(user: str) -> str:
+        return "positive" if int(user.split()[-1]) % 3 else "negative"
+
+    ref = MockBackend(label, name="gpt-4")
+    good = MockBackend(lambda u: label(u).upper(), name="good")
+    bad = MockBackend(["positive"], name="bad")
+    gen = backend_generate({"gpt-4": ref, "good": good, "bad": bad}, lambda i: f"review {i}")
+    cost = priced(api={"gpt-4": (0.03, 0.06)}, hourly={"good": 0.9, "bad": 0.5})
+    N = 3000
+    sel = smart_live(list(range(N)), ["good", "bad"], "gpt-4", gen, Normalized(),
+                     {"gpt-4": 0.03, "good": 1e-6, "bad": 5e-7}, delta=0.05, cost=cost)  # fmt: skip
+    stats = {m["model"]: m for m in sel.details["models"]}
+    assert len(ref.calls) == sel.n_profiled < N
+    assert len(good.calls) == stats["good"]["n"] and len(bad.calls) == stats["bad"]["n"]
+    assert stats["bad"]["state"] == "invalid" and stats["good"]["state"] == "satisfied"
+    assert sel.details["u_ref"] == pytest.approx((2 * 0.03 + 1 * 0.06) / 1000)
+    assert sel.choice.get("good", 0) > 0.9 and sel.saving > 10

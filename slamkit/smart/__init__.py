@@ -23,7 +23,7 @@ from slamkit.smart.equivalence import (
     equivalence_error,
     get_equivalence,
 )
-from slamkit.smart.live import smart_live
+from slamkit.smart.live import backend_generate, priced, smart_live
 from slamkit.smart.profile import ProfileResult, profile
 from slamkit.smart.select import Selection, choose, choose_mix, choose_single
 from slamkit.smart.stored import smart_from_store
@@ -32,5 +32,5 @@ __all__ = [
     "AlphaSpendingCP", "BetaBinomialCS", "ClopperPearson", "EmbeddingSimilarity", "Exact",
     "ExtractedLabel", "JudgeVerdict", "Normalized", "ProfileResult", "Selection", "choose",
     "choose_mix", "choose_single", "clopper_pearson", "equivalence_error", "get_equivalence",
-    "profile", "smart_from_store", "smart_live",
+    "profile", "smart_from_store", "smart_live", "backend_generate", "priced",
 ]  # fmt: skip

@@ -82,3 +82,57 @@ def smart_live(
     sel = choose(res, method, gamma)
     sel.details["equivalence"] = equivalence.spec()
     return sel
+
+
+def backend_generate(
+    backends: Mapping[str, Any],
+    prompt: Callable[[Any], str] = str,
+    sampling: Any = None,
+    seed: int = 0,
+    system: str | None = None,
+) -> Generate:
+    """A ``generate(model, item)`` over slamkit backends (llama.cpp, OpenAI-compatible, mock).
+
+    ``backends`` maps a model name to an open backend; ``prompt(item)`` is the user message.
+    Returns dicts with text, prompt/completion tokens and latency_s, ready for :func:`priced`.
+    """
+    from slamkit.backends.base import Sampling
+
+    samp = sampling or Sampling()
+
+    def generate(model: str, item: Any) -> dict[str, Any]:
+        if model not in backends:
+            raise SlamkitError(f"No backend for model {model!r}: pass backends[{model!r}].")
+        messages = [{"role": "system", "content": system}] if system else []
+        messages.append({"role": "user", "content": prompt(item)})
+        r = backends[model].generate(messages, samp, seed)
+        return {
+            "text": r.text, "prompt_tokens": r.prompt_tokens,
+            "completion_tokens": r.completion_tokens, "latency_s": r.latency_s,
+        }  # fmt: skip
+
+    return generate
+
+
+def priced(
+    api: Mapping[str, tuple[float, float]] | None = None,
+    hourly: Mapping[str, float] | None = None,
+    utilization: float = 0.5,
+) -> Callable[[str, Any], float]:
+    """A ``cost(model, output)`` callback from the cost model: API models by their usage and
+    (input, output) USD per 1K tokens; self-hosted models by measured latency and USD/hour."""
+    from slamkit.cost import api_cost_per_request, self_hosted_cost_per_request
+
+    api, hourly = dict(api or {}), dict(hourly or {})
+
+    def cost(model: str, out: Any) -> float:
+        if model in api:
+            pin, pout = api[model]
+            return api_cost_per_request(
+                out.get("prompt_tokens") or 0, out.get("completion_tokens") or 0, pin, pout
+            )
+        if model in hourly:
+            return self_hosted_cost_per_request(hourly[model], out["latency_s"], utilization)
+        raise SlamkitError(f"No price for {model!r}: add it to api=... or hourly=....")
+
+    return cost

@@ -152,7 +152,6 @@ def profile_vectorized(
         noninv = st != 2
         first = np.where(noninv.any(axis=1), noninv.argmax(axis=1), M)
         stop = (first == M) | (st[np.arange(idx.size), np.minimum(first, M - 1)] == 1)
-        stop &= True
         if early_stop:
             go = ~stop
             if go.any():
