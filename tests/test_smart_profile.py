@@ -139,3 +139,18 @@ def test_profile_rejects_bad_inputs() -> None:
                 ClopperPearson())  # fmt: skip
     with pytest.raises(SlamkitError, match="No price"):
         profile([1], ["a"], {}, lambda i: 1.0, lambda m, i: (True, 1.0), 0.1, ClopperPearson())
+
+
+@pytest.mark.parametrize("method", ["smart", "smart-mix", "anytime"])
+def test_tiny_task_is_fully_profiled_and_says_so(method: str) -> None:
+    from slamkit.smart.select import bounds_for
+
+    res = profile(
+        list(range(5)), ["a"], {"a": 0.001}, lambda i: 0.03, lambda m, i: (True, 0.001), 0.1,
+        bounds_for(method, 0.95, 1, 0.1), reference="gpt-4",
+    )  # fmt: skip
+    sel = choose(res, method, 0.95)
+    assert res.n_profiled == 5 and res.stopped_by == "exhausted"
+    assert sel.choice == {"gpt-4": 1.0}
+    assert sel.guarantee.startswith("All 5 items were profiled")
+    assert sel.expected_cost == pytest.approx(5 * 0.03 + 5 * 0.001)

@@ -88,6 +88,14 @@ def _share_text(choice: dict[str, float], remaining: int) -> str:
     return ", ".join(parts)
 
 
+def _all_profiled(res: ProfileResult) -> str:
+    return (
+        f"All {res.n_items} items were profiled, so every output is {res.reference}'s own "
+        "(100% agreement, no statistical statement needed); with more items a cheaper "
+        "model could take over part of them."
+    )
+
+
 def choose_single(res: ProfileResult, gamma: float, method: str = "smart") -> Selection:
     """The remaining items go to the cheapest satisfied model, else to the reference."""
     st = res.stats
@@ -115,6 +123,8 @@ def choose_single(res: ProfileResult, gamma: float, method: str = "smart") -> Se
         f"with {res.reference}: the {res.n_profiled} profiled items use {res.reference}'s "
         f"output; {why}.{caveat}"
     )
+    if R <= 0:
+        text = _all_profiled(res)
     return Selection(
         method=method,
         choice={model: 1.0},
@@ -186,6 +196,8 @@ def choose_mix(
         f"the remaining {R} are split {_share_text(shares, R)} so that the mix's accuracy lower "
         f"bound is >= {a_star:.3f}, using {how}.{caveat}"
     )
+    if R <= 0:
+        text = _all_profiled(res)
     details = _details(res)
     details.update({"a_star": a_star, "levels": sol_levels, "rule": rule_used})
     return Selection(
