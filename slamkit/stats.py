@@ -278,7 +278,11 @@ def pairwise_comparisons(
     n_boot: int = 2000,
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Every pair of models on shared items, p-values adjusted for the number of pairs."""
+    """Every pair of models on shared items, p-values adjusted for the number of pairs.
+
+    ``test``: 'paired_bootstrap' (mean difference), 'mcnemar' (values are pass=1 / fail=0;
+    an item's mean over samples > 0.5 counts as a pass) or 'sign' (sign of the difference).
+    """
     models = list(models) if models is not None else sorted(df[model_col].unique())
     rows = [
         _pair_test(df, value, a, b, test, model_col, item_col, n_boot, 1 - alpha, seed)
