@@ -58,3 +58,10 @@ def test_boundary_stress_peeking_violates_but_the_anytime_variant_does_not() -> 
     rows = {r["method"]: r for r in simulate_cell(boundary_setting(0.2), 0.2, seeds=400)}
     assert rows["mix"]["violation_rate"] > 0.06
     assert rows["anytime"]["violation_rate"] < 0.03
+
+
+def test_cli_setting_names_match_the_simulator() -> None:
+    from slamkit.smart.cli import SIM_SETTINGS
+    from slamkit.smart.simulate import BOUNDARY
+
+    assert SIM_SETTINGS == [*SETTINGS, BOUNDARY]

@@ -13,24 +13,25 @@ on at least a fraction 1 - delta of N items, with confidence gamma.
 * :mod:`~slamkit.smart.simulate`    the Bernoulli simulator of the paper's settings
 """
 
-from slamkit.smart.bounds import AlphaSpendingCP, BetaBinomialCS, ClopperPearson, clopper_pearson
-from slamkit.smart.equivalence import (
-    EmbeddingSimilarity,
-    Exact,
-    ExtractedLabel,
-    JudgeVerdict,
-    Normalized,
-    equivalence_error,
-    get_equivalence,
-)
-from slamkit.smart.live import backend_generate, priced, smart_live
-from slamkit.smart.profile import ProfileResult, profile
-from slamkit.smart.select import Selection, choose, choose_mix, choose_single
-from slamkit.smart.stored import smart_from_store
+from __future__ import annotations
 
-__all__ = [
-    "AlphaSpendingCP", "BetaBinomialCS", "ClopperPearson", "EmbeddingSimilarity", "Exact",
-    "ExtractedLabel", "JudgeVerdict", "Normalized", "ProfileResult", "Selection", "choose",
-    "choose_mix", "choose_single", "clopper_pearson", "equivalence_error", "get_equivalence",
-    "profile", "smart_from_store", "smart_live", "backend_generate", "priced",
-]  # fmt: skip
+import importlib
+from typing import Any
+
+# Lazy exports: ``slamkit`` CLI start-up must not pay for scipy unless SMART is used.
+_EXPORTS = {
+    "AlphaSpendingCP": "bounds", "BetaBinomialCS": "bounds", "ClopperPearson": "bounds",
+    "clopper_pearson": "bounds", "EmbeddingSimilarity": "equivalence", "Exact": "equivalence",
+    "ExtractedLabel": "equivalence", "JudgeVerdict": "equivalence", "Normalized": "equivalence",
+    "equivalence_error": "equivalence", "get_equivalence": "equivalence",
+    "backend_generate": "live", "priced": "live", "smart_live": "live",
+    "ProfileResult": "profile", "profile": "profile", "Selection": "select", "choose": "select",
+    "choose_mix": "select", "choose_single": "select", "smart_from_store": "stored",
+}  # fmt: skip
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(f"slamkit.smart.{_EXPORTS[name]}"), name)
+    raise AttributeError(f"module 'slamkit.smart' has no attribute {name!r}")

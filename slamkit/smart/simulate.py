@@ -340,20 +340,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def add_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--seeds", type=int, default=1000, help="replicas per cell (default 1000)")
-    ap.add_argument("--gamma", type=float, default=0.95)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--settings",
-        nargs="*",
-        default=[*SETTINGS, BOUNDARY],
-        choices=[*SETTINGS, BOUNDARY],
-        help=f"paper settings, and {BOUNDARY!r}: a candidate at 1 - delta - {BOUNDARY_GAP} "
-        "(stress test for peeking)",
-    )
-    ap.add_argument(
-        "--out", default="data/simulation_results", help="write OUT.csv and OUT.md ('' to skip)"
-    )
+    from slamkit.smart.cli import add_simulate_arguments
+
+    add_simulate_arguments(ap)
 
 
 def run(args: argparse.Namespace) -> int:
