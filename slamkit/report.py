@@ -55,9 +55,11 @@ def load_references(
         params.append(source_model)
     where = ("WHERE " + " AND ".join(clauses)) if clauses else ""
     return store.df(
-        f"SELECT ref_id, task_id, item_id, source_model, sample_index, text, prompt_tokens, "
-        f"completion_tokens, latency_s, ttft_s FROM reference_outputs {where} "
-        f"ORDER BY item_id, sample_index",
+        f"SELECT r.ref_id, r.task_id, r.item_id, r.source_model, r.sample_index, r.text, "
+        f"r.prompt_tokens, r.completion_tokens, r.latency_s, r.ttft_s, i.prompt "
+        f"FROM reference_outputs r LEFT JOIN items i USING (task_id, item_id) "
+        f"{where.replace('task_id', 'r.task_id').replace('source_model', 'r.source_model')} "
+        f"ORDER BY r.item_id, r.sample_index",
         params,
     )
 
@@ -94,44 +96,33 @@ def load_item_subsets(store: Any, task_id: str, field: str = "dataset") -> pd.Da
 
 
 # -- pure transforms -------------------------------------------------------------------
-def bootstrap_ci(
-    values: Sequence[float], level: float = 0.95, n_boot: int = 2000, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean and percentile-bootstrap CI (seeded). Uses slamkit.stats when it offers one."""
-    x = np.asarray(values, dtype=float)
-    x = x[np.isfinite(x)]
-    if len(x) == 0:
-        return (float("nan"),) * 3
-    if len(x) == 1:
-        return float(x[0]), float(x[0]), float(x[0])
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, len(x), size=(n_boot, len(x)))].mean(axis=1)
-    a = (1 - level) / 2
-    lo, hi = np.quantile(means, [a, 1 - a])
-    return float(x.mean()), float(lo), float(hi)
-
-
 def quality_summary(
     scores: pd.DataFrame,
     metric: str,
     items: Sequence[str] | None = None,
     level: float = 0.95,
     seed: int = 0,
+    method: str = "bca",
 ) -> pd.DataFrame:
     """Per variant: mean of ``metric`` over items (samples averaged per item first), CI, n.
+
+    The interval is :func:`slamkit.stats.mean_ci` (seeded bootstrap, BCa by default).
 
     ``scores`` columns: ``variant``, ``item_id``, ``metric``, ``value``.
     Returns ``variant, mean, lo, hi, n, level`` (the input of ``charts.quality_ci``).
     """
+    from slamkit.stats import mean_ci
+
+    cols = ["variant", "mean", "lo", "hi", "n", "level"]
     d = scores[scores["metric"] == metric]
     if items is not None:
         d = d[d["item_id"].isin(list(items))]
+    if d.empty:
+        return pd.DataFrame(columns=cols)
     per_item = d.groupby(["variant", "item_id"], as_index=False)["value"].mean()
-    rows = []
-    for v, g in per_item.groupby("variant", sort=True):
-        m, lo, hi = bootstrap_ci(g["value"].to_numpy(), level=level, seed=seed)
-        rows.append({"variant": v, "mean": m, "lo": lo, "hi": hi, "n": len(g), "level": level})
-    return pd.DataFrame(rows, columns=["variant", "mean", "lo", "hi", "n", "level"])
+    ci = mean_ci(per_item, "value", by="variant", conf=level, seed=seed, method=method)
+    out = ci.rename(columns={"estimate": "mean", "ci_lo": "lo", "ci_hi": "hi"})
+    return out.assign(level=level)[cols]
 
 
 def performance_summary(gens: pd.DataFrame) -> pd.DataFrame:
@@ -166,18 +157,22 @@ def self_hosted_usd_per_request(
 
     METHOD.md section 4: cost/request = hourly price / (3600 / latency x utilization).
     """
+    from slamkit.cost import self_hosted_cost_per_request
+
     if not 0 < utilization <= 1:
         raise SlamkitError(f"utilization={utilization}: use a fraction in (0, 1].")
     if not mean_latency_s or not np.isfinite(mean_latency_s):
         return float("nan")
-    return hourly_usd / (3600.0 / mean_latency_s * utilization)
+    return self_hosted_cost_per_request(hourly_usd, mean_latency_s, utilization)
 
 
 def api_usd_per_request(
     prompt_tokens: float, completion_tokens: float, price_in_per_1k: float, price_out_per_1k: float
 ) -> float:
     """tokens_in x price_in + tokens_out x price_out, prices per 1K tokens."""
-    return prompt_tokens * price_in_per_1k / 1000 + completion_tokens * price_out_per_1k / 1000
+    from slamkit.cost import api_cost_per_request
+
+    return api_cost_per_request(prompt_tokens, completion_tokens, price_in_per_1k, price_out_per_1k)
 
 
 def reference_point(
@@ -190,8 +185,8 @@ def reference_point(
 ) -> dict[str, Any]:
     """The reference API as a point for ``charts.pareto_scatter`` (cost from token usage).
 
-    Missing completion-token counts are counted offline with the cl100k tokenizer
-    (``bpe-openai``) from the stored text; ``prompt_tokens`` overrides the prompt side.
+    Missing token counts are counted offline with the cl100k tokenizer (``bpe-openai``)
+    from the stored text and prompt; ``prompt_tokens`` overrides the prompt side.
     """
     comp = refs["completion_tokens"].astype(float)
     if comp.isna().any():
@@ -199,6 +194,9 @@ def reference_point(
     ptok = prompt_tokens
     if ptok is None:
         p = refs["prompt_tokens"].astype(float)
+        if p.isna().any() and "prompt" in refs:  # + 7 tokens of chat framing, as slamkit.cost
+            counted = pd.Series(_count_tokens(refs["prompt"].fillna("")), index=refs.index)
+            p = p.fillna(counted + 7)
         ptok = float(p.mean()) if p.notna().any() else 0.0
     per_req = api_usd_per_request(ptok, float(comp.mean()), price_in_per_1k, price_out_per_1k)
     lat = refs["latency_s"].astype(float).dropna()
@@ -214,13 +212,9 @@ def reference_point(
 
 
 def _count_tokens(texts: pd.Series) -> list[float]:
-    try:
-        import bpe_openai
+    from slamkit.cost import count_tokens
 
-        enc = bpe_openai.get_encoding("cl100k_base")
-        return [float(len(enc.encode(t or ""))) for t in texts]
-    except Exception:  # pragma: no cover - bpe-openai is a core dependency
-        return [len(str(t or "")) / 4.0 for t in texts]
+    return [float(n) for n in count_tokens(list(texts))]
 
 
 def tradeoff_frame(
@@ -496,3 +490,139 @@ def provenance(runs: pd.DataFrame) -> pd.DataFrame:
     cols = ["run_id", "kind", "started_at", "slamkit_version", "llama_cpp_python_version",
             "n_threads", "n_threads_batch", "n_gpu_layers", "seed", "git_revision"]  # fmt: skip
     return runs[[c for c in cols if c in runs.columns]].set_index("run_id")
+
+
+def verdicts_from_scores(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Pairwise verdicts (``model_a, model_b, winner`` a|b|tie) from per-item scores.
+
+    For :func:`slamkit.stats.bradley_terry` when no judge or human verdicts are stored:
+    on each item, the variant with the higher ``metric`` wins (equal = tie).
+    """
+    d = scores[scores["metric"] == metric]
+    wide = d.groupby(["item_id", "variant"])["value"].mean().unstack("variant")
+    names = list(wide.columns)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            both = wide[[a, b]].dropna()
+            for va, vb in zip(both[a], both[b], strict=True):
+                w = "a" if va > vb else "b" if vb > va else "tie"
+                rows.append({"model_a": a, "model_b": b, "winner": w})
+    return pd.DataFrame(rows, columns=["model_a", "model_b", "winner"])
+
+
+def bt_frame(bt: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
+    """:func:`slamkit.stats.bradley_terry` output -> the columns of ``charts.bt_ratings``."""
+    out = bt.rename(columns={"theta": "rating", "ci_lo": "lo", "ci_hi": "hi"})
+    out["is_reference"] = out["model"] == reference if reference else False
+    out["level"] = bt.attrs.get("conf", 0.95)
+    return out
+
+
+class _Result:
+    """A fetched DuckDB result that outlives its connection (fetchone/fetchall/df)."""
+
+    def __init__(self, rows: list[tuple[Any, ...]], frame: pd.DataFrame | None = None) -> None:
+        self.rows, self.frame = rows, frame
+
+    def fetchone(self) -> tuple[Any, ...] | None:
+        return self.rows[0] if self.rows else None
+
+    def fetchall(self) -> list[tuple[Any, ...]]:
+        return list(self.rows)
+
+
+class _ShortDB:
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def execute(self, sql: str, params: Sequence[Any] | None = None) -> _Result:
+        from slamkit.store import open_store
+
+        with open_store(self.path) as st:
+            return _Result(st.db.execute(sql, params or []).fetchall())
+
+
+class ShortLivedStore:
+    """Store look-alike that opens the DuckDB file for each call and closes it at once.
+
+    For widgets that live for hours in a notebook (the human A/B widget): the store is
+    never held open between clicks, so other notebooks and ``slamkit`` commands can write.
+    """
+
+    def __init__(self, path: str) -> None:
+        self.path = str(path)
+        self.db = _ShortDB(self.path)
+
+    def _call(self, name: str, *args: Any, **kw: Any) -> Any:
+        from slamkit.store import open_store
+
+        with open_store(self.path) as st:
+            return getattr(st, name)(*args, **kw)
+
+    def df(self, sql: str, params: Sequence[Any] | None = None) -> pd.DataFrame:
+        return self._call("df", sql, params)
+
+    def insert(self, table: str, row: dict[str, Any], on_conflict: str = "DO NOTHING") -> bool:
+        return self._call("insert", table, row, on_conflict)
+
+    def insert_many(self, table: str, rows: Any, on_conflict: str = "DO NOTHING") -> int:
+        return self._call("insert_many", table, list(rows), on_conflict)
+
+    def count(self, table: str, where: str = "", params: Sequence[Any] | None = None) -> int:
+        return self._call("count", table, where, params)
+
+    def existing(self, table: str, key: str, keys: Any) -> set[str]:
+        return self._call("existing", table, key, list(keys))
+
+    def close(self) -> None:
+        """Nothing is held open."""
+
+
+def instance_hourly(instance: str) -> float:
+    """Hourly USD price of ``instance`` from the dated price table (data/prices.csv)."""
+    from slamkit.cost import instance_price, load_prices
+
+    return float(instance_price(load_prices(), instance)["hourly_usd"])
+
+
+def simulation_long(path: str | None = None, setting: str = "IMDB") -> pd.DataFrame:
+    """SMART simulation results (data/simulation_results.csv) for ``charts.smart_savings``."""
+    from pathlib import Path
+
+    p = (
+        Path(path)
+        if path
+        else Path(__file__).resolve().parent.parent / "data" / ("simulation_results.csv")
+    )
+    if not p.exists():
+        raise SlamkitError(f"{p} is missing: run `slamkit simulate` to produce it.")
+    w = pd.read_csv(p)
+    w = w[w["setting"] == setting]
+    names = {"smart": "SMART", "mix": "SMART-ModelMix", "anytime": "anytime-valid (slamkit)"}
+    rows = []
+    for r in w.to_dict("records"):
+        for m, label in names.items():
+            if f"saving_{m}" in r:
+                rows.append({"delta": r["delta"], "method": label, "savings": r[f"saving_{m}"],
+                             "violation_rate": r.get(f"violation_{m}")})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def pairwise_verdicts(
+    store_path: str, scores: pd.DataFrame, metric: str, task_id: str,
+    judge_model: str | None = None,
+) -> tuple[pd.DataFrame, str]:  # fmt: skip
+    """Verdicts for Bradley-Terry: the LLM judge's when stored, else per-item ``metric``.
+
+    Returns ``(verdicts, source)``; ``source`` says where they came from (for the title).
+    """
+    if judge_model:
+        from slamkit.stats import verdicts_from_store
+        from slamkit.store import open_store
+
+        with open_store(store_path) as st:
+            v = verdicts_from_store(st, "judge", task_id, judge_model=judge_model)
+        if len(v):
+            return v, f"judge {judge_model}"
+    return verdicts_from_scores(scores, metric), f"per-item {metric} (no judge verdicts)"

@@ -259,13 +259,60 @@ def select_cheapest(
     }
 
 
+def smart_selector(
+    reference_cost: float, method: str = "anytime", seed: int = 0, batch: int = 10
+) -> Callable[..., dict[str, Any]]:
+    """A ``select`` for :class:`SelectionExplorer` that runs :mod:`slamkit.smart` profiling.
+
+    The stored conformity of every (variant, item) answers the profiler's questions in a
+    seeded random item order, so the choice, the saving (profiling cost included) and the
+    guarantee are SMART's own (``method``: smart | smart-mix | anytime).
+    """
+    import random
+
+    from slamkit.smart.profile import profile
+    from slamkit.smart.select import bounds_for, choose
+
+    def select(
+        conform: pd.DataFrame, unit_cost: Mapping[str, float], delta: float, gamma: float
+    ) -> dict[str, Any]:
+        items = sorted(conform["item_id"].unique())
+        random.Random(seed).shuffle(items)
+        cands = sorted(conform["variant"].unique())
+        table = {
+            (r.variant, r.item_id): (bool(r.conform), float(unit_cost[r.variant]))
+            for r in conform.itertuples(index=False)
+        }
+        res = profile(
+            items, cands, {m: float(unit_cost[m]) for m in cands},
+            lambda i: float(reference_cost),
+            lambda m, i: table.get((m, i), (False, float(unit_cost[m]))),
+            delta, bounds_for(method, gamma, len(cands), delta), batch=batch,
+        )  # fmt: skip
+        sel = choose(res, method, gamma)
+        used = {m: r for m, r in sel.choice.items() if r > 0}
+        name = " + ".join(f"{m} ({r:.0%})" for m, r in used.items()) if used else None
+        if name == "reference (100%)":
+            name = None
+        return {
+            "choice": name,
+            "usd_per_request": sel.expected_cost / max(sel.n_items, 1),
+            "saving": sel.saving,
+            "guarantee": sel.guarantee,
+            "selection": sel,
+        }
+
+    return select
+
+
 class SelectionExplorer(LinkedFigure):
     """Delta / gamma sliders over model selection with a guarantee.
 
     ``conform``: ``variant, item_id, conform`` (0/1 equivalence with the reference);
     ``unit_cost``: variant -> USD per request; ``reference_cost``: USD per request of the
     reference. ``select(conform, unit_cost, delta, gamma) -> dict(choice,
-    usd_per_request, guarantee)`` defaults to :func:`select_cheapest`. The chart is the
+    usd_per_request, guarantee[, saving])`` defaults to :func:`select_cheapest`;
+    :func:`smart_selector` runs SMART's profiling instead. The chart is the
     saving against always using the reference over a grid of deltas, marked at the
     chosen delta.
     """
@@ -279,10 +326,12 @@ class SelectionExplorer(LinkedFigure):
         gamma: float = 0.95,
         select: Callable[..., dict[str, Any]] | None = None,
         deltas: Sequence[float] = tuple(np.round(np.arange(0.02, 0.42, 0.02), 2)),
+        method_label: str = "cheapest qualifying variant",
     ) -> None:
         w = _ipywidgets()
         self.conform, self.unit_cost, self.reference_cost = conform, dict(unit_cost), reference_cost
         self.select = select or select_cheapest
+        self.method_label = method_label
         self.deltas = list(deltas)
         style = {"description_width": "120px"}
         controls = {
@@ -293,21 +342,24 @@ class SelectionExplorer(LinkedFigure):
         }  # fmt: skip
         super().__init__(controls, self._draw)
 
+    def _saving(self, r: Mapping[str, Any]) -> float:
+        if r.get("saving") is not None:
+            return float(r["saving"])
+        cost = r["usd_per_request"] if r["choice"] else self.reference_cost
+        return self.reference_cost / cost if cost else float("nan")
+
     def curve(self, gamma: float) -> pd.DataFrame:
         rows = []
         for d in self.deltas:
             r = self.select(self.conform, self.unit_cost, d, gamma)
-            cost = r["usd_per_request"] if r["choice"] else self.reference_cost
-            rows.append({"delta": d, "method": "cheapest qualifying variant",
-                         "savings": self.reference_cost / cost if cost else float("nan"),
+            rows.append({"delta": d, "method": self.method_label, "savings": self._saving(r),
                          "choice": r["choice"] or "reference"})  # fmt: skip
         return pd.DataFrame(rows)
 
     def _draw(self, delta: float, gamma: float) -> tuple[go.Figure, str]:
         fig = charts.smart_savings(self.curve(gamma), gamma=gamma)
         r = self.select(self.conform, self.unit_cost, delta, gamma)
-        cost = r["usd_per_request"] if r["choice"] else self.reference_cost
-        saving = self.reference_cost / cost if cost else float("nan")
+        saving = self._saving(r)
         fig.add_trace(
             go.Scatter(x=[delta], y=[saving], mode="markers", name="chosen delta",
                        marker={"size": 14, "symbol": "diamond-open", "color": "black"},

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 
@@ -124,3 +126,38 @@ def test_self_hosted_cost_formula() -> None:
     assert report.self_hosted_usd_per_request(0.36, 1.0, 0.5) == pytest.approx(0.0002)
     with pytest.raises(Exception, match="utilization"):
         report.self_hosted_usd_per_request(1.0, 1.0, 0.0)
+
+
+def test_smart_selector_runs_profiling() -> None:
+    conform = pd.DataFrame(
+        {"variant": ["smol"] * 40 + ["gemma"] * 40, "item_id": list(range(40)) * 2,
+         "conform": [1] * 39 + [0] + [1] * 25 + [0] * 15}
+    )  # fmt: skip
+    costs = {"smol": 0.002, "gemma": 0.001}
+    select = widgets.smart_selector(0.02, method="smart")
+    loose = select(conform, costs, 0.3, 0.9)
+    assert loose["choice"] == "smol (100%)" and loose["saving"] > 1.5
+    assert "With confidence 0.9" in loose["guarantee"]
+    tight = select(conform, costs, 0.02, 0.9)
+    assert tight["choice"] is None and tight["saving"] < 1.0  # profiling cost, no saving
+    ex = widgets.SelectionExplorer(
+        conform, costs, 0.02, delta=0.3, gamma=0.9, select=select, method_label="SMART"
+    )
+    assert ex.figure.data[0].name == "SMART"
+    assert "smol (100%)" in ex.summary.value
+
+
+def test_short_lived_store_releases_the_lock(tmp_path: Path) -> None:
+    from slamkit.store import Store
+
+    path = tmp_path / "s.duckdb"
+    Store(path).close()
+    sls = report.ShortLivedStore(str(path))
+    assert sls.insert("tasks", {"task_id": "t", "template": "{x}"})
+    with Store(path) as writer:  # a second writer can open between calls
+        writer.insert("tasks", {"task_id": "u", "template": "{x}"})
+    assert sls.count("tasks") == 2
+    assert sls.db.execute("SELECT template FROM tasks WHERE task_id = ?", ["u"]).fetchone() == (
+        "{x}",
+    )
+    assert list(sls.df("SELECT task_id FROM tasks ORDER BY 1")["task_id"]) == ["t", "u"]
