@@ -92,8 +92,18 @@ def resolve_models(models: Iterable[ModelLike]) -> list[ModelInfo | EndpointMode
     return out
 
 
+def chat_format_of(model: ModelInfo | EndpointModel) -> str:
+    """The chat format a model's cells use, known before loading (part of the key)."""
+    if isinstance(model, EndpointModel):
+        return "endpoint"
+    from slamkit.backends.llamacpp import planned_chat_format
+
+    return planned_chat_format(model.has_chat_template, model.architecture)
+
+
 def plan_cells(
     model: ModelInfo | EndpointModel,
+    task_id: str,
     items: Sequence[tuple[str, str]],
     system_prompt: str | None,
     samplings: Sequence[Sampling],
@@ -102,11 +112,14 @@ def plan_cells(
 ) -> list[Cell]:
     """Every cell of one model. The seed of sample k is ``seed + k`` (same for all items)."""
     cells = []
+    fmt = chat_format_of(model)
     for sampling in samplings:
         for item_id, prompt in items:
             messages = messages_for(prompt, system_prompt)
             for k in range(n_samples):
-                key = generation_key(model.model_id, messages, sampling.as_dict(), seed + k, k)
+                key = generation_key(
+                    model.model_id, task_id, item_id, messages, fmt, sampling.as_dict(), seed + k, k
+                )
                 cells.append(Cell(key, model.model_id, item_id, messages, sampling, seed + k, k))
     return cells
 
@@ -299,7 +312,7 @@ def run_sweep(
     plans = []
     result = SweepResult(run_id=None)
     for model in resolved:
-        cells = plan_cells(model, items, task.system_prompt, samplings, n_samples, seed)
+        cells = plan_cells(model, task_id, items, task.system_prompt, samplings, n_samples, seed)
         done = _done_keys(store, [c.key for c in cells], retry_errors)
         todo = [c for c in cells if c.key not in done]
         result.planned += len(cells)
@@ -337,7 +350,7 @@ def run_sweep(
             bar.set_postfix_str(model.name)
             try:
                 backend = factory(model)
-            except SlamkitError as exc:
+            except Exception as exc:  # any load failure: recorded per cell, sweep goes on
                 for cell in todo:  # recorded, never silently dropped
                     row = _row(cell, task_id, run["run_id"], None)
                     row["error"] = f"model failed to load: {exc}"
@@ -378,6 +391,7 @@ def _result_columns(res: GenerationResult) -> dict[str, Any]:
         "decode_tps": res.decode_tps,
         "latency_s": res.latency_s,
         "peak_rss_mb": res.extra.get("peak_rss_mb"),
+        "model_mem_mb": res.extra.get("model_mem_mb"),
         "chat_format": res.chat_format,
     }
 

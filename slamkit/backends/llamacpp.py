@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 from pathlib import Path
@@ -22,7 +23,7 @@ FALLBACK_TEMPLATES: dict[str, str] = {
         "{% set sys.text = m['content'] + '\n\n' %}{% else %}"
         "<start_of_turn>{{ 'model' if m['role'] == 'assistant' else 'user' }}\n"
         "{% if loop.index0 <= 1 %}{{ sys.text }}{% endif %}{{ m['content'] }}<end_of_turn>\n"
-        "{% endif %}{% endfor %}<start_of_turn>model\n"
+        "{% endif %}{% endfor %}<start_of_turn>model{{ '\\n' }}"
     ),
     # Plain text: system, then the user's message, then an empty line for the answer.
     "plain": ("{{ bos_token }}{% for m in messages %}{{ m['content'] }}\n\n{% endfor %}"),
@@ -39,6 +40,21 @@ def default_threads() -> int:
 def fallback_for(architecture: str | None) -> str:
     """The explicit fallback chat format for an architecture without a GGUF template."""
     return "gemma-turns" if architecture and architecture.startswith("gemma") else "plain"
+
+
+def planned_chat_format(has_chat_template: bool, architecture: str | None) -> str:
+    """The chat format a model will use (known before loading it; part of the cell key).
+
+    A fallback carries a hash of its template text, so editing a fallback regenerates.
+    """
+    if has_chat_template:
+        return "gguf-template"
+    return _fallback_label(fallback_for(architecture))
+
+
+def _fallback_label(name: str) -> str:
+    digest = hashlib.sha256(FALLBACK_TEMPLATES[name].encode()).hexdigest()[:8]
+    return f"fallback:{name}:{digest}"
 
 
 class LlamaCppBackend:
@@ -68,9 +84,9 @@ class LlamaCppBackend:
                 "models with `slamkit catalog`."
             )
         import llama_cpp
-        from llama_cpp import llama_chat_format
 
         self._llama_cpp = llama_cpp
+        self._rss_before_load = _rss_mb()
         self.path = path
         self.name = name or path.stem
         self.n_threads = n_threads or default_threads()
@@ -97,6 +113,17 @@ class LlamaCppBackend:
         self.load_time_s: float | None = time.perf_counter() - t0
         self.n_ctx = n_ctx
 
+        try:
+            self._setup_chat_format(chat_format)
+        except Exception as exc:
+            self.close()  # never leave a loaded model behind
+            raise BackendError(
+                f"Cannot set up the chat format of {path}: {exc}. Pass chat_format= one of "
+                f"{sorted(FALLBACK_TEMPLATES)} to use an explicit format instead."
+            ) from exc
+        self._rss_peak = _rss_mb()
+
+    def _setup_chat_format(self, chat_format: str) -> None:
         meta = self.llm.metadata
         template = meta.get("tokenizer.chat_template")
         model = self.llm._model
@@ -108,24 +135,22 @@ class LlamaCppBackend:
             self.chat_format = "gguf-template"
             stops: list[str] = []
         else:
-            fmt = (
-                fallback_for(meta.get("general.architecture"))
-                if chat_format == "auto"
-                else chat_format
-            )
+            arch = meta.get("general.architecture")
+            fmt = fallback_for(arch) if chat_format == "auto" else chat_format
             if fmt not in FALLBACK_TEMPLATES:
                 raise BackendError(
                     f"Unknown chat_format {chat_format!r} for {self.name}; use 'auto' or one "
                     f"of {sorted(FALLBACK_TEMPLATES)}."
                 )
             template = FALLBACK_TEMPLATES[fmt]
-            self.chat_format = f"fallback:{fmt}"
+            self.chat_format = _fallback_label(fmt)
             stops = FALLBACK_STOPS[fmt]
+        from llama_cpp import llama_chat_format
+
         self._formatter = llama_chat_format.Jinja2ChatFormatter(
             template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id]
         )
         self._extra_stops = stops
-        self._rss_peak = _rss_mb()
 
     # ------------------------------------------------------------------
     def format(self, messages: list[dict[str, str]]) -> tuple[list[int], set[int], list[str]]:
@@ -211,6 +236,7 @@ class LlamaCppBackend:
                 "t_p_eval_ms": perf.t_p_eval_ms,
                 "t_eval_ms": perf.t_eval_ms,
                 "peak_rss_mb": self._rss_peak,
+                "model_mem_mb": self._rss_peak - self._rss_before_load,
             },
         )
 

@@ -133,7 +133,8 @@ def m001_core(db: duckdb.DuckDBPyConnection) -> None:
             decode_tps DOUBLE,                     -- generated tokens / eval seconds (llama.cpp perf)
             latency_s DOUBLE,                      -- end to end, wall clock
             load_time_s DOUBLE,                    -- model load time of the backend that made it
-            peak_rss_mb DOUBLE,                    -- process peak resident memory after the call
+            peak_rss_mb DOUBLE,                    -- process peak resident memory seen so far
+            model_mem_mb DOUBLE,                   -- that peak minus the RSS before the load
             backend VARCHAR,
             error VARCHAR,                         -- set when the cell failed; text is NULL then
             created_at TIMESTAMP DEFAULT current_timestamp
