@@ -177,7 +177,7 @@ def run_batch(
     batch with :class:`NotebookFailedError` naming the notebook and the cell; its executed
     copy (with the traceback) is kept.
     """
-    papermill = require("papermill")
+    papermill: Any = require("papermill")
     if not isinstance(params, Mapping):
         params = load_params(params)
     nb_dir = Path(notebooks_dir or NOTEBOOKS_DIR).resolve()
@@ -209,7 +209,7 @@ def run_batch(
                 kernel_name=kernel_name, progress_bar=False, log_output=False,
                 report_mode=False,
             )  # fmt: skip
-        except papermill.PapermillExecutionError as exc:  # type: ignore[attr-defined]
+        except papermill.PapermillExecutionError as exc:
             _redact_file(target, secrets)
             first = (exc.source or "").strip().splitlines()
             where = first[0][:80] if first else ""

@@ -96,7 +96,7 @@ def lab(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     _fake_store(store)
     nb = nbformat.read(NOTEBOOK, as_version=4)
     cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
-    cell.source += f"\nstore_path = {str(store)!r}\nn_items = 6"
+    cell.source += f"\nstore_path = {str(store)!r}\nn_items = 6\nhourly_usd = 0.10"
     nbformat.write(nb, root / NOTEBOOK.name)
     token = secrets.token_hex(16)
     port = free_port()
