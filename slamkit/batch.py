@@ -13,8 +13,10 @@ from __future__ import annotations
 import json
 import os
 import re
+import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -157,6 +159,25 @@ def _redact_file(path: Path, secrets: Mapping[str, str]) -> None:
 
 
 # -- execution -----------------------------------------------------------------------
+@contextmanager
+def _stderr_to(path: Path) -> Iterator[None]:
+    """Send this process's (and so the kernel's) file descriptor 2 to ``path`` for a while.
+
+    Kernels inherit stderr: llama.cpp's loader messages and DuckDB's exit-time notices go
+    to the notebook's log file instead of the terminal.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with open(path, "ab") as fh:
+        os.dup2(fh.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
+
+
 def run_batch(
     params: Mapping[str, Any] | str | Path,
     out_dir: str | Path | None = None,
@@ -201,29 +222,36 @@ def run_batch(
     for i, nb in enumerate(notebooks, 1):
         mine = {k: v for k, v in params.items() if k in declared[nb.stem]}
         target = out / nb.name
+        kernel_log = out / "logs" / f"{nb.stem}.log"
+        kernel_log.parent.mkdir(exist_ok=True)
+        kernel_log.write_text("")
         log(f"[{i}/{len(notebooks)}] {nb.stem} ...")
         t0 = time.perf_counter()
         try:
-            papermill.execute_notebook(
-                str(nb), str(target), parameters=mine, cwd=str(nb_dir),
-                kernel_name=kernel_name, progress_bar=False, log_output=False,
-                report_mode=False,
-            )  # fmt: skip
+            with _stderr_to(kernel_log):
+                papermill.execute_notebook(
+                    str(nb), str(target), parameters=mine, cwd=str(nb_dir),
+                    kernel_name=kernel_name, progress_bar=False, log_output=False,
+                    report_mode=False,
+                )  # fmt: skip
         except papermill.PapermillExecutionError as exc:
             _redact_file(target, secrets)
+            _redact_file(kernel_log, secrets)
             first = (exc.source or "").strip().splitlines()
             where = first[0][:80] if first else ""
             raise NotebookFailedError(
                 redact(
                     f"Notebook {nb.name} failed in cell {exc.cell_index} (execution count "
                     f"{exc.exec_count}: {where!r}): {exc.ename}: {exc.evalue}. The executed "
-                    f"notebook with the full traceback is {target}.",
+                    f"notebook with the full traceback is {target}; the kernel's log is "
+                    f"{kernel_log}.",
                     secrets,
                 )
             ) from None
         finally:
             result.seconds[nb.stem] = time.perf_counter() - t0
         _redact_file(target, secrets)
+        _redact_file(kernel_log, secrets)
         result.notebooks.append(target)
         log(f"    done in {result.seconds[nb.stem]:.1f} s -> {target}")
     if html:

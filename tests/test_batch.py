@@ -53,6 +53,7 @@ def _series(tmp: Path) -> Path:
             ),
             # a careless notebook that dumps the environment: the batch must redact it
             ("code", "print({k: v for k, v in os.environ.items() if 'KEY' in k})", []),
+            ("code", "os.write(2, os.environ.get('OPENAI_API_KEY', '').encode())", []),
         ]
     )
     second = _nb(
@@ -133,8 +134,10 @@ def test_batch_runs_series_renders_offline_html(
         "&lt;script&gt;alert" in page
     )
     # no secret in any file written
-    for f in out.iterdir():
-        assert PLANTED not in f.read_text(encoding="utf-8"), f
+    assert (out / "logs" / "01_first.log").exists()  # the kernel's stderr, kept aside
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert PLANTED not in f.read_text(encoding="utf-8"), f
     assert "[redacted OPENAI_API_KEY]" in res.notebooks[0].read_text()
 
 

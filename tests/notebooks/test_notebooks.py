@@ -90,8 +90,9 @@ def test_series_runs_on_real_models_and_report_is_offline_and_clean(
         assert title in html
     assert "SmolLM2-135M-Instruct.Q4_1" in html and "gemma-3-270m" in html.lower()
     assert not re.search(r"<script[^>]*\ssrc=", html, re.I)
-    for f in out.iterdir():
-        assert PLANTED not in f.read_text(encoding="utf-8"), f.name
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert PLANTED not in f.read_text(encoding="utf-8"), f.name
 
     # changing parameters changes the report; a hostile model output stays text
     _plant_evil_generation(store)
