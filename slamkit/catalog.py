@@ -173,6 +173,9 @@ class ModelInfo:
     requested_quant: str | None = None  # set by slamkit.quantize
     fallback_types: dict[str, int] = field(default_factory=dict)  # tensors not in the request
     notes: list[str] = field(default_factory=list)
+    #: set when most weights are not of the file type ``quant`` names (K-quant requests on
+    #: row widths not divisible by 256); stored in ``models.source`` after the source
+    quant_note: str | None = None
 
     @property
     def model_id(self) -> str:
@@ -195,7 +198,7 @@ class ModelInfo:
             "license": self.license,
             "parent_model_id": self.parent_model_id,
             "tensor_types": self.tensor_types,
-            "source": self.source,
+            "source": f"{self.source}; {self.quant_note}" if self.quant_note else self.source,
         }
 
 
@@ -260,8 +263,12 @@ def inspect_gguf(
     ctx = meta.get(f"{arch}.context_length") if arch else None
     template = meta.get("tokenizer.chat_template")
     template = template if isinstance(template, str) and template.strip() else None
+    from slamkit.quantize import fallback_note, fallback_report
+
     p = Path(path)
     return ModelInfo(
+        quant_note=fallback_note(header, quant),
+        fallback_types=fallback_report(header, quant)[0] if quant else {},
         path=p.resolve(),
         name=name or p.name.removesuffix(".gguf"),
         family=_family(meta),
@@ -389,6 +396,7 @@ def catalog_df(infos: Iterable[ModelInfo]) -> pd.DataFrame:
                 "parent": i.parent_model_id[:12] if i.parent_model_id else None,
                 "source": i.source,
                 "tensor_types": types,
+                "quant_note": i.quant_note,
                 "notes": "; ".join(i.notes),
                 "n_params": i.n_params,
                 "size_bytes": i.size_bytes,
@@ -401,7 +409,7 @@ def catalog_df(infos: Iterable[ModelInfo]) -> pd.DataFrame:
 _DF_COLUMNS = [
     "name", "family", "architecture", "params", "quant", "size",
     "context_length", "chat_template", "license", "license_source", "sha256", "parent", "source",
-    "tensor_types", "notes", "n_params", "size_bytes", "path",
+    "tensor_types", "quant_note", "notes", "n_params", "size_bytes", "path",
 ]  # fmt: skip
 
 

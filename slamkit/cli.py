@@ -125,8 +125,12 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
     infos = discover(args.path, globs, folders, include_defaults=not args.no_defaults)
     cols = ["name", "architecture", "params", "quant", "size", "context_length"]
     cols += ["chat_template", "license", "sha256", "parent"]
+    df = catalog_df(infos)
     with pd.option_context("display.width", 200, "display.max_columns", None):
-        print(catalog_df(infos)[cols].to_string(index=False))
+        print(df[cols].to_string(index=False))
+    for name, note in zip(df["name"], df["quant_note"], strict=True):
+        if note:
+            print(f"note: {name}: {note}")
     if args.register:
         from slamkit.store import open_store
 
@@ -149,8 +153,12 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
 
             st = stack.enter_context(open_store(args.store))
         infos = variant_ladder(args.src, types, args.out, st)
+    df = catalog_df(infos)
     cols = ["name", "quant", "size", "tensor_types", "sha256", "parent"]
-    print(catalog_df(infos)[cols].to_string(index=False))
+    print(df[cols].to_string(index=False))
+    for name, note in zip(df["name"], df["quant_note"], strict=True):
+        if note:
+            print(f"note: {name}: {note}")
     return 0
 
 
@@ -163,7 +171,14 @@ def _cmd_refs_import(args: argparse.Namespace) -> int:
         columns["item_id"] = args.id_col
     if args.model_col:
         columns["source_model"] = args.model_col
-    columns.update(c.split("=", 1) for c in args.col if "=" in c)
+    for c in args.col:
+        role, sep, col = c.partition("=")
+        if not sep or not role.strip() or not col.strip():
+            raise SlamkitError(
+                f"--col {c!r}: write ROLE=COLUMN, e.g. --col prompt_tokens=input_tokens "
+                "(roles: prompt_tokens, completion_tokens, latency_s, ttft_s, sample_index)."
+            )
+        columns[role.strip()] = col.strip()
     fields = dict(f.split("=", 1) if "=" in f else (f, f) for f in args.field) or None
     with open_store(args.store) as st:
         res = import_references(

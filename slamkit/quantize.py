@@ -73,31 +73,62 @@ def valid_ftypes() -> list[str]:
     return [n for n in FTYPES if n not in NEEDS_IMATRIX]
 
 
+def _fallback(header: GGUFHeader, requested: str) -> tuple[dict[str, int], int, int, str]:
+    """(fallback {type: count}, tensors that fell back, weight tensors, width text)."""
+    target = _TARGET.get(requested, requested)
+    block = _BLOCK.get(target, 1)
+    if block < 256:
+        return {}, 0, 0, ""
+    weights = [t for t in header.tensors if len(t.shape) >= 2]
+    fell = [t for t in weights if t.type_name != "F32" and _BLOCK[t.type_name] < block]
+    if not fell:
+        return {}, 0, len(weights), ""
+    counts = dict(Counter(t.type_name for t in fell).most_common())
+    widths = sorted({t.shape[0] for t in fell if t.shape[0] % block})
+    width_txt = (
+        f" (row widths {', '.join(map(str, widths))} are not divisible by {block})"
+        if widths
+        else ""
+    )
+    return counts, len(fell), len(weights), width_txt
+
+
 def fallback_report(header: GGUFHeader, requested: str) -> tuple[dict[str, int], str | None]:
     """Which weight tensors llama.cpp wrote in a smaller-block type than ``requested`` aims at.
 
     Returns ``({type: count}, message or None)``. Only 256-element-block targets (K-quants,
     most IQ types) can fall back; legacy targets report nothing.
     """
+    counts, n_fell, n_weights, width_txt = _fallback(header, requested)
+    if not counts:
+        return {}, None
     target = _TARGET.get(requested, requested)
-    block = _BLOCK.get(target, 1)
-    if block < 256:
-        return {}, None
-    weights = [t for t in header.tensors if len(t.shape) >= 2]
-    fell = [t for t in weights if t.type_name != "F32" and _BLOCK[t.type_name] < block]
-    if not fell:
-        return {}, None
-    counts = dict(Counter(t.type_name for t in fell).most_common())
-    widths = sorted({t.shape[0] for t in fell if t.shape[0] % block})
     wrote = ", ".join(f"{k} x{v}" for k, v in counts.items())
-    width_txt = f" (row widths {', '.join(map(str, widths))} are not divisible by {block})"
     message = (
-        f"{header.path.name}: {requested} was requested, but llama.cpp wrote {len(fell)} of "
-        f"{len(weights)} weight tensors as {wrote} instead of {target}"
-        f"{width_txt if widths else ''}. This file is not a real {requested}; for this model "
+        f"{header.path.name}: {requested} was requested, but llama.cpp wrote {n_fell} of "
+        f"{n_weights} weight tensors as {wrote} instead of {target}"
+        f"{width_txt}. This file is not a real {requested}; for this model "
         f"use the legacy ladder {', '.join(LEGACY_LADDER)}."
     )
     return counts, message
+
+
+def fallback_note(header: GGUFHeader, requested: str | None) -> str | None:
+    """One line for the catalog when a file's ``requested`` type is mostly not in it.
+
+    E.g. ``'Q3_K_M requested; 181 of 211 weight tensors written as Q4_0 x150, Q5_0 x31
+    (row widths 576 are not divisible by 256)'``; None when nothing fell back.
+    """
+    if not requested:
+        return None
+    counts, n_fell, n_weights, width_txt = _fallback(header, requested)
+    if not counts:
+        return None
+    wrote = ", ".join(f"{k} x{v}" for k, v in counts.items())
+    return (
+        f"{requested} requested; {n_fell} of {n_weights} weight tensors written as "
+        f"{wrote}{width_txt}"
+    )
 
 
 _KEEPALIVE: list[Any] = []
@@ -172,6 +203,7 @@ def quantize(
         info.notes.append(f"byte-identical to its source {parent.name}: the same catalog entry")
     counts, message = fallback_report(header, name)
     info.fallback_types = counts
+    info.quant_note = fallback_note(header, name)
     if parent.quant not in ("F32", "F16", "BF16", None):
         info.notes.append(
             f"requantized from {parent.quant} ({parent.name}): quality is bounded by the source"

@@ -51,7 +51,7 @@ def template_fields(template: str) -> list[str]:
     except ValueError as exc:
         raise TemplateError(
             f"The template {template!r} is malformed ({exc}). Use '{{field}}' for a field "
-            "and '{{{{' / '}}}}' for a literal brace."
+            "and '{{' / '}}' for a literal brace."
         ) from None
     for _, field_name, _, _ in parsed:
         if field_name is None:

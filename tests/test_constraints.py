@@ -35,6 +35,47 @@ def test_split_sentences() -> None:
     assert split_sentences("  \n * \n") == []
 
 
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("1. Buy milk\n2. Call mom", ["1. Buy milk", "2. Call mom"]),
+        ("The U.S. is big. It is old.", ["The U.S. is big.", "It is old."]),
+        ("We toured the U.S. Army base. It was big.", ["We toured the U.S. Army base.",
+                                                        "It was big."]),
+        ("Ask Mr. Lee or Dr. Wu, i.e. the leads. Then wait.",
+         ["Ask Mr. Lee or Dr. Wu, i.e. the leads.", "Then wait."]),
+        ("Fruit, e.g. apples, etc. are sweet. Buy pears, etc. Then eat.",
+         ["Fruit, e.g. apples, etc. are sweet.", "Buy pears, etc.", "Then eat."]),
+        ("Pi is 3.14. It never ends.", ["Pi is 3.14.", "It never ends."]),
+        ("2) Preheat the oven. Then wait.\n3) Bake", ["2) Preheat the oven.", "Then wait.",
+                                                      "3) Bake"]),
+        ("I was thinking... maybe not. Well\u2026 Fine!",
+         ["I was thinking... maybe not.", "Well\u2026", "Fine!"]),
+        ("Really?! Yes. Wow!", ["Really?!", "Yes.", "Wow!"]),
+    ],
+)  # fmt: skip
+def test_split_sentences_lists_abbreviations_decimals(text: str, want: list[str]) -> None:
+    assert split_sentences(text) == want
+
+
+def test_sentence_counts_of_realistic_model_outputs() -> None:
+    def n(text: str) -> int:
+        return check("max_sentences", text)[1]["sentences"]
+
+    numbered = (
+        "Sure! Here are three tips:\n\n1. Drink water.\n2. Sleep 8 hours\n"
+        "3. Walk daily. It helps.\n\nHope this helps!"
+    )
+    # Sure! | Here are three tips: | 1 | 2 (no period: one unit) | 3 + It helps. | Hope
+    assert n(numbered) == 7
+    bullets = "## Packing list\n\n- **Passport**: keep it dry\n* Charger\n+ Snacks\n---\n"
+    assert n(bullets) == 4  # the heading and three bullets; the rule is dropped
+    code = "Run this:\n```python\nprint('hi. there')\n```\nDone."
+    assert n(code) == 3  # the fence lines are not sentences
+    assert n("The U.S. economy grew 2.5 percent in Q3. Analysts, e.g. at the Fed, agree.") == 2
+    assert n("Hmm... I'm not sure. Maybe? Let me check!") == 4
+
+
 def test_max_sentences_slam_limit() -> None:
     four = "Good morning! You have 3 tasks. Start with the report. You got this."
     assert check("max_sentences", four) == (1.0, {"sentences": 4, "max": 4})

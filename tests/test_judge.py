@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from test_metrics import add_synthetic
 
+from slamkit.errors import SlamkitError
 from slamkit.judge import (
     JudgeConfig,
     JudgeError,
@@ -34,11 +35,12 @@ class FakeServer:
     ``script[marker]`` is a list of behaviours consumed one per request whose user message
     contains ``marker``: 'ok:<content>', '429', '500', 'malformed', 'hang', 'reject'
     (422, as a server that does not know the response_format), 'reject500' (the same as
-    llama_cpp.server says it: HTTP 500 naming response_format). When a list runs out its
-    last behaviour repeats.
+    llama_cpp.server says it: HTTP 500 naming response_format), 'echo401' / 'echo500'
+    (an error whose message echoes the bearer token, as some servers do). When a list runs
+    out its last behaviour repeats.
     """
 
-    def __init__(self, script: dict[str, list[str]], hang_s: float = 3.0) -> None:
+    def __init__(self, script: dict[str, list[str]], hang_s: float = 3.0, port: int = 0) -> None:
         self.script = script
         self.hang_s = hang_s
         self.requests: list[dict] = []
@@ -64,6 +66,10 @@ class FakeServer:
                     code = {"429": 429, "500": 500, "reject": 422, "reject500": 500}[step]
                     msg = f"scripted {step}" + (": bad response_format" if "rej" in step else "")
                     return self._send(code, {"error": {"message": msg}})
+                if step in ("echo401", "echo500"):
+                    token = self.headers["authorization"].split()[-1]
+                    msg = f"invalid token {token} (Authorization: Bearer {token})"
+                    return self._send(int(step[4:]), {"error": {"message": msg}})
                 if step == "malformed":
                     return self._send(200, b'{"id": "x", "choices": [ {"mess')
                 content = step.removeprefix("ok:")
@@ -90,7 +96,8 @@ class FakeServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (timeout)
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        self.port = self.httpd.server_address[1]
         self.httpd.daemon_threads = True
         self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
         self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
@@ -158,15 +165,46 @@ def test_retries_timeouts_and_failures_are_recorded(two_items, monkeypatch) -> N
     dump = store.df("SELECT * FROM judgments").to_json()
     assert SECRET not in dump and "SLAMKIT_TEST_JUDGE_KEY" not in dump
 
-    # resume: successes are skipped, failures retried and replaced (still one row each)
-    with FakeServer({"i1": [A], "i2": [A]}) as srv2:
+    # resume (same endpoint, restarted): successes are skipped, failures retried and
+    # replaced (still one row each)
+    with FakeServer({"i1": [A], "i2": [A]}, port=srv.port) as srv2:
         again = run_judge(store, config(srv2.base_url), progress=False)
     assert again == {"planned": 4, "skipped": 2, "judged": 2, "failed": 0}
     assert len(srv2.requests) == 2
     assert store.count("judgments") == 4 and store.count("judgments", "error IS NULL") == 4
-    with FakeServer({"i1": [A], "i2": [A]}) as srv3:
+    with FakeServer({"i1": [A], "i2": [A]}, port=srv.port) as srv3:
         assert run_judge(store, config(srv3.base_url), progress=False)["skipped"] == 4
     assert srv3.requests == []
+
+
+def test_key_echoed_by_the_server_never_reaches_the_store(two_items, monkeypatch) -> None:
+    monkeypatch.setenv("SLAMKIT_TEST_JUDGE_KEY", "abcd1234SECRETKEYVALUE9876")
+    # i1: 401 echoing the key (not retried); i2: 500 echoing it (retried, then given up)
+    with FakeServer({"i1": ["echo401"], "i2": ["echo500"]}) as srv:
+        counts = run_judge(two_items, config(srv.base_url), progress=False)
+    assert counts == {"planned": 4, "skipped": 0, "judged": 0, "failed": 4}
+    assert srv.headers[0]["authorization"] == "Bearer abcd1234SECRETKEYVALUE9876"
+    df = load_judgments(two_items).set_index("item_id")
+    dump = two_items.df("SELECT * FROM judgments").to_json()
+    assert "abcd1234SECRETKEYVALUE9876" not in dump
+    assert df.loc["i1", "error"].str.startswith("HTTP 401: ").all()
+    assert df.loc["i1", "error"].str.contains("invalid token ***", regex=False).all()
+    assert df.loc["i2", "error"].str.contains("HTTP 500 after 3 attempts").all()
+
+
+def test_judgment_ids_include_the_endpoint(two_items) -> None:
+    # the same judge model name behind another server is a different judge
+    with FakeServer({"i": [A]}) as one, FakeServer({"i": [B]}) as two:
+        assert run_judge(two_items, config(one.base_url), progress=False)["judged"] == 4
+        again = run_judge(two_items, config(two.base_url), progress=False)
+        assert again == {"planned": 4, "skipped": 0, "judged": 4, "failed": 0}
+        assert len(two.requests) == 4
+        # the same endpoint written with credentials or a trailing slash is the same judge
+        url = one.base_url.replace("http://", "http://u:pw@") + "/"
+        assert run_judge(two_items, config(url), progress=False)["skipped"] == 4
+    df = load_judgments(two_items)
+    assert sorted(df.judge_endpoint.value_counts().tolist()) == [4, 4]
+    assert set(df.judge_endpoint) == {one.base_url, two.base_url}
 
 
 def test_code_in_judge_answer_is_never_executed(two_items, tmp_path: Path) -> None:
@@ -288,3 +326,13 @@ def test_build_pairs_filters(two_items) -> None:
     assert len(pairs) == 2 and set(pairs.b_id) == {"r-i1", "r-i2"}
     assert build_pairs(two_items, model_ids=["nope"]).empty
     assert build_pairs(two_items, sample_index=3).empty
+    # a second reference model: the caller must choose, no alphabetical pick
+    two_items.insert(
+        "reference_outputs",
+        {"ref_id": "r-a", "task_id": "t", "item_id": "i1", "source_model": "aaa",
+         "sample_index": 0, "text": "x"},
+    )  # fmt: skip
+    with pytest.raises(SlamkitError, match="from 2 models: 'aaa', 'gpt-4'"):
+        build_pairs(two_items)
+    assert set(build_pairs(two_items, source_model="gpt-4").b_id) == {"r-i1", "r-i2"}
+    assert list(build_pairs(two_items, source_model="aaa").b_id) == ["r-a"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import warnings
 
 import pytest
 
@@ -100,7 +101,7 @@ def test_length_ratio() -> None:
 
 def test_metric_identity_and_errors() -> None:
     m = get_metric("max_sentences:3")
-    assert (m.metric_name, m.version) == ("max_sentences:3", "1")
+    assert (m.metric_name, m.version) == ("max_sentences:3", "2")
     assert get_metric("word_limit:-50").metric_name == "word_limit:-50"
     with pytest.raises(SlamkitError, match="Unknown metric 'nope'"):
         get_metric("nope")
@@ -159,6 +160,55 @@ def test_choose_reference_by_source_model(store) -> None:
     df = load_scores(store).set_index("model")
     assert set(df.ref_id) == {"r-other"}  # i2 has no 'aaa' reference and is skipped
     assert df.value.to_dict() == {"model-m1": 1.0, "model-m2": 0.0}
+
+
+def test_scores_are_keyed_by_reference(store) -> None:
+    keys = add_synthetic(store)
+    store.insert(
+        "reference_outputs",
+        {"ref_id": "r-4o", "task_id": TASK, "item_id": "i1", "source_model": "gpt-4o",
+         "sample_index": 0, "text": "the cat sat on the mat"},
+    )  # fmt: skip
+    specs = ["exact_match", "max_sentences:4"]
+    assert score_generations(store, specs, source_model="gpt-4", progress=False) == {
+        "exact_match": 4, "max_sentences:4": 4,
+    }  # fmt: skip
+    # another reference: the reference metric is computed again, the reference-free one not
+    with pytest.warns(UserWarning, match="2 generations have no reference from 'gpt-4o'"):
+        counts = score_generations(store, specs, source_model="gpt-4o", progress=False)
+    assert counts == {"exact_match": 2, "max_sentences:4": 0}
+    for src in ("gpt-4", "gpt-4o"):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # gpt-4o still has no reference for i2
+            again = score_generations(store, specs, source_model=src, progress=False)
+        assert again == {"exact_match": 0, "max_sentences:4": 0}
+    df = load_scores(store, source_model="gpt-4o")
+    em = df[df.metric == "exact_match"].set_index("gen_key")
+    assert set(em.ref_id) == {"r-4o"} and set(em.source_model) == {"gpt-4o"}
+    assert em.loc[keys[("m1", "i1")], "value"] == 1.0  # gen equals the gpt-4o reference
+    assert df[df.metric == "max_sentences:4"].ref_id.isna().all()  # kept, no reference
+    allrows = load_scores(store)
+    assert len(allrows[allrows.metric == "exact_match"]) == 6  # 4 vs gpt-4 + 2 vs gpt-4o
+
+
+def test_default_reference_is_the_tasks_only_reference_model(store) -> None:
+    add_synthetic(store)
+    # one reference model ('gpt-4'): used without being named
+    assert score_generations(store, ["exact_match"], progress=False) == {"exact_match": 4}
+    # a second one sorting first alphabetically: no silent pick, the caller must choose
+    store.insert(
+        "reference_outputs",
+        {"ref_id": "r-a", "task_id": TASK, "item_id": "i1", "source_model": "aaa",
+         "sample_index": 0, "text": "x"},
+    )  # fmt: skip
+    with pytest.raises(SlamkitError, match="from 2 models: 'aaa', 'gpt-4'. Choose") as info:
+        score_generations(store, ["exact_match"], progress=False)
+    assert f"Task {TASK!r}" in str(info.value) and "--source-model" in str(info.value)
+    # metrics without a reference need no choice
+    assert score_generations(store, ["max_sentences"], progress=False) == {"max_sentences:4": 4}
+    assert score_generations(store, ["exact_match"], source_model="gpt-4", progress=False) == {
+        "exact_match": 0
+    }
 
 
 def test_cosine_hand_computed() -> None:

@@ -43,3 +43,39 @@ def test_import_score_judge_cli(tmp_path: Path, slam_dir: Path, capsys) -> None:
 
     assert main(["--store", db, "import-slam", str(tmp_path / "missing.json")]) == 2
     assert "missing.json: file not found" in capsys.readouterr().err
+
+
+def test_score_cli_prints_plain_decimals(tmp_path: Path, capsys) -> None:
+    from test_metrics import add_synthetic
+
+    db = str(tmp_path / "s.duckdb")
+    with Store(db) as st:
+        keys = add_synthetic(st)
+        st.insert_many(
+            "scores",
+            [{"gen_key": k, "metric": "tiny", "metric_version": "1", "value": 1.25e-7}
+             for k in keys.values()],
+        )  # fmt: skip
+    assert main(["--store", db, "score", "--metrics", "exact_match", "--quiet"]) == 0
+    out = capsys.readouterr().out
+    assert "e-0" not in out and "e+0" not in out  # no scientific notation
+    lines = {ln.split()[0] + " " + ln.split()[1]: ln.split() for ln in out.splitlines()[2:]}
+    assert lines["model-m1 tiny"][3] == "0.000" and lines["model-m2 exact_match"][3] == "0.000"
+    assert lines["model-m1 exact_match"][2:4] == ["2", "0.000"]
+
+
+def test_judge_cli_prints_first_errors_scrubbed(tmp_path: Path, capsys, monkeypatch) -> None:
+    from test_metrics import add_synthetic
+
+    monkeypatch.setenv("SLAMKIT_CLI_KEY", "abcd1234SECRETKEYVALUE9876")
+    db = str(tmp_path / "s.duckdb")
+    with Store(db) as st:
+        add_synthetic(st)
+    with FakeServer({"i": ["echo401"]}) as srv:
+        rc = main(["--store", db, "judge", "--base-url", srv.base_url, "--model", "fake",
+                   "--api-key-env", "SLAMKIT_CLI_KEY", "--quiet"])  # fmt: skip
+    assert rc == 1
+    out = capsys.readouterr().out
+    assert "planned=8, skipped=0, judged=0, failed=8" in out
+    assert "8x HTTP 401: " in out and "invalid token ***" in out
+    assert "abcd1234SECRETKEYVALUE9876" not in out

@@ -75,6 +75,35 @@ def test_fallback_report_synthetic(tmp_path: Path) -> None:
     assert fallback_report(read_gguf(path), "Q4_0") == ({}, None)  # legacy: nothing to fall from
 
 
+def test_fallback_is_stored_and_shown_in_the_catalog(tmp_path: Path, store) -> None:  # noqa: ANN001
+    from slamkit.catalog import catalog_df, inspect_gguf, register
+
+    tensors = [
+        ("blk.0.attn_q.weight", (576, 576), 6),  # Q5_0 instead of Q4_K
+        ("blk.0.attn_k.weight", (576, 576), 6),  # Q5_0
+        ("blk.0.ffn_down.weight", (1536, 576), 12),  # Q4_K: as requested
+        ("blk.0.attn_norm.weight", (576,), 0),
+    ]
+    kv = [("general.architecture", 8, "llama"), ("general.file_type", 4, 15)]  # Q4_K_M
+    fake = inspect_gguf(write_gguf(tmp_path / "fake.gguf", kv, tensors), cache=tmp_path)
+    honest = inspect_gguf(
+        write_gguf(tmp_path / "real.gguf", kv, [("w", (1536, 512), 12)]), cache=tmp_path
+    )
+    assert fake.quant == "Q4_K_M" and fake.fallback_types == {"Q5_0": 2}
+    note = "Q4_K_M requested; 2 of 3 weight tensors written as Q5_0 x2 (row widths 576"
+    assert fake.quant_note and fake.quant_note.startswith(note)
+    assert honest.quant_note is None and honest.fallback_types == {}
+    df = catalog_df([fake, honest]).set_index("name")
+    assert df.loc["fake", "quant"] == "Q4_K_M" and df.loc["fake", "quant_note"].startswith(note)
+    assert pd.isna(df.loc["real", "quant_note"])
+    register(store, [fake, honest])
+    rows = store.df("SELECT name, quant, source, tensor_types FROM models").set_index("name")
+    assert rows.loc["fake", "quant"] == "Q4_K_M"  # what the file claims ...
+    assert rows.loc["fake", "source"] == f"path; {fake.quant_note}"  # ... and what it holds
+    assert json.loads(rows.loc["fake", "tensor_types"]) == {"Q5_0": 2, "Q4_K": 1, "F32": 1}
+    assert rows.loc["real", "source"] == "path"
+
+
 def test_failed_quantization_leaves_no_file(
     smollm2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -166,10 +195,10 @@ def test_existing_output_is_reused(
 
 
 @pytest.mark.slow
-def test_k_quant_fallback_is_reported(smollm2: Path, variants_dir: Path) -> None:
+def test_k_quant_fallback_is_reported(smollm2: Path, variants_dir: Path, store) -> None:  # noqa: ANN001
     pytest.importorskip("llama_cpp")
     with pytest.warns(QuantFallbackWarning, match="not a real Q4_K_M") as rec:
-        info = quantize(smollm2, "Q4_K_M", variants_dir)
+        info = quantize(smollm2, "Q4_K_M", variants_dir, store)
     msg = str(rec[0].message)
     assert "576" in msg and "legacy ladder" in msg
     assert info.quant == "Q4_K_M"  # what the file claims...
@@ -178,6 +207,12 @@ def test_k_quant_fallback_is_reported(smollm2: Path, variants_dir: Path) -> None
     k_types = sum(v for k, v in info.tensor_types.items() if k.endswith("_K"))
     assert k_types < weights / 2  # most weights are not K-quants on this 576-wide model
     assert any("not a real Q4_K_M" in n for n in info.notes)
+    # the models row keeps the fallback: quant as claimed, the truth after the source
+    row = store.df("SELECT quant, source FROM models WHERE model_id = ?", [info.sha256]).iloc[0]
+    assert row.quant == "Q4_K_M"
+    fell = sum(info.fallback_types.values())
+    assert row.source.startswith(f"quantize; Q4_K_M requested; {fell} of {weights} weight")
+    assert "not divisible by 256" in row.source
 
 
 @pytest.mark.slow

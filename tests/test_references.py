@@ -281,3 +281,15 @@ def test_cli_refs_import_and_alpaca(tmp_path: Path, capsys) -> None:
     assert main(args) == 2
     err = capsys.readouterr().err
     assert str(path) in err and "row 4" in err
+
+
+def test_cli_refs_import_col_without_equals_is_an_error(tmp_path: Path, capsys) -> None:
+    from slamkit.cli import main
+
+    db = str(tmp_path / "cli.duckdb")
+    path = write(tmp_path / "refs.csv", rows(range(2)))
+    args = ["--store", db, "refs", "import", str(path), "--task", "t", "--text-col", "output"]
+    assert main([*args, "--model", "gpt-4", "--col", "completion_tokens"]) == 2
+    err = capsys.readouterr().err
+    assert "--col 'completion_tokens': write ROLE=COLUMN" in err
+    assert not Path(db).exists() or "new references" not in capsys.readouterr().out

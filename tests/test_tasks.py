@@ -35,6 +35,14 @@ def test_malformed_template(bad: str) -> None:
         fill(bad, {"instruction": "x"})
 
 
+def test_malformed_template_message_shows_literal_braces_as_typed() -> None:
+    with pytest.raises(TemplateError) as err:
+        fill("{instruction", {"instruction": "x"})
+    msg = str(err.value)
+    assert "Use '{field}' for a field and '{{' / '}}' for a literal brace." in msg
+    assert "{{{{" not in msg
+
+
 def test_messages_for() -> None:
     assert messages_for("hi") == [{"role": "user", "content": "hi"}]
     assert messages_for("hi", "sys")[0] == {"role": "system", "content": "sys"}

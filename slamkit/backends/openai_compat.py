@@ -12,18 +12,16 @@ or included in an error message (messages are scrubbed of it).
 from __future__ import annotations
 
 import os
-import re
 import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from slamkit.backends.base import GenerationResult, Sampling
 from slamkit.errors import BackendError, require
+from slamkit.secrets import scrub, secret_values
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 LOCAL_DUMMY_KEY = "sk-no-key-required"
-_KEYLIKE = re.compile(r"\b(sk|key|api)[-_][A-Za-z0-9_\-*.]{6,}", re.IGNORECASE)
-_BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
 
 
 def public_url(url: str) -> str:
@@ -86,7 +84,7 @@ class OpenAIBackend:
                     "naming the variable that holds your key."
                 )
             key = LOCAL_DUMMY_KEY  # local servers accept any key
-        self._secrets = tuple(s for s in {key} if len(s) >= 4 and s != LOCAL_DUMMY_KEY)
+        self._secrets = secret_values(key)
         self._client = openai.OpenAI(
             api_key=key, base_url=url, timeout=timeout, max_retries=max_retries
         )
@@ -97,10 +95,7 @@ class OpenAIBackend:
 
     # -- errors ------------------------------------------------------------------
     def _scrub(self, text: str) -> str:
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        text = _BEARER.sub(r"\1***", text)
-        return _KEYLIKE.sub("***", text)
+        return scrub(text, self._secrets)
 
     def _error(self, exc: Exception) -> BackendError:
         import httpx

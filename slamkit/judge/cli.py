@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -15,7 +16,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     j.add_argument("--api-key-env", default="OPENAI_API_KEY",
                    help="environment variable holding the key (never stored)")  # fmt: skip
     j.add_argument("--task", help="only this task id")
-    j.add_argument("--source-model", help="reference source_model (default: any)")
+    j.add_argument("--source-model", help="reference source_model "
+                   "(default: the task's only reference model)")  # fmt: skip
     j.add_argument("--model-id", action="append", help="only these candidate model ids")
     j.add_argument("--all-samples", action="store_true", help="judge every sample, not only 0")
     j.add_argument("--limit", type=int, help="first N pairs")
@@ -57,8 +59,27 @@ def run(args: argparse.Namespace) -> int:
             limit=args.limit, progress=not args.quiet,
         )  # fmt: skip
         bias = position_bias(pairwise_outcomes(load_judgments(st, args.model)))
+        errors = _recent_errors(st, cfg) if counts["failed"] else []
     print(", ".join(f"{k}={v}" for k, v in counts.items()))
+    if errors:
+        print(f"first errors ({len(errors)} distinct shown; all are in judgments.error):")
+        for n, err in errors:
+            print(f"  {n}x {err}")
     if not bias.empty:
         print("position bias (share of pairs whose winner flips with the order):")
         print(bias.to_string(index=False))
     return 1 if counts["failed"] else 0
+
+
+def _recent_errors(st: Any, cfg: Any, n: int = 3) -> list[tuple[int, str]]:
+    """The ``n`` most frequent stored errors of this judge (model + endpoint), scrubbed."""
+    from slamkit.secrets import env_secrets, scrub
+
+    df = st.df(
+        "SELECT error, count(*) AS n, max(created_at) AS last FROM judgments "
+        "WHERE judge_model = ? AND judge_endpoint = ? AND error IS NOT NULL "
+        "GROUP BY error ORDER BY n DESC, last DESC LIMIT ?",
+        [cfg.model, cfg.endpoint, n],
+    )
+    secrets = env_secrets(cfg.api_key_env)
+    return [(int(k), scrub(str(e), secrets)) for e, k in zip(df["error"], df["n"], strict=True)]

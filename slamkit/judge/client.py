@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from slamkit.errors import SlamkitError
+from slamkit.secrets import scrub, secret_values
 
 _FENCE = re.compile(r"^\s*```(?:json)?\s*\n?(.*?)\n?\s*```\s*$", re.S)
 
@@ -67,7 +68,7 @@ class JudgeConfig:
         u = urlsplit(self.base_url)
         host = u.hostname or ""
         netloc = host + (f":{u.port}" if u.port else "")
-        return urlunsplit((u.scheme, netloc, u.path, "", ""))
+        return urlunsplit((u.scheme, netloc, u.path.rstrip("/"), "", ""))
 
     def settings(self) -> dict[str, Any]:
         """What changes the verdict (part of judgment ids); no key, no timeouts."""
@@ -149,6 +150,13 @@ class JudgeClient:
         self._formats = (
             list(FORMATS) if config.response_format == "auto" else [config.response_format]
         )
+        self._secrets = secret_values(key)
+        del key
+
+    def scrub(self, text: str, patterns: bool = True) -> str:
+        """``text`` without the API key (and, with ``patterns``, bearer tokens and key-like
+        strings): applied to every error, retry note and transcript before it is stored."""
+        return scrub(text, self._secrets, patterns)
 
     def close(self) -> None:
         self._client.close()
@@ -182,7 +190,15 @@ class JudgeClient:
         A response_format the server rejects (400/422, or a 500 naming response_format as
         llama_cpp.server sends) switches to the next format
         without costing an attempt. Other failures are returned in ``error``, never raised.
+        ``error`` and ``errors`` are scrubbed of the key (servers may echo it back).
         """
+        res = self._call(messages, schema)
+        if res.error:
+            res.error = self.scrub(res.error)
+        res.errors = [self.scrub(e) for e in res.errors]
+        return res
+
+    def _call(self, messages: list[dict[str, str]], schema: dict) -> CallResult:
         import openai
 
         cfg, res = self.config, CallResult()

@@ -1,8 +1,8 @@
 """Run a judge over stored generations and write one ``judgments`` row per call.
 
-Resumable: each call has a content-addressed ``judgment_id`` (judge settings, mode,
-criterion, the two texts' keys and order, prompt fingerprint); stored successes are
-skipped, stored failures are retried and replaced. A call that still fails is written
+Resumable: each call has a content-addressed ``judgment_id`` (judge settings, public
+endpoint URL, mode, criterion, the two texts' keys and order, prompt fingerprint); stored
+successes are skipped, stored failures are retried and replaced. A call that still fails is written
 with ``error`` set and ``verdict`` NULL: nothing is dropped.
 """
 
@@ -28,9 +28,9 @@ _PAIRS_SQL = """
 WITH refs AS (
     SELECT ref_id, task_id, item_id,
            row_number() OVER (PARTITION BY task_id, item_id
-                              ORDER BY sample_index, source_model, ref_id) AS rn
+                              ORDER BY sample_index, ref_id) AS rn
     FROM reference_outputs
-    WHERE (CAST(? AS VARCHAR) IS NULL OR source_model = ?)
+    WHERE list_contains(CAST(? AS VARCHAR[]), task_id || chr(31) || source_model)
 )
 SELECT g.task_id, g.item_id, 'generation' AS a_kind, g.gen_key AS a_id,
        'reference' AS b_kind, r.ref_id AS b_id
@@ -52,13 +52,17 @@ def build_pairs(
 ) -> pd.DataFrame:
     """Candidate-vs-reference pairs: each generation (text, no error) and its reference.
 
-    The reference is the lowest ``sample_index`` of ``source_model`` (any when None) for
-    the same item. ``sample_index=None`` takes every sample. Columns: task_id, item_id,
-    a_kind, a_id, b_kind, b_id (a = candidate generation, b = reference).
+    The reference is the lowest ``sample_index`` of ``source_model`` for the same item;
+    when None, of the task's only reference model (several: a SlamkitError asks to choose,
+    see :func:`slamkit.metrics.score.reference_models`). ``sample_index=None`` takes every
+    sample. Columns: task_id, item_id, a_kind, a_id, b_kind, b_id (a = candidate
+    generation, b = reference).
     """
-    pairs = store.df(
-        _PAIRS_SQL, [source_model, source_model, task_id, task_id, sample_index, sample_index]
-    )
+    from slamkit.metrics.score import reference_models
+
+    sources = reference_models(store, task_id, source_model)
+    keys = [f"{t}\x1f{m}" for t, m in sources.items()]
+    pairs = store.df(_PAIRS_SQL, [keys, task_id, task_id, sample_index, sample_index])
     if model_ids is not None:
         keep = store.df(
             "SELECT gen_key FROM generations WHERE model_id IN (SELECT unnest(?))",
@@ -127,8 +131,8 @@ def plan_judgments(
                 if mode == "rubric" and not rubric_with_reference:
                     b = (None, None)
                 jid = content_key(
-                    "judgment", judge=config.settings(), mode=mode, criterion=crit,
-                    a=list(a), b=list(b), prompt=fp,
+                    "judgment", judge=config.settings(), endpoint=config.endpoint, mode=mode,
+                    criterion=crit, a=list(a), b=list(b), prompt=fp,
                 )  # fmt: skip
                 plan.append(
                     {"judgment_id": jid, "mode": mode, "criterion": crit, "task_id": p.task_id,
@@ -230,8 +234,10 @@ def _judge_one(
         "messages": messages,
         "response": res.content,
         "finish_reason": res.finish_reason,
-        "retries": res.errors,
+        "retries": [client.scrub(e) for e in res.errors],
     }
+    if reasoning is not None:
+        reasoning = client.scrub(str(reasoning), patterns=False)
     params = {
         **config.settings(),
         "response_format": res.response_format,
@@ -254,11 +260,11 @@ def _judge_one(
         "verdict": verdict,
         "score": score,
         "reasoning": reasoning,
-        "raw": json.dumps(raw, ensure_ascii=False),
+        "raw": client.scrub(json.dumps(raw, ensure_ascii=False), patterns=False),
         "prompt_tokens": res.prompt_tokens,
         "completion_tokens": res.completion_tokens,
         "latency_s": res.latency_s,
         "attempts": res.attempts,
-        "error": res.error,
+        "error": client.scrub(res.error) if res.error else None,
         "params": params,
     }

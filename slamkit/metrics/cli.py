@@ -14,7 +14,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "length_ratio embed_cosine max_sentences:4); e.g. word_limit:-120, json_valid",
     )  # fmt: skip
     s.add_argument("--task", help="only this task id")
-    s.add_argument("--source-model", help="reference source_model to score against")
+    s.add_argument("--source-model", help="reference source_model to score against "
+                   "(default: the task's only reference model)")  # fmt: skip
     s.add_argument("--regex-must", action="append", default=[], metavar="PATTERN")
     s.add_argument("--regex-must-not", action="append", default=[], metavar="PATTERN")
     s.add_argument("--banned", action="append", default=[], metavar="PHRASE")
@@ -43,16 +44,21 @@ def run(args: argparse.Namespace) -> int:
             st, specs, task_id=args.task, source_model=args.source_model,
             progress=not args.quiet,
         )  # fmt: skip
-        scores = load_scores(st, args.task)
+        scores = load_scores(st, args.task, args.source_model)
     print("computed: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
     with pd.option_context("display.width", 200, "display.max_columns", None):
         if not scores.empty:
-            print(summarize_scores(scores).to_string(index=False))
+            print(summarize_scores(scores).to_string(index=False, float_format=_fmt))
         rates = pass_rates(scores)
         if not rates.empty:
             print("\nconstraint pass rates")
-            print(rates.to_string(index=False))
+            print(rates.to_string(index=False, float_format=_fmt))
     for m in specs:
         if not isinstance(m, str):
             m.close()
     return 0
+
+
+def _fmt(x: float) -> str:
+    """Plain three-decimal floats (no scientific notation) for the summary tables."""
+    return f"{x:.3f}"

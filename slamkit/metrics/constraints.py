@@ -14,32 +14,68 @@ from typing import Any
 from slamkit.errors import SlamkitError
 from slamkit.metrics.base import Details, ItemMetric
 
-_ABBREVIATIONS = (
-    "mr mrs ms dr prof sr jr st vs etc e.g i.e a.m p.m no fig approx dept est inc ltd co"
-).split()
-_SENT_END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")
+#: Words that end with a period without ending the sentence (compared lower-case, without
+#: the final period). ``etc`` is not here: it often ends a sentence (see _ends_sentence).
+_ABBREVIATIONS = frozenset(
+    (
+        "mr mrs ms dr prof sr jr st vs e.g i.e cf a.m p.m no nos fig figs approx dept est "
+        "inc ltd co corp jan feb mar apr jun jul aug sep sept oct nov dec mt ft vol pp ed eds "
+        "al gen gov rev sen rep capt lt col sgt"
+    ).split()
+)
+_SENT_END = re.compile(r"(?:[.!?]+|\u2026)[\"'\u201d\u2019)\]]*(?=\s|$)")
+#: A list marker at the start of a line: "1.", "2)", "a)", "-", "*", "+", "•", "#" headings.
+_LIST_MARKER = re.compile(r"^\s*(?:\d{1,3}[.)]|[a-zA-Z][)]|[-*+\u2022\u2013]|#{1,6})\s+")
+_ACRONYM = re.compile(r"^(?:[A-Za-z]\.)+[A-Za-z]$")  # U.S, e.g, Ph.D-like tokens
 _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n(.*?)\n\s*```\s*$", re.S)
+_FENCE_LINE = re.compile(r"^\s*(```|~~~)")
 
 
 def _short_hash(obj: Any) -> str:
     return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()[:8]
 
 
-def split_sentences(text: str) -> list[str]:
-    """Split on ``.``/``!``/``?`` followed by whitespace or the end, and on line breaks.
+def _ends_sentence(line: str, start: int, m: re.Match[str]) -> bool:
+    """Whether the punctuation ``m`` (found after ``line[start:]`` began) ends a sentence."""
+    punct = m.group()
+    if punct[0] in "!?":
+        return True
+    rest = line[m.end() :].lstrip()
+    nxt = rest[:1]
+    if nxt and nxt.islower():  # "e.g. the", "Well... maybe", "U.S. is": not a new sentence
+        return False
+    if punct.startswith("\u2026") or punct.startswith(".."):
+        return True  # an ellipsis before a capital (or the end) ends the sentence
+    word = (line[start : m.start()].split()[-1:] or [""])[0].lstrip("(\"'\u201c")
+    low = word.lower()
+    if low in _ABBREVIATIONS or _ACRONYM.match(word):
+        return not nxt  # "Dr. Smith", "the U.S. Army"; still an end at the line's end
+    return True
 
-    Common abbreviations (``Dr.``, ``e.g.``) do not end a sentence; fragments with no letter
-    or digit (bullets, emoji lines) are dropped; decimals like ``3.5`` never split.
+
+def split_sentences(text: str) -> list[str]:
+    """Split on ``.``/``!``/``?``/``…`` followed by whitespace or the end, and on line breaks.
+
+    Each non-empty line is at least one unit (a list item or bullet without a period is one
+    sentence); a list marker at the start of a line (``1.``, ``2)``, ``-``, ``*``) never
+    ends one. A period does not end a sentence after an abbreviation (``Dr.``, ``e.g.``) or
+    an acronym (``U.S.``), or before a lower-case word; decimals like ``3.5`` never split.
+    Fragments with no letter or digit (lone bullets, ``---`` rules, emoji lines) and code
+    fence lines are dropped.
 
     >>> split_sentences("Hi Dr. Smith! It is 3.5 km. Go")
     ['Hi Dr. Smith!', 'It is 3.5 km.', 'Go']
+    >>> split_sentences("1. Buy milk\\n2. Call mom")
+    ['1. Buy milk', '2. Call mom']
     """
     out: list[str] = []
     for line in text.splitlines():
+        if _FENCE_LINE.match(line):
+            continue
+        marker = _LIST_MARKER.match(line)
         start = 0
-        for m in _SENT_END.finditer(line):
-            word = line[start : m.start()].split()[-1:] or [""]
-            if m.group().startswith(".") and word[0].lower().rstrip(".") in _ABBREVIATIONS:
+        for m in _SENT_END.finditer(line, marker.end() if marker else 0):
+            if m.start() < start or not _ends_sentence(line, start, m):
                 continue
             out.append(line[start : m.end()].strip())
             start = m.end()
@@ -51,7 +87,7 @@ class MaxSentences(ItemMetric):
     """Pass when the text has at most ``n`` sentences (SLaM's feature: ``n=4``)."""
 
     base_name = "max_sentences"
-    version = "1"
+    version = "2"  # 2: list markers, acronyms, lower-case continuations do not split
     needs_reference = False
 
     def __init__(self, n: int = 4, **kwargs: Any) -> None:

@@ -17,9 +17,9 @@ _GENERATIONS_SQL = """
 WITH refs AS (
     SELECT ref_id, task_id, item_id, text,
            row_number() OVER (PARTITION BY task_id, item_id
-                              ORDER BY sample_index, source_model, ref_id) AS rn
+                              ORDER BY sample_index, ref_id) AS rn
     FROM reference_outputs
-    WHERE (CAST(? AS VARCHAR) IS NULL OR source_model = ?)
+    WHERE list_contains(CAST(? AS VARCHAR[]), task_id || chr(31) || source_model)
 )
 SELECT g.gen_key, g.text, r.ref_id, r.text AS ref_text
 FROM generations g
@@ -28,6 +28,44 @@ WHERE g.text IS NOT NULL AND g.error IS NULL
   AND (CAST(? AS VARCHAR) IS NULL OR g.task_id = ?)
 ORDER BY g.task_id, g.item_id, g.gen_key
 """
+
+
+def reference_models(
+    store: Store, task_id: str | None = None, source_model: str | None = None
+) -> dict[str, str]:
+    """The reference ``source_model`` to score/judge each task's generations against.
+
+    ``source_model`` given: that model for every task (``task_id``, or every task with
+    generations). Otherwise each task's only reference model; a task whose references come
+    from several models raises a SlamkitError naming them (choose one with
+    ``source_model=``). Tasks without references are left out.
+    """
+    from slamkit.errors import SlamkitError
+
+    df = store.df(
+        """
+        SELECT r.task_id, list(DISTINCT r.source_model ORDER BY r.source_model) AS models
+        FROM reference_outputs r
+        WHERE (CAST(? AS VARCHAR) IS NULL AND r.task_id IN (SELECT task_id FROM generations))
+           OR r.task_id = ?
+        GROUP BY r.task_id ORDER BY r.task_id
+        """,
+        [task_id, task_id],
+    )
+    if source_model is not None:
+        tasks = [task_id] if task_id is not None else list(df["task_id"])
+        return {t: source_model for t in tasks}
+    out: dict[str, str] = {}
+    for task, models in zip(df["task_id"], df["models"], strict=True):
+        models = list(models)
+        if len(models) > 1:
+            raise SlamkitError(
+                f"Task {task!r} in {store.path} has references from {len(models)} models: "
+                f"{', '.join(map(repr, models))}. Choose the one to compare against with "
+                "source_model=... (CLI: --source-model)."
+            )
+        out[task] = models[0]
+    return out
 
 
 def _resolve(metrics: Sequence[str | ItemMetric] | None) -> list[ItemMetric]:
@@ -47,8 +85,10 @@ def score_generations(
     """Score generations (text set, no error) and write one ``scores`` row per item.
 
     Each generation is scored against one reference for its (task, item): the lowest
-    ``sample_index`` of ``source_model`` (any source when None). Only (gen_key, metric,
-    version) triples not yet stored are computed, so a second call computes nothing.
+    ``sample_index`` of ``source_model``; when None, of the task's only reference model
+    (several: a SlamkitError asks to choose, see :func:`reference_models`). Only
+    (gen_key, metric, version, ref_id) keys not yet stored are computed, so a second call
+    computes nothing, and scoring against another reference adds rows.
     Generations without a reference are skipped by reference metrics (a warning says how
     many). Returns ``{metric name: rows computed}``. Metrics built here are closed after.
     """
@@ -57,24 +97,39 @@ def score_generations(
     built = _resolve(metrics)
     specs = list(metrics) if metrics else [None] * len(built)
     owned = [m for m, spec in zip(built, specs, strict=True) if not _is_obj(spec)]
-    gens = store.df(_GENERATIONS_SQL, [source_model, source_model, task_id, task_id])
+    try:
+        sources = (
+            reference_models(store, task_id, source_model)
+            if any(m.needs_reference for m in built)
+            else {}
+        )
+    except Exception:
+        for m in owned:
+            m.close()
+        raise
+    pairs = [f"{t}\x1f{m}" for t, m in sources.items()]
+    gens = store.df(_GENERATIONS_SQL, [pairs, task_id, task_id])
+    named = sorted(set(sources.values()))
     counts: dict[str, int] = {}
     try:
         for metric in built:
             name, version = metric.metric_name, metric.version
-            done = set(
-                store.df(
-                    "SELECT gen_key FROM scores WHERE metric = ? AND metric_version = ?",
-                    [name, version],
-                )["gen_key"]
+            done = store.df(
+                "SELECT gen_key, ref_id FROM scores WHERE metric = ? AND metric_version = ?",
+                [name, version],
             )
-            todo = gens[~gens["gen_key"].isin(done)]
+            done_keys = set(zip(done["gen_key"], done["ref_id"], strict=True))
+            refs = gens["ref_id"].fillna("") if metric.needs_reference else [""] * len(gens)
+            keys = pd.Series(
+                list(zip(gens["gen_key"], refs, strict=True)), index=gens.index, dtype=object
+            )
+            todo = gens[~keys.isin(done_keys)]
             if metric.needs_reference:
                 missing = int(todo["ref_id"].isna().sum())
                 if missing:
                     warnings.warn(
                         f"{missing} generations have no reference"
-                        f"{f' from {source_model!r}' if source_model else ''}; "
+                        f"{' from ' + ', '.join(map(repr, named)) if named else ''}; "
                         f"{name} skipped them. Import references, then score again.",
                         stacklevel=2,
                     )
@@ -90,7 +145,7 @@ def score_generations(
                         "gen_key": gk,
                         "metric": name,
                         "metric_version": version,
-                        "ref_id": rid if metric.needs_reference else None,
+                        "ref_id": rid if metric.needs_reference else "",
                         "value": _clean(v),
                         "details": _details(d, metric.params),
                     }
@@ -127,19 +182,27 @@ def _details(d: dict[str, Any] | None, params: dict[str, Any]) -> str | None:
     return json.dumps(merged, sort_keys=True, default=str) if merged else None
 
 
-def load_scores(store: Store, task_id: str | None = None) -> pd.DataFrame:
-    """Scores joined with their generation and model: one row per (generation, metric)."""
+def load_scores(
+    store: Store, task_id: str | None = None, source_model: str | None = None
+) -> pd.DataFrame:
+    """Scores joined with their generation, model and reference: one row per (generation,
+    metric, version, reference). ``ref_id``/``source_model`` are None for metrics without a
+    reference. ``source_model`` keeps reference metrics scored against that model only
+    (reference-free metrics are always kept)."""
     return store.df(
         """
-        SELECT s.gen_key, s.metric, s.metric_version, s.value, s.details, s.ref_id,
+        SELECT s.gen_key, s.metric, s.metric_version, s.value, s.details,
+               nullif(s.ref_id, '') AS ref_id, r.source_model,
                g.model_id, coalesce(m.name, g.model_id) AS model, g.task_id, g.item_id,
                g.sample_index
         FROM scores s JOIN generations g USING (gen_key)
         LEFT JOIN models m ON m.model_id = g.model_id
+        LEFT JOIN reference_outputs r ON r.ref_id = s.ref_id
         WHERE (CAST(? AS VARCHAR) IS NULL OR g.task_id = ?)
-        ORDER BY model, s.metric, g.item_id, g.sample_index
+          AND (CAST(? AS VARCHAR) IS NULL OR s.ref_id = '' OR r.source_model = ?)
+        ORDER BY model, s.metric, g.item_id, g.sample_index, r.source_model
         """,
-        [task_id, task_id],
+        [task_id, task_id, source_model, source_model],
     )
 
 

@@ -150,11 +150,11 @@ def m002_quality(db: duckdb.DuckDBPyConnection) -> None:
             gen_key VARCHAR NOT NULL,
             metric VARCHAR NOT NULL,               -- e.g. rougeL, chrf, max_sentences
             metric_version VARCHAR NOT NULL,
-            ref_id VARCHAR,                        -- the reference scored against, if any
+            ref_id VARCHAR NOT NULL DEFAULT '',    -- the reference scored against; '' = none
             value DOUBLE,
             details VARCHAR,                       -- JSON
             created_at TIMESTAMP DEFAULT current_timestamp,
-            PRIMARY KEY (gen_key, metric, metric_version)
+            PRIMARY KEY (gen_key, metric, metric_version, ref_id)
         )
         """
     )
@@ -171,10 +171,10 @@ def m002_quality(db: duckdb.DuckDBPyConnection) -> None:
             a_kind VARCHAR, a_id VARCHAR,          -- 'generation'|'reference' and its key
             b_kind VARCHAR, b_id VARCHAR,
             order_swapped BOOLEAN,
-            verdict VARCHAR,                       -- 'A' | 'B' | 'tie' | score as text | NULL on failure
+            verdict VARCHAR,                       -- 'A' | 'B' | 'tie' | score text | NULL: failed
             score DOUBLE,
             reasoning VARCHAR,
-            raw VARCHAR,                           -- the raw transcript, stored as text, never evaluated
+            raw VARCHAR,                           -- raw transcript as text, never evaluated
             prompt_tokens INTEGER,
             completion_tokens INTEGER,
             latency_s DOUBLE,
