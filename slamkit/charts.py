@@ -82,7 +82,9 @@ def _esc(values: Iterable[Any]) -> list[str]:
 
 
 def _color_map(keys: Iterable[Any]) -> dict[Any, str]:
-    return {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(dict.fromkeys(keys))}
+    """Colours by sorted key, so one family has the same colour in every chart."""
+    ordered = sorted(dict.fromkeys(keys), key=str)
+    return {k: PALETTE[i % len(PALETTE)] for i, k in enumerate(ordered)}
 
 
 def _fmt(x: Any, spec: str = ".3g") -> str:
