@@ -91,8 +91,10 @@ def build_parser() -> argparse.ArgumentParser:
     g.set_defaults(func=_cmd_run)
     b = sub.add_parser("batch", help="run the notebook series with papermill; render report.html")
     b.add_argument("--params", required=True, help="YAML/JSON file of notebook parameters")
-    b.add_argument("--out", help="folder for executed notebooks + report.html "
-                   "(default: report/ next to the store)")
+    b.add_argument(
+        "--out",
+        help="folder for executed notebooks + report.html (default: report/ next to the store)",
+    )
     b.add_argument("--notebooks", help="folder of NN_name.ipynb notebooks (default: notebooks/)")
     b.add_argument("--only", nargs="*", help="run only these notebooks (prefixes, e.g. 07 09)")
     b.add_argument("--no-html", action="store_true", help="skip the HTML report")

@@ -73,10 +73,11 @@ def llama_server(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
         try:
             urllib.request.urlopen(base_url + "/models", timeout=2).read()
             break
-        except OSError:
+        except OSError as exc:
             if proc.poll() is not None or time.time() > deadline:
                 proc.kill()
-                raise RuntimeError(f"llama_cpp.server did not start:\n{log.read_text()[-3000:]}")
+                tail = log.read_text()[-3000:]
+                raise RuntimeError(f"llama_cpp.server did not start:\n{tail}") from exc
             time.sleep(0.5)
     yield base_url
     proc.terminate()

@@ -155,7 +155,7 @@ class LlamaCppBackend:
     # ------------------------------------------------------------------
     def format(self, messages: list[dict[str, str]]) -> tuple[list[int], set[int], list[str]]:
         """Prompt tokens, stop token ids and stop strings for ``messages``."""
-        res = self._formatter(messages=messages)
+        res = self._formatter(messages=messages)  # type: ignore[arg-type]
         tokens = self.llm.tokenize(
             res.prompt.encode("utf-8"), add_bos=not res.added_special, special=True
         )

@@ -76,7 +76,7 @@ def m001_core(db: duckdb.DuckDBPyConnection) -> None:
     db.execute(
         """
         CREATE TABLE reference_outputs (
-            ref_id VARCHAR PRIMARY KEY,            -- hash of (task, item, source_model, sample, text)
+            ref_id VARCHAR PRIMARY KEY,            -- hash of task, item, source, sample, text
             task_id VARCHAR NOT NULL,
             item_id VARCHAR NOT NULL,
             source_model VARCHAR NOT NULL,         -- e.g. gpt-4, gpt4_1106_preview
@@ -129,8 +129,8 @@ def m001_core(db: duckdb.DuckDBPyConnection) -> None:
             prompt_tokens INTEGER,
             completion_tokens INTEGER,
             ttft_s DOUBLE,                         -- time to first streamed token
-            prefill_tps DOUBLE,                    -- prompt tokens / prompt-eval seconds (llama.cpp perf)
-            decode_tps DOUBLE,                     -- generated tokens / eval seconds (llama.cpp perf)
+            prefill_tps DOUBLE,                    -- prompt tokens / prompt-eval s (llama.cpp perf)
+            decode_tps DOUBLE,                     -- generated tokens / eval s (llama.cpp perf)
             latency_s DOUBLE,                      -- end to end, wall clock
             load_time_s DOUBLE,                    -- model load time of the backend that made it
             peak_rss_mb DOUBLE,                    -- process peak resident memory seen so far
