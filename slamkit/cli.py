@@ -76,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--task", default="alpaca_eval", help="task id in the store")
     g.add_argument("--model", action="append", default=[], help="GGUF path (repeatable)")
     g.add_argument("--defaults", action="store_true", help="add the package-index models")
+    g.add_argument(
+        "--endpoint",
+        action="append",
+        default=[],
+        metavar="MODEL",
+        help="a model behind an OpenAI-compatible endpoint (repeatable; needs --base-url)",
+    )
+    g.add_argument("--base-url", help="endpoint of --endpoint models (default: OpenAI)")
+    g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the key")
     g.add_argument("--limit", type=int, help="first N items of the task")
     g.add_argument("--samples", type=int, default=1, help="samples per item")
     g.add_argument("--seed", type=int, default=0)
@@ -230,12 +239,13 @@ def _cmd_refs_capture(args: argparse.Namespace) -> int:
 def _cmd_run(args: argparse.Namespace) -> int:
     from slamkit.backends import Sampling
     from slamkit.catalog import default_model_paths
-    from slamkit.runner import run_sweep
+    from slamkit.runner import EndpointModel, ModelLike, run_sweep
     from slamkit.store import open_store
 
-    models: list[str] = list(args.model)
-    if args.defaults or not models:
+    models: list[ModelLike] = list(args.model)
+    if args.defaults or not (models or args.endpoint):
         models = [str(p) for p in default_model_paths().values()] + models
+    models += [EndpointModel(m, args.base_url, args.api_key_env) for m in args.endpoint]
     samplings = [
         Sampling(temperature=t, top_p=args.top_p, max_tokens=args.max_tokens)
         for t in (args.temperature or [0.0])

@@ -193,6 +193,26 @@ def test_real_chat_formatting_is_exact(smollm2: Path, gemma: Path) -> None:
         assert b.chat_format.startswith("fallback:gemma-turns:")
 
 
+@pytest.mark.slow
+def test_endpoint_models_sweep_through_the_openai_client(llama_server: str, tmp_path: Path) -> None:
+    """The HTTP backend in a sweep: a real llama_cpp.server on 127.0.0.1, via the CLI."""
+    db = tmp_path / "endpoint.duckdb"
+    with Store(db) as st:
+        _task(st, 2)
+    cmd = [
+        sys.executable, "-m", "slamkit.cli", "--store", str(db), "run", "--task", "t",
+        "--endpoint", "smollm2", "--base-url", llama_server, "--max-tokens", "8", "--quiet",
+    ]  # fmt: skip
+    for expected in ("2 cells: 0 cached, 2 generated", "2 cells: 2 cached, 0 generated"):
+        out = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0 and expected in out.stdout, out.stdout + out.stderr[-2000:]
+    with Store(db) as st:
+        df = st.df("SELECT g.*, m.source, m.path FROM generations g JOIN models m USING (model_id)")
+    assert (df["source"] == "endpoint").all() and (df["backend"] == "OpenAIBackend").all()
+    assert df["text"].str.len().gt(0).all() and df["ttft_s"].gt(0).all()
+    assert df["completion_tokens"].between(1, 8).all() and df["path"][0] == llama_server
+
+
 def _sweep_cmd(store: Path) -> list[str]:
     return [
         sys.executable, "-m", "slamkit.cli", "--store", str(store), "run", "--task", "t",
