@@ -13,21 +13,12 @@ is embedded once per scoring call (cached in memory). Point ``model_path`` at a 
 
 from __future__ import annotations
 
-import hashlib
 import math
 from pathlib import Path
 from typing import Any
 
+from slamkit.catalog import file_sha256
 from slamkit.metrics.base import Details, ItemMetric
-
-
-def _file_id(path: Path) -> str:
-    """sha256 prefix of the GGUF (part of the metric's details, not its key)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        while chunk := fh.read(1 << 22):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def cosine(u: list[float], v: list[float]) -> float:
@@ -80,7 +71,7 @@ class EmbeddingCosine(ItemMetric):
     @property
     def params(self) -> dict[str, Any]:
         if self._sha is None:
-            self._sha = _file_id(self.model_path)
+            self._sha = file_sha256(self.model_path)  # computed once, cached
         return {"model_sha256": self._sha, "n_ctx": self.n_ctx, "pooling": "mean"}
 
     def _model(self) -> Any:
