@@ -22,10 +22,10 @@ from pathlib import Path
 from typing import Any
 
 from slamkit.errors import SlamkitError, require
+from slamkit.secrets import environment_secrets, redact
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parent.parent / "notebooks"
 REPORT_NOTEBOOK = "09_report"
-_SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY)", re.I)
 _SECRET_PARAM = re.compile(
     r"(^|_)(api_?key|access_?key|secret|secret_?key|password|passwd|credentials?|token)$", re.I
 )
@@ -136,20 +136,6 @@ def _resolve_paths(params: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 # -- secrets -------------------------------------------------------------------------
-def environment_secrets(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Values of environment variables whose names look secret (8+ characters)."""
-    env = os.environ if env is None else env
-    return {k: v for k, v in env.items() if _SECRET_NAME.search(k) and v and len(v) >= 8}
-
-
-def redact(text: str, secrets: Mapping[str, str]) -> str:
-    """Replace every secret value (and its JSON-escaped form) with ``[redacted NAME]``."""
-    for name, value in sorted(secrets.items(), key=lambda kv: -len(kv[1])):
-        for form in {value, json.dumps(value)[1:-1]}:
-            text = text.replace(form, f"[redacted {name}]")
-    return text
-
-
 def _redact_file(path: Path, secrets: Mapping[str, str]) -> None:
     if secrets and path.exists():
         text = path.read_text(encoding="utf-8")

@@ -6,9 +6,10 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 
 #: Values shorter than this are not treated as secrets (replacing them would mangle text).
 MIN_SECRET_LEN = 4
@@ -43,4 +44,22 @@ def scrub(text: str, secrets: Iterable[str] = (), patterns: bool = True) -> str:
     if patterns:
         text = _BEARER.sub(r"\1***", text)
         text = _KEYLIKE.sub("***", text)
+    return text
+
+
+#: Environment variable names whose values are treated as secrets in reports.
+_SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY)", re.I)
+
+
+def environment_secrets(env: Mapping[str, str] | None = None) -> dict[str, str]:
+    """Values of environment variables whose names look secret (8+ characters)."""
+    env = os.environ if env is None else env
+    return {k: v for k, v in env.items() if _SECRET_NAME.search(k) and v and len(v) >= 8}
+
+
+def redact(text: str, secrets: Mapping[str, str]) -> str:
+    """Replace every secret value (and its JSON-escaped form) with ``[redacted NAME]``."""
+    for name, value in sorted(secrets.items(), key=lambda kv: -len(kv[1])):
+        for form in {value, json.dumps(value)[1:-1]}:
+            text = text.replace(form, f"[redacted {name}]")
     return text

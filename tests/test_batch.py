@@ -9,7 +9,7 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from slamkit import batch
+from slamkit import batch, secrets
 from slamkit.cli import main as cli_main
 
 PLANTED = "sk-test-PLANTED0123456789abcdef"
@@ -90,12 +90,12 @@ def test_params_file_validation(tmp_path: Path, nbdir: Path) -> None:
 
 
 def test_redact_forms() -> None:
-    secrets = {"OPENAI_API_KEY": PLANTED, "MY_TOKEN": 'ab"cdefghij'}
+    planted = {"OPENAI_API_KEY": PLANTED, "MY_TOKEN": 'ab"cdefghij'}
     text = f"x {PLANTED} y " + json.dumps('ab"cdefghij')
-    out = batch.redact(text, secrets)
+    out = secrets.redact(text, planted)
     assert PLANTED not in out and "[redacted OPENAI_API_KEY]" in out
     assert "cdefghij" not in out
-    assert batch.environment_secrets({"OPENAI_API_KEY": PLANTED, "PATH": "/usr/bin:/bin"}) == {
+    assert secrets.environment_secrets({"OPENAI_API_KEY": PLANTED, "PATH": "/usr/bin:/bin"}) == {
         "OPENAI_API_KEY": PLANTED
     }
 
