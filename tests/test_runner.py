@@ -213,6 +213,19 @@ def test_endpoint_models_sweep_through_the_openai_client(llama_server: str, tmp_
     assert df["completion_tokens"].between(1, 8).all() and df["path"][0] == llama_server
 
 
+@pytest.mark.slow
+def test_gpu_request_degrades_to_cpu_without_cuda(smollm2: Path) -> None:
+    import llama_cpp
+
+    from slamkit.backends.llamacpp import LlamaCppBackend
+
+    with LlamaCppBackend(smollm2, n_threads=1, n_gpu_layers=-1) as b:
+        expected = -1 if llama_cpp.llama_supports_gpu_offload() else 0
+        assert b.n_gpu_layers == expected
+        res = b.generate([{"role": "user", "content": "Hi"}], Sampling(max_tokens=4), seed=0)
+        assert res.completion_tokens and res.text
+
+
 def _sweep_cmd(store: Path) -> list[str]:
     return [
         sys.executable, "-m", "slamkit.cli", "--store", str(store), "run", "--task", "t",
