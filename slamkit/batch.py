@@ -5,7 +5,8 @@ parameters its ``parameters`` cell declares (taken from one YAML/JSON file), kee
 executed notebook in ``out_dir``, then renders ``report.html`` from the last notebook
 (``09_report``) with nbconvert. The HTML opens offline: plotly.js is embedded once,
 inline, and no ``<script src=...>`` points anywhere. Secrets found in the environment
-(``*_API_KEY``, ``*TOKEN*``, ...) are redacted from every file written.
+(``*_API_KEY``, ``*_KEY``, ``*TOKEN*``, ...) and the variables ``*api_key_env`` parameters
+name are redacted from every file written, also when a notebook fails or its kernel dies.
 """
 
 from __future__ import annotations
@@ -136,12 +137,40 @@ def _resolve_paths(params: dict[str, Any], base: Path) -> dict[str, Any]:
 
 
 # -- secrets -------------------------------------------------------------------------
+_KEY_ENV_PARAM = re.compile(r"(^|_)api_?key_env$", re.I)
+
+
+def batch_secrets(
+    params: Mapping[str, Any], env: Mapping[str, str] | None = None
+) -> dict[str, str]:
+    """Secrets to redact from a batch: secret-looking environment variables plus the
+    variables that ``api_key_env`` / ``*_api_key_env`` parameters name."""
+    named = [v for k, v in params.items() if _KEY_ENV_PARAM.search(k) and isinstance(v, str) and v]
+    return environment_secrets(env, names=named)
+
+
 def _redact_file(path: Path, secrets: Mapping[str, str]) -> None:
     if secrets and path.exists():
         text = path.read_text(encoding="utf-8")
         clean = redact(text, secrets)
         if clean != text:
             path.write_text(clean, encoding="utf-8")
+
+
+def _last_started_cell(executed: Path) -> tuple[int | None, str]:
+    """(index, first source line) of the last cell papermill started in ``executed``."""
+    try:
+        import nbformat
+
+        nb = nbformat.read(str(executed), as_version=4)
+    except Exception:  # noqa: BLE001 - missing or half-written file: no cell to name
+        return None, ""
+    found: tuple[int | None, str] = (None, "")
+    for i, cell in enumerate(nb.cells):
+        if cell.get("metadata", {}).get("papermill", {}).get("start_time"):
+            lines = cell.source.strip().splitlines()
+            found = (i, lines[0][:80] if lines else "")
+    return found
 
 
 # -- execution -----------------------------------------------------------------------
@@ -181,8 +210,10 @@ def run_batch(
     relative to the current directory. ``only``: run just these notebooks (name prefixes
     such as ``"07"``). ``defaults`` fill names a notebook declares but ``params`` lacks
     (the CLI passes its ``--store`` as ``store_path``). A failing notebook stops the
-    batch with :class:`NotebookFailedError` naming the notebook and the cell; its executed
-    copy (with the traceback) is kept.
+    batch with :class:`NotebookFailedError` naming the notebook, the cell and the kernel's
+    log, whatever stopped it (an exception in a cell, a dead kernel, a cell timeout); its
+    executed copy is kept. The executed notebook and the log are redacted in every case,
+    Ctrl-C included (``KeyboardInterrupt`` is re-raised after redaction).
     """
     papermill: Any = require("papermill")
     if not isinstance(params, Mapping):
@@ -203,7 +234,7 @@ def run_batch(
         out_dir = Path(store).parent / "report" if store else Path("data/runs/batch")
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    secrets = environment_secrets()
+    secrets = batch_secrets(params)
     result = BatchResult(out_dir=out)
     for i, nb in enumerate(notebooks, 1):
         mine = {k: v for k, v in params.items() if k in declared[nb.stem]}
@@ -211,6 +242,8 @@ def run_batch(
         kernel_log = out / "logs" / f"{nb.stem}.log"
         kernel_log.parent.mkdir(exist_ok=True)
         kernel_log.write_text("")
+        if target.exists():
+            target.unlink()  # a stale copy from an earlier batch would name the wrong cell
         log(f"[{i}/{len(notebooks)}] {nb.stem} ...")
         t0 = time.perf_counter()
         try:
@@ -221,8 +254,6 @@ def run_batch(
                     report_mode=False,
                 )  # fmt: skip
         except papermill.PapermillExecutionError as exc:
-            _redact_file(target, secrets)
-            _redact_file(kernel_log, secrets)
             first = (exc.source or "").strip().splitlines()
             where = first[0][:80] if first else ""
             raise NotebookFailedError(
@@ -234,10 +265,27 @@ def run_batch(
                     secrets,
                 )
             ) from None
+        except Exception as exc:  # dead kernel, cell timeout, kernel that would not start
+            index, where = _last_started_cell(target)
+            cell = (
+                f"in cell {index} ({where!r}, the last cell that started)"
+                if index is not None
+                else "before any cell started"
+            )
+            raise NotebookFailedError(
+                redact(
+                    f"Notebook {nb.name} stopped {cell}: {type(exc).__name__}: {exc}. The "
+                    f"executed notebook (outputs up to that cell) is {target}; the kernel's "
+                    f"log is {kernel_log}.",
+                    secrets,
+                )
+            ) from None
         finally:
+            # also on KeyboardInterrupt (re-raised as is): papermill writes the notebook
+            # while cells run, so whatever a cell printed is on disk already
             result.seconds[nb.stem] = time.perf_counter() - t0
-        _redact_file(target, secrets)
-        _redact_file(kernel_log, secrets)
+            _redact_file(target, secrets)
+            _redact_file(kernel_log, secrets)
         result.notebooks.append(target)
         log(f"    done in {result.seconds[nb.stem]:.1f} s -> {target}")
     if html:

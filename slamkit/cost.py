@@ -7,13 +7,15 @@ Self-hosted:  cost/request = hourly_usd / (requests_per_hour * utilization),
 
 :func:`cost_table` returns, per model, every input next to $/request, $/1M output tokens,
 the monthly cost at a traffic level (pay-per-use, and with always-on instances), the
-API/self-hosted ratio and the break-even traffic (requests/month at which one always-on
-instance costs as much as the API). Token counts for GPT-4 come from the stored usage or,
-when missing, from the offline cl100k tokenizer (:func:`count_tokens`).
+API/self-hosted ratio (per request and per output token, next to the share of truncated
+outputs) and the break-even traffic (requests/month at which one always-on instance costs
+as much as the API). Token counts for GPT-4 come from the stored usage or, when missing,
+from the offline cl100k tokenizer (:func:`count_tokens`).
 """
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -108,16 +110,47 @@ def api_cost_per_request(
     return (tokens_in * input_per_1k + tokens_out * output_per_1k) / 1000.0
 
 
+def _missing(x: object) -> bool:
+    """None or NaN: a value the caller did not set."""
+    return x is None or (isinstance(x, float) and math.isnan(x))
+
+
+def check_utilization(utilization: object, where: str = "") -> float:
+    """``utilization`` as a float in (0, 1], or a SlamkitError naming ``where`` and the value."""
+    try:
+        u = float(utilization)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        u = math.nan
+    if not 0.0 < u <= 1.0:  # False for NaN too
+        at = f"{where}: " if where else ""
+        raise SlamkitError(
+            f"{at}utilization must be a share of capacity in (0, 1] (e.g. 0.5 for half "
+            f"busy); got {utilization!r}."
+        )
+    return u
+
+
 def self_hosted_cost_per_request(
     hourly_usd: float, latency_s: float, utilization: float = 1.0, concurrency: float = 1.0
 ) -> float:
     """hourly / (3600 * concurrency / latency_s * utilization)."""
-    if latency_s <= 0 or utilization <= 0 or concurrency <= 0:
+    check_utilization(utilization)
+    if not (latency_s > 0 and concurrency > 0 and math.isfinite(concurrency)):
         raise SlamkitError(
-            f"latency_s ({latency_s}), utilization ({utilization}) and concurrency "
-            f"({concurrency}) must be > 0 for the self-hosted cost."
+            f"latency_s ({latency_s}) and concurrency ({concurrency}) must be > 0 for the "
+            "self-hosted cost."
         )
     return hourly_usd / (3600.0 * concurrency / latency_s * utilization)
+
+
+def _explicit_price(value: object, name: str) -> float:
+    try:
+        v = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        v = math.nan
+    if not (math.isfinite(v) and v >= 0):
+        raise SlamkitError(f"{name} must be a price in USD per 1K tokens (>= 0); got {value!r}.")
+    return v
 
 
 def cost_table(
@@ -130,52 +163,103 @@ def cost_table(
     monthly_requests: float = 100_000,
     as_of: str | None = None,
     hours_per_month: float = HOURS_PER_MONTH,
+    price_in_per_1k: float | None = None,
+    price_out_per_1k: float | None = None,
 ) -> pd.DataFrame:
     """Per-model cost with every input shown.
 
     ``usage`` has one row per model: ``model``, ``kind`` ('api' | 'self-hosted'),
     ``tokens_in``, ``tokens_out`` (mean per request), ``latency_s`` (mean per request; needed
     for self-hosted), optional ``price_name`` (api rows; default: the model name),
-    ``instance``, ``hourly_usd``, ``utilization``, ``concurrency`` (override the defaults).
-    The row whose model is ``reference`` (an API row) prices the comparison; if absent it is
-    priced from the first self-hosted row's tokens.
+    ``input_per_1k_usd``/``output_per_1k_usd`` (api rows: explicit prices instead of the
+    price table), ``instance``, ``hourly_usd``, ``utilization``, ``concurrency`` (override
+    the defaults; None/NaN in a row means "use the default") and ``truncated_share``.
+    ``price_in_per_1k``/``price_out_per_1k`` (USD per 1K tokens, both or neither) price the
+    ``reference`` API explicitly instead of its row in the price table. ``utilization`` must
+    be in (0, 1]. The row whose model is ``reference`` (an API row) prices the comparison;
+    if absent it is priced from the first self-hosted row's tokens.
+
+    Columns beside the inputs: ``price_source`` ('price table' | 'explicit'),
+    ``cost_per_request``, ``cost_per_1m_output_tokens``, ``monthly_cost`` (pay-per-use),
+    ``instances_always_on``, ``monthly_cost_always_on``, ``reference_cost_per_request``,
+    ``api_to_self_ratio`` (reference $/request / this row's $/request),
+    ``ratio_per_output_token`` (reference $/1M output tokens / this row's $/1M output
+    tokens: fairer when the models write answers of different length, e.g. small models cut
+    off at ``max_tokens``), ``truncated_share`` (share of this row's outputs that stopped at
+    the token limit, ``finish_reason == 'length'``; NaN when unknown: a high share makes
+    the per-request ratio flatter the short outputs) and ``break_even_requests_per_month``
+    (inf when one instance cannot serve that much traffic; NaN when a cost is unknown).
     """
     prices = load_prices() if prices is None else prices
     need = {"model", "kind", "tokens_in", "tokens_out"}
     if not need <= set(usage.columns):
         raise SlamkitError(f"cost_table needs columns {sorted(need)}; got {list(usage.columns)}.")
+    if (price_in_per_1k is None) != (price_out_per_1k is None):
+        raise SlamkitError(
+            "cost_table: pass both price_in_per_1k and price_out_per_1k (USD per 1K tokens) "
+            "or neither (then the price table prices the reference API)."
+        )
+    explicit = None
+    if price_in_per_1k is not None:
+        explicit = (
+            _explicit_price(price_in_per_1k, "price_in_per_1k"),
+            _explicit_price(price_out_per_1k, "price_out_per_1k"),
+        )
+    default_util = utilization
     rows = []
     for r in usage.to_dict("records"):
         kind = r["kind"]
         tin, tout = float(r["tokens_in"]), float(r["tokens_out"])
+        lat_in = r.get("latency_s")
+        trunc = r.get("truncated_share")
         out = {
             "model": r["model"], "kind": kind, "tokens_in": tin, "tokens_out": tout,
-            "price_name": None, "price_date": None, "input_per_1k_usd": np.nan,
-            "output_per_1k_usd": np.nan, "instance": None, "hourly_usd": np.nan,
-            "latency_s": float(r.get("latency_s", np.nan) or np.nan),
+            "truncated_share": np.nan if _missing(trunc) else float(trunc),
+            "price_name": None, "price_date": None, "price_source": None,
+            "input_per_1k_usd": np.nan, "output_per_1k_usd": np.nan, "instance": None,
+            "hourly_usd": np.nan,
+            "latency_s": np.nan if _missing(lat_in) else float(lat_in),
             "concurrency": np.nan, "utilization": np.nan, "requests_per_hour": np.nan,
         }  # fmt: skip
         if kind == "api":
             name = r.get("price_name") or r["model"]
-            pr = api_price(prices, name, as_of)
-            out.update(
-                price_name=name,
-                price_date=pr["date"].date().isoformat(),
-                input_per_1k_usd=float(pr["input_per_1k_usd"]),
-                output_per_1k_usd=float(pr["output_per_1k_usd"]),
-            )
-            out["cost_per_request"] = api_cost_per_request(
-                tin, tout, out["input_per_1k_usd"], out["output_per_1k_usd"]
-            )
+            row_in, row_out = r.get("input_per_1k_usd"), r.get("output_per_1k_usd")
+            if not (_missing(row_in) and _missing(row_out)):
+                where = f"Model {r['model']!r}"
+                p_in = _explicit_price(row_in, f"{where}: input_per_1k_usd")
+                p_out = _explicit_price(row_out, f"{where}: output_per_1k_usd")
+                date, source = None, "explicit"
+            elif explicit is not None and r["model"] == reference:
+                (p_in, p_out), date, source = explicit, None, "explicit"
+            else:
+                pr = api_price(prices, name, as_of)
+                p_in, p_out = float(pr["input_per_1k_usd"]), float(pr["output_per_1k_usd"])
+                date, source = pr["date"].date().isoformat(), "price table"
+            out.update(price_name=name, price_date=date, price_source=source,
+                       input_per_1k_usd=p_in, output_per_1k_usd=p_out)  # fmt: skip
+            out["cost_per_request"] = api_cost_per_request(tin, tout, p_in, p_out)
         elif kind == "self-hosted":
             inst = r.get("instance") or instance
             hourly = r.get("hourly_usd")
-            if hourly is None or (isinstance(hourly, float) and math.isnan(hourly)):
+            if _missing(hourly):
                 ip = instance_price(prices, inst, as_of)
                 hourly = float(ip["hourly_usd"])
                 out["price_date"] = ip["date"].date().isoformat()
-            util = float(r.get("utilization") or utilization)
-            conc = float(r.get("concurrency") or concurrency)
+                out["price_source"] = "price table"
+            else:
+                out["price_source"] = "explicit"
+            row_util = r.get("utilization")
+            if _missing(row_util):
+                util = check_utilization(default_util, f"Model {r['model']!r} (utilization=)")
+            else:
+                util = check_utilization(row_util, f"Model {r['model']!r} (its usage row)")
+            row_conc = r.get("concurrency")
+            conc = float(concurrency if _missing(row_conc) else row_conc)
+            if not (conc > 0 and math.isfinite(conc)):
+                raise SlamkitError(
+                    f"Model {r['model']!r}: concurrency (parallel requests one instance "
+                    f"serves) must be a number > 0; got {conc!r}."
+                )
             lat = out["latency_s"]
             if not lat > 0:
                 raise SlamkitError(
@@ -193,12 +277,16 @@ def cost_table(
     ref = df[(df["model"] == reference) & (df["kind"] == "api")]
     if len(ref):
         ref_cost = float(ref["cost_per_request"].iloc[0])
+        ref_tokens_out = float(ref["tokens_out"].iloc[0])
     else:
-        pr = api_price(prices, reference, as_of)
+        if explicit is not None:
+            p_in, p_out = explicit
+        else:
+            pr = api_price(prices, reference, as_of)
+            p_in, p_out = float(pr["input_per_1k_usd"]), float(pr["output_per_1k_usd"])
         base = df.iloc[0]
-        ref_cost = api_cost_per_request(
-            base["tokens_in"], base["tokens_out"], pr["input_per_1k_usd"], pr["output_per_1k_usd"]
-        )
+        ref_tokens_out = float(base["tokens_out"])
+        ref_cost = api_cost_per_request(base["tokens_in"], ref_tokens_out, p_in, p_out)
     df["cost_per_1m_output_tokens"] = df["cost_per_request"] / df["tokens_out"] * 1e6
     df["monthly_requests"] = float(monthly_requests)
     df["monthly_cost"] = df["cost_per_request"] * monthly_requests
@@ -210,11 +298,43 @@ def cost_table(
     df["reference"] = reference
     df["reference_cost_per_request"] = ref_cost
     df["api_to_self_ratio"] = ref_cost / df["cost_per_request"]
+    ref_per_1m_out = ref_cost / ref_tokens_out * 1e6 if ref_tokens_out > 0 else np.nan
+    df["ratio_per_output_token"] = ref_per_1m_out / df["cost_per_1m_output_tokens"]
     be = df["hourly_usd"] * hours_per_month / ref_cost
     df["break_even_requests_per_month"] = np.where(
-        df["kind"] == "self-hosted", np.where(be <= cap, be, np.inf), np.nan
+        (df["kind"] == "self-hosted") & be.notna(), np.where(be <= cap, be, np.inf), np.nan
     )
     return df
+
+
+def truncated_share(generations: pd.DataFrame) -> float:
+    """Share of ``generations`` cut off at the token limit.
+
+    ``finish_reason == 'length'`` where that column is present (rows without a
+    finish_reason are left out); otherwise ``completion_tokens >= max_tokens`` with
+    ``max_tokens`` from the ``sampling`` column (JSON text or dict). NaN when neither is
+    known.
+    """
+    g = generations
+    if "finish_reason" in g.columns and g["finish_reason"].notna().any():
+        fr = g["finish_reason"].dropna()
+        return float((fr == "length").mean())
+    if "sampling" in g.columns and "completion_tokens" in g.columns and len(g):
+
+        def limit(sampling: object) -> float:
+            if isinstance(sampling, str):
+                try:
+                    sampling = json.loads(sampling)
+                except ValueError:
+                    return math.nan
+            mt = sampling.get("max_tokens") if isinstance(sampling, dict) else None
+            return float(mt) if isinstance(mt, int | float) else math.nan
+
+        lim = g["sampling"].map(limit).astype(float)
+        known = lim.notna() & g["completion_tokens"].notna()
+        if known.any():
+            return float((g.loc[known, "completion_tokens"] >= lim[known]).mean())
+    return math.nan
 
 
 def usage_frame(
@@ -222,15 +342,23 @@ def usage_frame(
     references: pd.DataFrame | None = None,
     reference_price: str = "gpt-4",
     model_col: str = "model",
+    price_in_per_1k: float | None = None,
+    price_out_per_1k: float | None = None,
 ) -> pd.DataFrame:
     """The ``usage`` input of :func:`cost_table` from stored rows.
 
     ``generations``: rows of the generations table (``model_col``, prompt_tokens,
     completion_tokens, latency_s; failed rows with ``error`` set are ignored) -> one
-    self-hosted row per model. ``references``: reference_outputs rows -> one API row priced
-    as ``reference_price``; missing completion token counts are counted offline from ``text``
-    (cl100k), missing prompt counts from ``prompt`` when present.
+    self-hosted row per model, with its ``truncated_share`` (:func:`truncated_share`).
+    ``references``: reference_outputs rows -> one API row priced as ``reference_price``, or
+    at ``price_in_per_1k``/``price_out_per_1k`` (USD per 1K tokens) when given; missing
+    completion token counts are counted offline from ``text`` (cl100k), missing prompt
+    counts from ``prompt`` when present.
     """
+    if (price_in_per_1k is None) != (price_out_per_1k is None):
+        raise SlamkitError(
+            "usage_frame: pass both price_in_per_1k and price_out_per_1k or neither."
+        )
     g = generations
     if "error" in g.columns:
         g = g[g["error"].isna()]
@@ -239,7 +367,7 @@ def usage_frame(
         rows.append(
             {"model": model, "kind": "self-hosted", "tokens_in": d["prompt_tokens"].mean(),
              "tokens_out": d["completion_tokens"].mean(), "latency_s": d["latency_s"].mean(),
-             "n_requests": len(d)}
+             "n_requests": len(d), "truncated_share": truncated_share(d)}
         )  # fmt: skip
     if references is not None and len(references):
         r = references
@@ -251,10 +379,14 @@ def usage_frame(
         if tin.isna().any() and "prompt" in r.columns:
             counted = pd.Series(count_tokens(r["prompt"]), index=r.index, dtype=float) + 7
             tin = tin.fillna(counted)
-        rows.append(
-            {"model": reference_price, "kind": "api", "tokens_in": tin.mean(),
-             "tokens_out": tout.mean(),
-             "latency_s": r["latency_s"].mean() if "latency_s" in r.columns else np.nan,
-             "n_requests": len(r)}
-        )  # fmt: skip
+        api = {
+            "model": reference_price, "kind": "api", "tokens_in": tin.mean(),
+            "tokens_out": tout.mean(),
+            "latency_s": r["latency_s"].mean() if "latency_s" in r.columns else np.nan,
+            "n_requests": len(r), "truncated_share": truncated_share(r),
+        }  # fmt: skip
+        if price_in_per_1k is not None:
+            api["input_per_1k_usd"] = _explicit_price(price_in_per_1k, "price_in_per_1k")
+            api["output_per_1k_usd"] = _explicit_price(price_out_per_1k, "price_out_per_1k")
+        rows.append(api)
     return pd.DataFrame(rows)

@@ -47,14 +47,35 @@ def scrub(text: str, secrets: Iterable[str] = (), patterns: bool = True) -> str:
     return text
 
 
-#: Environment variable names whose values are treated as secrets in reports.
-_SECRET_NAME = re.compile(r"(API_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|PRIVATE_KEY)", re.I)
+#: Environment variable names whose values are treated as secrets in reports: anything with
+#: API_KEY / ACCESS_KEY / TOKEN / SECRET / PASSWORD / CREDENTIAL in it, names ending in KEY(S)
+#: (``OPENAI_KEY``, ``AZURE_OPENAI_KEY``), and AUTH / PASS as a whole word (``GITHUB_AUTH``).
+_SECRET_NAME = re.compile(
+    r"API_?KEY|ACCESS_?KEY|PRIVATE_?KEY|TOKEN|SECRET|PASSWORD|PASSWD|CREDENTIAL|COOKIE"
+    r"|KEYS?$|(^|_)(AUTH|AUTHORIZATION|PASS)(_|$)",
+    re.I,
+)
+#: ... unless the name says the value is a location, not a secret (``SSH_AUTH_SOCK``,
+#: ``KEY_FILE``, ``TOKEN_URL``, ``PATH``, ``PWD``).
+_LOCATION_NAME = re.compile(r"(^|_)(PATH|DIRS?|FILE|SOCK|SOCKET|HOME|PWD|URL|URI)$", re.I)
 
 
-def environment_secrets(env: Mapping[str, str] | None = None) -> dict[str, str]:
-    """Values of environment variables whose names look secret (8+ characters)."""
+def is_secret_name(name: str) -> bool:
+    """Whether an environment variable called ``name`` probably holds a secret."""
+    return bool(_SECRET_NAME.search(name)) and not _LOCATION_NAME.search(name)
+
+
+def environment_secrets(
+    env: Mapping[str, str] | None = None, names: Iterable[str] = ()
+) -> dict[str, str]:
+    """Values of environment variables whose names look secret (8+ characters).
+
+    ``names``: variables to include whatever they are called (e.g. the variable an
+    ``api_key_env`` parameter points at).
+    """
     env = os.environ if env is None else env
-    return {k: v for k, v in env.items() if _SECRET_NAME.search(k) and v and len(v) >= 8}
+    extra = set(names)
+    return {k: v for k, v in env.items() if (k in extra or is_secret_name(k)) and v and len(v) >= 8}
 
 
 def redact(text: str, secrets: Mapping[str, str]) -> str:

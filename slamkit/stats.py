@@ -313,6 +313,12 @@ def compare_to_reference(
     others = [m for m in sorted(df[model_col].unique()) if m != reference]
     if reference not in set(df[model_col]):
         raise SlamkitError(f"The reference {reference!r} has no {value!r} values in the data.")
+    if not others:
+        raise SlamkitError(
+            f"compare_to_reference: only the reference {reference!r} has {value!r} values in "
+            f"the data ({model_col!r} column), so there is no other model to compare. Add rows "
+            "for at least one other model (run generations and score them first)."
+        )
     rows = [
         _pair_test(df, value, m, reference, test, model_col, item_col, n_boot, 1 - alpha, seed)
         for m in others

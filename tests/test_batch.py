@@ -100,6 +100,70 @@ def test_redact_forms() -> None:
     }
 
 
+def test_secret_names_beyond_api_key() -> None:
+    env = {
+        "AZURE_OPENAI_KEY": "x" * 20, "OPENAI_KEY": "w" * 20, "AWS_ACCESS_KEY_ID": "a" * 20,
+        "GITHUB_AUTH": "g" * 20, "DB_PASS": "p" * 12, "ANTHROPIC_API_KEYS": "k" * 12,
+        # locations and ordinary settings stay out
+        "PATH": "/usr/bin:/bin", "PWD": "/work/main/x", "SSH_AUTH_SOCK": "/tmp/ssh-abc/agent",
+        "KEY_FILE": "/etc/keys/k.pem", "GIT_AUTHOR_NAME": "Ada Lovelace", "HOME": "/home/ada",
+    }  # fmt: skip
+    assert set(secrets.environment_secrets(env)) == {
+        "AZURE_OPENAI_KEY", "OPENAI_KEY", "AWS_ACCESS_KEY_ID", "GITHUB_AUTH", "DB_PASS",
+        "ANTHROPIC_API_KEYS",
+    }  # fmt: skip
+
+
+def test_api_key_env_parameters_name_secrets() -> None:
+    env = {"MY_ENDPOINT_CRED": "c" * 16, "OTHER": "o" * 16, "JUDGE_CRED": "j" * 16}
+    params = {"api_key_env": "MY_ENDPOINT_CRED", "judge_api_key_env": "JUDGE_CRED", "n": 3}
+    assert batch.batch_secrets(params, env) == {
+        "MY_ENDPOINT_CRED": "c" * 16, "JUDGE_CRED": "j" * 16,
+    }  # fmt: skip
+    assert batch.batch_secrets({}, env) == {}
+
+
+@pytest.mark.slow
+def test_dead_kernel_is_named_and_redacted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A kernel killed mid-notebook: NotebookFailedError names the notebook, the cell and
+    the log, and nothing it printed before dying is left unredacted on disk."""
+    other = "cred-PLANTED-9876543210zyxw"
+    monkeypatch.setenv("OPENAI_API_KEY", PLANTED)
+    monkeypatch.setenv("MY_ENDPOINT_CRED", other)
+    d = tmp_path / "nbs"
+    d.mkdir()
+    nb = _nb(
+        [
+            ("code", "api_key_env = 'OPENAI_API_KEY'", ["parameters"]),
+            ("code", "import os, signal, sys", []),
+            ("code", "print(os.environ['OPENAI_API_KEY'], os.environ[api_key_env])\n"
+                     "sys.stderr.write(os.environ[api_key_env])", []),
+            ("code", "os.kill(os.getpid(), signal.SIGKILL)  # the kernel dies here", []),
+            ("code", "print('never runs')", []),
+        ]
+    )  # fmt: skip
+    nbformat.write(nb, d / "01_dies.ipynb")
+    out = tmp_path / "out"
+    with pytest.raises(batch.NotebookFailedError) as ei:
+        batch.run_batch(
+            {"api_key_env": "MY_ENDPOINT_CRED"}, out, notebooks_dir=d, log=lambda s: None
+        )
+    msg = str(ei.value)
+    assert "01_dies.ipynb" in msg and "DeadKernelError" in msg
+    # cell 4 of the executed notebook (papermill injected the parameters as cell 1)
+    assert "cell 4" in msg and "os.kill(os.getpid(), signal.SIGKILL)" in msg
+    assert str(out / "logs" / "01_dies.log") in msg
+    kept = out / "01_dies.ipynb"
+    assert kept.exists()
+    files = [f for f in out.rglob("*") if f.is_file()]
+    for f in files:
+        text = f.read_text(encoding="utf-8")
+        assert PLANTED not in text and other not in text, f
+    assert "[redacted OPENAI_API_KEY]" in kept.read_text()
+    assert "[redacted MY_ENDPOINT_CRED]" in kept.read_text()
+    assert PLANTED not in msg and other not in msg
+
+
 @pytest.mark.slow
 def test_batch_runs_series_renders_offline_html(
     tmp_path: Path, nbdir: Path, monkeypatch: pytest.MonkeyPatch

@@ -137,3 +137,92 @@ def test_usage_from_stored_rows_feeds_the_cost_table() -> None:
     assert math.isclose(t.loc["a", "cost_per_request"], hourly / 1800, rel_tol=EXACT)
     ref = (20 * 0.03 + 1.5 * 0.06) / 1000
     assert math.isclose(t.loc["a", "api_to_self_ratio"], ref / (hourly / 1800), rel_tol=EXACT)
+
+
+def _usage(**self_hosted: object) -> pd.DataFrame:
+    me = {"model": "me", "kind": "self-hosted", "tokens_in": 500, "tokens_out": 200,
+          "latency_s": 4.0, "hourly_usd": 0.90} | self_hosted  # fmt: skip
+    return pd.DataFrame([{"model": "gpt-4", "kind": "api", "tokens_in": 500, "tokens_out": 200},
+                         me])  # fmt: skip
+
+
+@pytest.mark.parametrize("bad", [math.nan, 0.0, 0, -0.5, 1.5, 2.0, None, "half"])
+def test_utilization_outside_0_1_is_an_error_naming_model_and_value(bad: object) -> None:
+    with pytest.raises(SlamkitError, match=r"'me'.*utilization must be .*\(0, 1\]") as ei:
+        cost_table(_usage(), utilization=bad, as_of="2023-12-31")  # type: ignore[arg-type]
+    assert repr(bad) in str(ei.value)
+    # a row value that is set but invalid is an error too, not the default (None/NaN in a
+    # row mean "not set": a usage frame with the column for some rows only has NaN elsewhere)
+    if not (bad is None or bad != bad):
+        with pytest.raises(SlamkitError, match=r"'me' \(its usage row\).*utilization"):
+            cost_table(_usage(utilization=bad), as_of="2023-12-31")
+    with pytest.raises(SlamkitError, match="utilization"):
+        self_hosted_cost_per_request(0.9, 4.0, bad)  # type: ignore[arg-type]
+
+
+def test_row_utilization_zero_is_not_replaced_by_the_default() -> None:
+    with pytest.raises(SlamkitError, match=r"got 0\b"):
+        cost_table(_usage(utilization=0), utilization=0.5, as_of="2023-12-31")
+    t = cost_table(_usage(utilization=1.0), utilization=0.5, as_of="2023-12-31")
+    assert t.set_index("model").loc["me", "utilization"] == 1.0  # the row wins over 0.5
+    with pytest.raises(SlamkitError, match="concurrency"):
+        cost_table(_usage(concurrency=0), as_of="2023-12-31")
+
+
+def test_unknown_reference_cost_gives_nan_break_even_not_inf() -> None:
+    usage = _usage()
+    usage.loc[0, "tokens_out"] = math.nan  # the API's usage is unknown
+    t = cost_table(usage, utilization=0.5, as_of="2023-12-31").set_index("model")
+    assert math.isnan(t.loc["me", "break_even_requests_per_month"])
+    # a finite cost that one instance cannot match still reads "never" (inf)
+    slow = cost_table(_usage(latency_s=4000.0), utilization=0.5, as_of="2023-12-31")
+    assert slow.set_index("model").loc["me", "break_even_requests_per_month"] == math.inf
+
+
+def test_explicit_api_prices_override_the_price_table() -> None:
+    """The notebook's price parameters reach the table: 500 in, 200 out at $0.01/$0.02 per 1K
+    = 0.005 + 0.004 = $0.009 per request (the table's gpt-4 row would give $0.027)."""
+    t = cost_table(_usage(), utilization=0.5, price_in_per_1k=0.01, price_out_per_1k=0.02)
+    t = t.set_index("model")
+    api = t.loc["gpt-4"]
+    assert (api["input_per_1k_usd"], api["output_per_1k_usd"]) == (0.01, 0.02)
+    assert api["price_source"] == "explicit" and api["price_date"] is None
+    assert math.isclose(api["cost_per_request"], 0.009, rel_tol=EXACT)
+    assert math.isclose(t.loc["me", "api_to_self_ratio"], 0.009 / 0.002, rel_tol=EXACT)
+    # the same prices through usage_frame (a row with its own prices)
+    gens = pd.DataFrame({"model": ["me"], "prompt_tokens": [500], "completion_tokens": [200],
+                         "latency_s": [4.0]})  # fmt: skip
+    refs = pd.DataFrame({"completion_tokens": [200], "prompt_tokens": [500]})
+    u = usage_frame(gens, refs, price_in_per_1k=0.01, price_out_per_1k=0.02).assign(hourly_usd=0.9)
+    t2 = cost_table(u, utilization=0.5).set_index("model")
+    assert math.isclose(t2.loc["gpt-4", "cost_per_request"], 0.009, rel_tol=EXACT)
+    with pytest.raises(SlamkitError, match="both price_in_per_1k and price_out_per_1k"):
+        cost_table(_usage(), price_in_per_1k=0.01)
+    with pytest.raises(SlamkitError, match="price_out_per_1k must be a price"):
+        cost_table(_usage(), price_in_per_1k=0.01, price_out_per_1k=math.nan)
+
+
+def test_ratio_per_output_token_and_truncated_share() -> None:
+    """API: 500 in + 600 out at $0.03/$0.06 = 0.015 + 0.036 = $0.051/request,
+    $85 per 1M output tokens. Self-hosted: 128 tokens out, $0.002/request -> $15.625 per 1M
+    output tokens. Per request the API costs 25.5x; per output token only 85 / 15.625 = 5.44x.
+    3 of 4 generations stopped at the limit (finish_reason 'length')."""
+    gens = pd.DataFrame(
+        {"model": ["me"] * 4, "prompt_tokens": [500] * 4, "completion_tokens": [128] * 4,
+         "latency_s": [4.0] * 4, "finish_reason": ["length", "length", "stop", "length"]}
+    )  # fmt: skip
+    refs = pd.DataFrame({"completion_tokens": [600, 600], "prompt_tokens": [500, 500]})
+    u = usage_frame(gens, refs).assign(hourly_usd=0.9)
+    t = cost_table(u, utilization=0.5, as_of="2023-12-31").set_index("model")
+    me = t.loc["me"]
+    assert me["truncated_share"] == 0.75 and math.isnan(t.loc["gpt-4", "truncated_share"])
+    assert math.isclose(me["api_to_self_ratio"], 0.051 / 0.002, rel_tol=EXACT)
+    assert math.isclose(me["cost_per_1m_output_tokens"], 15.625, rel_tol=EXACT)
+    assert math.isclose(me["ratio_per_output_token"], 85 / 15.625, rel_tol=EXACT)
+    assert t.loc["gpt-4", "ratio_per_output_token"] == pytest.approx(1.0)
+    # without finish_reason: completion_tokens >= max_tokens from the sampling JSON
+    fallback = gens.drop(columns="finish_reason").assign(
+        sampling='{"max_tokens": 128, "temperature": 0.0}',
+        completion_tokens=[128, 100, 128, 5],
+    )
+    assert usage_frame(fallback)["truncated_share"].iloc[0] == 0.5

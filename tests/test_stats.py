@@ -114,6 +114,13 @@ def test_pairwise_and_reference_flags() -> None:
     assert mc.loc["bad", "p_adjusted"] < 0.001
 
 
+def test_compare_to_reference_with_only_the_reference_is_a_clear_error() -> None:
+    df = _paired_frame()
+    only_ref = df[df["model"] == "ref"]
+    with pytest.raises(SlamkitError, match="no other model to compare"):
+        compare_to_reference(only_ref, "score", "ref", n_boot=50)
+
+
 def _simulate_verdicts(theta: dict[str, float], nu: float, n: int, seed: int) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     names = list(theta)
