@@ -23,6 +23,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
+from slamkit import pareto
 from slamkit.errors import SlamkitError
 
 __all__ = [
@@ -35,7 +36,7 @@ __all__ = [
     "cost_breakdown",
     "break_even",
     "smart_savings",
-    "pareto_mask",
+    "frontier_mask",
     "quant_bits",
 ]
 
@@ -96,13 +97,13 @@ def _fmt(x: Any, spec: str = ".3g") -> str:
 
 
 def _base_layout(fig: go.Figure, title: str, subtitle: str | None, **kw: Any) -> go.Figure:
-    fig.update_layout(
-        title=_title(title, subtitle),
-        template="plotly_white",
-        margin={"t": 90, "l": 70, "r": 30, "b": 60},
-        hoverlabel={"align": "left"},
-        **kw,
-    )
+    layout: dict[str, Any] = {
+        "title": _title(title, subtitle),
+        "template": "plotly_white",
+        "margin": {"t": 90, "l": 70, "r": 30, "b": 60},
+        "hoverlabel": {"align": "left"},
+    }
+    fig.update_layout(**(layout | kw))
     return fig
 
 
@@ -113,20 +114,50 @@ def quant_bits(quant: str | None) -> float:
     return _QUANT_BITS.get(str(quant).upper(), float("nan"))
 
 
-def pareto_mask(
-    quality: Sequence[float], cost: Sequence[float], latency: Sequence[float] | None = None
-) -> np.ndarray:
-    """True where no other point has quality >= and cost <= (and latency <=), one strictly."""
-    q = np.asarray(quality, dtype=float)
-    c = np.asarray(cost, dtype=float)
-    lat = np.zeros_like(q) if latency is None else np.asarray(latency, dtype=float)
-    keep = np.ones(len(q), dtype=bool)
-    for i in range(len(q)):
-        dominated = (q >= q[i]) & (c <= c[i]) & (lat <= lat[i])
-        strictly = (q > q[i]) | (c < c[i]) | (lat < lat[i])
-        if np.any(dominated & strictly):
-            keep[i] = False
-    return keep
+def frontier_mask(df: pd.DataFrame) -> np.ndarray:
+    """Variants on the Pareto frontier over quality (max), cost and p95 latency (min).
+
+    One implementation, :func:`slamkit.pareto.pareto_mask`: a missing quality or cost keeps
+    a variant off the frontier; a missing p95 latency is unknown and drops nobody by itself.
+    """
+    return pareto.pareto_mask(
+        df, ["quality"], ["cost_per_1k", "p95_latency_s"], optional=["p95_latency_s"]
+    )
+
+
+def _log_ticks(values: Iterable[Any], steps: Sequence[float] = (1, 2, 5)) -> list[float]:
+    """Readable log-axis tick positions (1-2-5 per decade) covering ``values``."""
+    v = pd.to_numeric(pd.Series(list(values), dtype=object), errors="coerce").astype(float)
+    v = v[np.isfinite(v) & (v > 0)]
+    if v.empty:
+        return []
+    lo, hi = math.floor(math.log10(v.min())), math.ceil(math.log10(v.max()))
+    ticks = [s * 10.0**e for e in range(lo - 1, hi + 1) for s in steps]
+    below = [t for t in ticks if t <= v.min()]
+    above = [t for t in ticks if t >= v.max()]
+    first = below[-1] if below else ticks[0]
+    last = above[0] if above else ticks[-1]
+    return [float(f"{t:.12g}") for t in ticks if first <= t <= last]
+
+
+def _usd(x: float) -> str:
+    """A dollar amount for an axis label: $0.002, $0.05, $1, $20, $1,000."""
+    return f"${x:,.0f}" if x >= 1 else "$" + f"{x:.6f}".rstrip("0").rstrip(".")
+
+
+def _log_axis(
+    values: Iterable[Any], title: str, label: Any = None, steps: Sequence[float] = (1, 2, 5)
+) -> dict[str, Any]:
+    """A log axis whose ticks read as numbers (plotly labels 20 and 30 as '2', '3' otherwise).
+
+    Ticks sit at 1-2-5 steps per decade over ``values``; ``label(x)`` writes each one.
+    """
+    ticks = _log_ticks(values, steps)
+    fmt = label or (lambda t: format(t, ",.6g"))
+    axis: dict[str, Any] = {"title": title, "type": "log", "tickformat": ",.6~g"}
+    if ticks:
+        axis.update({"tickmode": "array", "tickvals": ticks, "ticktext": [fmt(t) for t in ticks]})
+    return axis
 
 
 def _sizes(values: pd.Series, lo: float = 9.0, hi: float = 30.0) -> list[float]:
@@ -150,17 +181,20 @@ def pareto_scatter(
     ``df`` columns: ``variant`` (name), ``family``, ``quant``, ``quality`` (higher is
     better), ``cost_per_1k`` (USD per 1,000 requests), ``p95_latency_s`` (seconds).
     Optional: ``quality_lo``/``quality_hi`` (CI, drawn as error bars), ``on_frontier``
-    (bool; computed over quality, cost and p95 latency when absent).
+    (bool; computed over quality, cost and p95 latency when absent, by
+    :func:`frontier_mask`).
     ``reference``: ``{"name", "quality", "cost_per_1k", "p95_latency_s"}`` of the API
     model (e.g. GPT-4), drawn as a black star. Marker size grows with p95 latency;
     colour is the family, symbol the quantization. The frontier line joins, in cost
-    order, the variants that no other variant beats on quality and cost (and p95).
+    order, the variants that no other variant beats on quality and cost (and p95), and
+    rings them (so a frontier of one variant is visible too). The log cost axis is
+    labelled in dollars at 1-2-5 steps.
     """
     _need(df, ["variant", "family", "quant", "quality", "cost_per_1k", "p95_latency_s"],
           "pareto_scatter")  # fmt: skip
     d = df.reset_index(drop=True).copy()
     if "on_frontier" not in d:
-        d["on_frontier"] = pareto_mask(d["quality"], d["cost_per_1k"], d["p95_latency_s"])
+        d["on_frontier"] = frontier_mask(d)
     d["_size"] = _sizes(d["p95_latency_s"])
     colors = _color_map(d["family"])
     symbols = {q: SYMBOLS[i % len(SYMBOLS)] for i, q in enumerate(dict.fromkeys(d["quant"]))}
@@ -239,12 +273,15 @@ def pareto_scatter(
             go.Scatter(
                 x=front["cost_per_1k"].tolist(),
                 y=front["quality"].tolist(),
-                mode="lines",
+                mode="lines+markers",  # one frontier point still shows (a line needs two)
                 name="Pareto frontier",
                 line={"color": "#555555", "dash": "dot", "width": 1.5},
-                hoverinfo="skip",
+                marker={"symbol": "circle-open", "size": 22, "color": "#555555",
+                        "line": {"width": 1.5}},
+                customdata=_esc(front["variant"]),
+                hovertemplate="<b>%{customdata}</b> is on the Pareto frontier<extra></extra>",
             )
-        )
+        )  # fmt: skip
     if reference:
         fig.add_trace(
             go.Scatter(
@@ -265,12 +302,18 @@ def pareto_scatter(
                 ),
             )
         )
+    costs = list(d["cost_per_1k"]) + ([reference["cost_per_1k"]] if reference else [])
+    xaxis = (
+        _log_axis(costs, "cost (USD per 1,000 requests)", _usd)
+        if log_cost
+        else {"title": "cost (USD per 1,000 requests)", "tickprefix": "$"}
+    )
     return _base_layout(
         fig,
         "Quality vs cost: which variants are worth hosting?",
         "Up and left is better. Marker size = p95 latency, colour = family, "
-        "symbol = quantization; dotted line = Pareto frontier.",
-        xaxis={"title": "cost (USD per 1,000 requests)", "type": "log" if log_cost else "linear"},
+        "symbol = quantization; dotted line and rings = Pareto frontier.",
+        xaxis=xaxis,
         yaxis={"title": html.escape(quality_label)},
         legend={"groupclick": "toggleitem"},
     )
@@ -714,15 +757,20 @@ def break_even(
 
 
 # -- selection -------------------------------------------------------------------
-def smart_savings(df: pd.DataFrame, gamma: float | None = None) -> go.Figure:
+def smart_savings(
+    df: pd.DataFrame, gamma: float | None = None, source: str | None = None
+) -> go.Figure:
     """SMART cost savings against always using the reference, per error budget delta.
 
     ``df`` columns: ``delta`` (allowed share of outputs that differ from the reference),
     ``savings`` (reference cost / method cost, e.g. 12.5 for 12.5x), ``method``;
     optional ``violation_rate`` (share of simulated runs that broke the guarantee).
-    ``gamma`` is shown in the subtitle.
+    ``gamma`` is shown in the subtitle. ``source`` (default ``df.attrs["source"]``, set by
+    :func:`slamkit.report.simulation_long`) says where the numbers come from, e.g. that
+    they are a simulation and not the user's data; it opens the subtitle and the title.
     """
     _need(df, ["delta", "savings", "method"], "smart_savings")
+    source = source if source is not None else df.attrs.get("source")
     colors = _color_map(df["method"])
     fig = go.Figure()
     for m, g in df.sort_values("delta").groupby("method", sort=False):
@@ -746,14 +794,27 @@ def smart_savings(df: pd.DataFrame, gamma: float | None = None) -> go.Figure:
                 ),
             )
         )
-    fig.add_hline(y=1, line_dash="dot", line_color=REFERENCE_COLOR, annotation_text="no saving")
+    # The line is a shape (data units), the label an annotation: on a log axis plotly reads
+    # an annotation's y as log10(value), so "no saving" at 1x goes at y = log10(1) = 0.
+    fig.add_hline(y=1, line_dash="dot", line_color=REFERENCE_COLOR)
+    fig.add_annotation(
+        x=1, xref="x domain", xanchor="right", y=math.log10(1), yref="y", yanchor="bottom",
+        text="no saving (1x)", showarrow=False, font={"color": REFERENCE_COLOR},
+    )  # fmt: skip
     sub = "Looser error budget (larger delta) -> cheaper models qualify."
     if gamma is not None:
         sub += f" Confidence gamma = {gamma:g}."
+    title = "SMART: cost saving vs allowed error rate"
+    if source:
+        sub = f"<b>{html.escape(source)}</b><br>{sub}"
+        if "simulat" in source.lower():
+            title = "SMART (simulation): cost saving vs allowed error rate"
+    savings = pd.to_numeric(df["savings"], errors="coerce").tolist() + [1.0]
     return _base_layout(
         fig,
-        "SMART: cost saving vs allowed error rate",
+        title,
         sub,
         xaxis={"title": "delta (max share of outputs differing from the reference)"},
-        yaxis={"title": "saving (x cheaper than the reference)", "type": "log"},
+        yaxis=_log_axis(savings, "saving (x cheaper than the reference)", lambda t: f"{t:,.6g}x"),
+        margin={"t": 110 if source else 90, "l": 70, "r": 30, "b": 60},
     )

@@ -20,6 +20,12 @@ from slamkit.errors import SlamkitError
 
 HOURS_PER_MONTH = 730.0
 
+#: headline column: share of generations that stopped at max_tokens, in percent
+TRUNCATED_COL = "truncated at max_tokens (%)"
+
+#: how missing values are shown in report tables (the DataFrames keep NaN/<NA>)
+MISSING = "\u2014"
+
 #: GPT-4 (8K) list prices of Dec 2023, USD per 1K tokens (METHOD.md section 4).
 GPT4_DEC2023 = {"price_in_per_1k": 0.03, "price_out_per_1k": 0.06}
 
@@ -34,7 +40,7 @@ def load_generations(store: Any, task_id: str | None = None) -> pd.DataFrame:
                m.name) AS family, coalesce(m.quant, '?') AS quant, m.n_params, m.size_bytes,
                g.task_id, g.item_id, g.sample_index, g.text, g.error, g.prompt_tokens,
                g.completion_tokens, g.ttft_s, g.prefill_tps, g.decode_tps, g.latency_s,
-               g.load_time_s, g.peak_rss_mb
+               g.load_time_s, g.peak_rss_mb, g.finish_reason
         FROM generations g LEFT JOIN models m USING (model_id) {where}
         ORDER BY variant, g.item_id, g.sample_index
         """,
@@ -145,9 +151,21 @@ def performance_summary(gens: pd.DataFrame) -> pd.DataFrame:
                 "decode_tps": g["decode_tps"].astype(float).mean(),
                 "prompt_tokens": g["prompt_tokens"].astype(float).mean(),
                 "completion_tokens": g["completion_tokens"].astype(float).mean(),
+                "truncated_share": truncated_share(g),
             }
         )
     return pd.DataFrame(rows)
+
+
+def truncated_share(gens: pd.DataFrame) -> float:
+    """Share of generations that stopped at max_tokens (``finish_reason == 'length'``).
+
+    NaN when no generation has a recorded finish reason.
+    """
+    if "finish_reason" not in gens:
+        return float("nan")
+    fr = gens["finish_reason"].dropna()
+    return float((fr == "length").mean()) if len(fr) else float("nan")
 
 
 def self_hosted_usd_per_request(
@@ -452,7 +470,12 @@ def headline(
     utilization: float,
     metric: str,
 ) -> pd.DataFrame:
-    """The one-table summary: quality (CI), latency, speed and cost per variant + the API."""
+    """The one-table summary: quality (CI), latency, speed and cost per variant + the API.
+
+    Missing values stay NaN/<NA> (numeric columns); show it with :func:`display_table`.
+    ``truncated at max_tokens (%)`` is the share of a variant's generations that hit the
+    token limit: their cost per request is that of a cut-off answer.
+    """
     d = tradeoff_frame(perf, quality, hourly_usd, utilization)
     rows = [
         {
@@ -463,6 +486,7 @@ def headline(
             "p95 latency (s)": round(float(r.p95_latency_s), 2),
             "decode (tok/s)": round(float(r.decode_tps), 1),
             "USD / 1K requests": round(float(r.cost_per_1k), 4),
+            TRUNCATED_COL: round(100 * float(getattr(r, "truncated_share", np.nan)), 1),
         }
         for r in d.itertuples(index=False)
     ]
@@ -478,9 +502,11 @@ def headline(
                 else None,
                 "decode (tok/s)": None,
                 "USD / 1K requests": round(reference["cost_per_1k"], 4),
+                TRUNCATED_COL: None,
             }
         )
     out = pd.DataFrame(rows)
+    out[TRUNCATED_COL] = out[TRUNCATED_COL].astype(float)
     out["items"] = out["items"].astype("Int64")
     return out
 
@@ -490,6 +516,110 @@ def provenance(runs: pd.DataFrame) -> pd.DataFrame:
     cols = ["run_id", "kind", "started_at", "slamkit_version", "llama_cpp_python_version",
             "n_threads", "n_threads_batch", "n_gpu_layers", "seed", "git_revision"]  # fmt: skip
     return runs[[c for c in cols if c in runs.columns]].set_index("run_id")
+
+
+class Table:
+    """A DataFrame shown with missing values as an em dash (display only).
+
+    ``frame`` is the untouched DataFrame (numeric NaN/<NA>, for code and tests); the
+    notebook shows the HTML (escaped) or text rendering with ``MISSING`` in the gaps.
+    """
+
+    def __init__(self, frame: pd.DataFrame) -> None:
+        self.frame = frame
+
+    def _shown(self) -> pd.DataFrame:
+        d = self.frame.copy()
+        for c in d.columns:  # pandas prints <NA>/None whatever na_rep says, unless NaN
+            col = d[c]
+            textual = pd.api.types.is_object_dtype(col.dtype) or isinstance(
+                col.dtype, pd.api.extensions.ExtensionDtype
+            )
+            if textual and col.isna().any():
+                d[c] = col.astype(object).where(col.notna(), np.nan)
+        return d
+
+    def _repr_html_(self) -> str:
+        return self._shown().to_html(na_rep=MISSING, escape=True)
+
+    def __repr__(self) -> str:
+        return self._shown().to_string(na_rep=MISSING)
+
+
+def display_table(df: pd.DataFrame) -> Table:
+    """``df`` for a notebook cell, with NaN/<NA>/None/NaT shown as an em dash."""
+    return Table(df)
+
+
+def selection_table(selection: Any) -> pd.DataFrame:
+    """Per candidate of a SMART selection: conformity, its Clopper-Pearson interval, verdict.
+
+    ``selection``: a :class:`slamkit.smart.Selection`, or a ``selections`` row (dict or
+    Series; ``details`` may be JSON text). Read from ``details["models"]`` (what profiling
+    stored: k conforming of n profiled, the method's own bounds and state). Returns one
+    row per model: ``model, conforming, profiled, conformity, cp_lo, cp_hi`` (two-sided
+    Clopper-Pearson at confidence gamma), ``bound_lo, bound_hi`` (the bounds the method
+    decided with, e.g. the anytime-valid confidence sequence), ``target`` (1 - delta) and
+    ``verdict``: *invalid* (upper bound < target), *satisfied* (lower bound >= target) or
+    *unknown* (the interval contains the target, or the model was not profiled).
+    """
+    from slamkit.smart.bounds import clopper_pearson
+
+    row = _selection_row(selection)
+    details = row["details"]
+    if isinstance(details, str):
+        details = json.loads(details)
+    gamma, delta = float(row["gamma"]), float(row["delta"])
+    cols = ["model", "conforming", "profiled", "conformity", "cp_lo", "cp_hi", "bound_lo",
+            "bound_hi", "target", "verdict"]  # fmt: skip
+    rows = []
+    for m in (details or {}).get("models", []):
+        k, n = int(m.get("k") or 0), int(m.get("n") or 0)
+        lo, hi = clopper_pearson(k, n, gamma) if n else (np.nan, np.nan)
+        rows.append(
+            {"model": m["model"], "conforming": k, "profiled": n,
+             "conformity": k / n if n else np.nan, "cp_lo": float(lo), "cp_hi": float(hi),
+             "bound_lo": m.get("lower") if n else np.nan,
+             "bound_hi": m.get("upper") if n else np.nan,
+             "target": 1 - delta, "verdict": m.get("state") or "unknown"}
+        )  # fmt: skip
+    out = pd.DataFrame(rows, columns=cols)
+    for c in ("bound_lo", "bound_hi"):
+        out[c] = out[c].astype(float)
+    return out
+
+
+def _selection_row(selection: Any) -> Any:
+    if isinstance(selection, (dict, pd.Series)):
+        return selection
+    return {k: getattr(selection, k) for k in ("details", "gamma", "delta")}
+
+
+def selection_display(selection: Any) -> Table:
+    """:func:`selection_table` as the report shows it: counts, intervals, verdict vs target."""
+    t = selection_table(selection)
+    gamma = float(_selection_row(selection)["gamma"])
+
+    def iv(lo: float, hi: float) -> str | None:
+        return None if pd.isna(lo) else f"[{lo:.3f}, {hi:.3f}]"
+
+    shown = pd.DataFrame(
+        {
+            "model": t["model"],
+            "conforming / profiled": [f"{k}/{n}" for k, n in zip(t["conforming"],
+                                                                  t["profiled"], strict=True)],
+            "conformity": t["conformity"].round(3),
+            f"Clopper-Pearson {gamma:.0%} CI": [
+                iv(a, b) for a, b in zip(t["cp_lo"], t["cp_hi"], strict=True)
+            ],
+            "bounds used by the method": [
+                iv(a, b) for a, b in zip(t["bound_lo"], t["bound_hi"], strict=True)
+            ],
+            "target (1 - delta)": t["target"].round(3),
+            "verdict (method's bounds)": t["verdict"],
+        }
+    )  # fmt: skip
+    return Table(shown.set_index("model"))
 
 
 def verdicts_from_scores(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -598,6 +728,8 @@ def simulation_long(path: str | None = None, setting: str = "IMDB") -> pd.DataFr
     if not p.exists():
         raise SlamkitError(f"{p} is missing: run `slamkit simulate` to produce it.")
     w = pd.read_csv(p)
+    if setting not in set(w["setting"]):
+        raise SlamkitError(f"{p} has no setting {setting!r}; it has {sorted(set(w['setting']))}.")
     w = w[w["setting"] == setting]
     names = {"smart": "SMART", "mix": "SMART-ModelMix", "anytime": "anytime-valid (slamkit)"}
     rows = []
@@ -606,7 +738,27 @@ def simulation_long(path: str | None = None, setting: str = "IMDB") -> pd.DataFr
             if f"saving_{m}" in r:
                 rows.append({"delta": r["delta"], "method": label, "savings": r[f"saving_{m}"],
                              "violation_rate": r.get(f"violation_{m}")})  # fmt: skip
-    return pd.DataFrame(rows)
+    out = pd.DataFrame(rows)
+    out.attrs["source"] = simulation_source(setting, _simulation_seeds(p))
+    return out
+
+
+def simulation_source(setting: str, seeds: int | None = None) -> str:
+    """The label every chart of simulated SMART results carries (it is not the user's data)."""
+    runs = f", {seeds} seeds" if seeds else ""
+    return f"Simulated: {setting} setting of Jo & Trummer (SMART){runs} \u2014 not your data"
+
+
+def _simulation_seeds(csv: Any) -> int | None:
+    """Seeds per cell, from the header the simulator writes beside the CSV (``.md``)."""
+    import re
+    from pathlib import Path
+
+    md = Path(csv).with_suffix(".md")
+    if not md.exists():
+        return None
+    m = re.search(r"([\d,]+) seeds per cell", md.read_text(encoding="utf-8")[:2000])
+    return int(m.group(1).replace(",", "")) if m else None
 
 
 def pairwise_verdicts(

@@ -189,7 +189,7 @@ class TradeoffExplorer(LinkedFigure):
                 report.break_even_frame(perf, self.reference, v["hourly_usd"], v["utilization"])
             )
             fig.add_vline(x=v["requests_per_month"], line_dash="dot")
-        front = d[charts.pareto_mask(d["quality"], d["cost_per_1k"], d["p95_latency_s"])]
+        front = d[charts.frontier_mask(d)]
         best = front.sort_values("cost_per_1k").iloc[0]
         traffic = v["requests_per_month"]
         servers = np.ceil(

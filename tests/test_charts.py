@@ -7,8 +7,9 @@ import pandas as pd
 import plotly.io as pio
 import pytest
 
-from slamkit import charts
+from slamkit import charts, report
 from slamkit.errors import SlamkitError
+from slamkit.pareto import pareto_frontier
 
 
 def _variants() -> pd.DataFrame:
@@ -26,12 +27,44 @@ def _variants() -> pd.DataFrame:
     )
 
 
-def test_pareto_mask_by_hand() -> None:
+def test_frontier_is_slamkit_pareto_with_one_nan_rule() -> None:
+    """The chart uses slamkit.pareto (no second implementation that disagrees on NaN)."""
+    assert not hasattr(charts, "pareto_mask")
+    d = pd.DataFrame({"quality": [0.1, 0.5, 0.4], "cost_per_1k": [1.0, 1.0, 2.0],
+                      "p95_latency_s": [1.0, 1.0, np.nan]})  # fmt: skip
+    assert charts.frontier_mask(d).tolist() == [False, True, False]
+    # a variant whose latency is unknown stays on the frontier when nothing beats it
+    d.loc[2, "quality"] = 0.9
+    assert charts.frontier_mask(d).tolist() == [False, True, True]
+    same = pareto_frontier(d.assign(i=range(3)), cost="cost_per_1k").sort_values("i")
+    assert same["on_frontier"].tolist() == [False, True, True]
+    fig = charts.pareto_scatter(d.assign(variant=list("abc"), family="f", quant="Q4_0"))
+    front = next(t for t in fig.data if t.name == "Pareto frontier")
+    assert list(front.customdata) == ["b", "c"]
     # b dominates d (better quality, cheaper); a, b, c trade off.
-    mask = charts.pareto_mask([0.4, 0.5, 0.45, 0.3], [0.1, 0.2, 0.15, 0.3])
-    assert mask.tolist() == [True, True, True, False]
-    # with latency, equal points are not dominated by each other
-    assert charts.pareto_mask([1, 1], [1, 1], [1, 1]).tolist() == [True, True]
+    v = _variants()
+    assert charts.frontier_mask(v).tolist() == [True, True, True, False]
+
+
+def test_single_point_frontier_is_drawn() -> None:
+    one = _variants().iloc[[1]]
+    fig = charts.pareto_scatter(one)
+    front = next(t for t in fig.data if t.name == "Pareto frontier")
+    assert list(front.x) == [0.20] and "markers" in front.mode  # a lone point still shows
+
+
+def test_log_axes_read_as_numbers() -> None:
+    """Plotly labels 20 and 30 on a log axis as '2', '3' unless told otherwise."""
+    ref = {"name": "gpt-4", "quality": 1.0, "cost_per_1k": 32.9, "p95_latency_s": 9.0}
+    x = charts.pareto_scatter(_variants(), reference=ref).layout.xaxis
+    assert x.type == "log"
+    assert list(x.ticktext) == ["$0.1", "$0.2", "$0.5", "$1", "$2", "$5", "$10", "$20", "$50"]
+    assert list(x.tickvals) == [0.1, 0.2, 0.5, 1.0, 2.0, 5.0, 10.0, 20.0, 50.0]
+    small = _variants().assign(cost_per_1k=[0.0012, 0.004, 0.002, 0.03])
+    assert charts.pareto_scatter(small).layout.xaxis.ticktext[0] == "$0.001"
+    df = pd.DataFrame({"delta": [0.02, 0.1], "savings": [0.9, 30.0], "method": ["m", "m"]})
+    y = charts.smart_savings(df).layout.yaxis
+    assert y.type == "log" and "20x" in y.ticktext and "1x" in y.ticktext
 
 
 def test_pareto_scatter_traces_values_and_reference() -> None:
@@ -197,3 +230,27 @@ def test_smart_savings_lines() -> None:
     assert list(by["smart"].customdata) == ["2.0%", "1.0%"]
     assert fig.layout.yaxis.type == "log"
     assert "gamma = 0.95" in fig.layout.title.text
+
+
+def test_smart_savings_no_saving_label_sits_on_its_line() -> None:
+    """On a log axis an annotation's y is log10: the label for the 1x line goes at y = 0."""
+    df = pd.DataFrame({"delta": [0.02, 0.1], "savings": [1.5, 20.0], "method": ["m", "m"]})
+    fig = charts.smart_savings(df)
+    line = next(s for s in fig.layout.shapes if s.y0 == s.y1)
+    assert line.y0 == 1 and line.yref == "y"
+    label = next(a for a in fig.layout.annotations if "no saving" in a.text)
+    assert label.yref == "y" and label.y == pytest.approx(0.0)
+
+
+def test_simulated_savings_say_so() -> None:
+    sim = report.simulation_long(setting="IMDB")
+    fig = charts.smart_savings(sim, gamma=0.95)
+    title = fig.layout.title.text
+    assert "Simulated: IMDB setting of Jo &amp; Trummer (SMART), 1000 seeds" in title
+    assert "not your data" in title and "SMART (simulation)" in title
+    # a curve of the user's own data (no source) carries no such label
+    own = pd.DataFrame(sim.to_dict("list"))
+    assert "Simulated" not in charts.smart_savings(own).layout.title.text
+    assert "your label" in charts.smart_savings(own, source="your label").layout.title.text
+    with pytest.raises(SlamkitError, match="no setting"):
+        report.simulation_long(setting="nope")

@@ -47,3 +47,25 @@ def test_matches_brute_force_definition() -> None:
             gt = a.q > b.q or a.c < b.c or a.l < b.l
             dominated |= ge and gt
         assert mask[i] == (not dominated)
+
+
+def test_unknown_latency_neither_drops_a_row_nor_drops_others() -> None:
+    """A missing p95 latency is unknown: the row is compared on what it has."""
+    df = pd.DataFrame(
+        {"model": ["slow", "mid", "api"], "quality": [0.1, 0.5, 0.9],
+         "cost_per_request": [1.0, 1.0, 2.0], "p95_latency_s": [1.0, 1.0, np.nan]}
+    )  # fmt: skip
+    # "api" is the best on quality: an unknown latency does not push it off the frontier
+    out = pareto_frontier(df).set_index("model")["on_frontier"].to_dict()
+    assert out == {"slow": False, "mid": True, "api": True}
+    # ... and a row beaten on quality and cost is off it, whatever its latency might be
+    worse = df.assign(quality=[0.1, 0.5, 0.4])
+    assert pareto_mask(worse, ["quality"], ["cost_per_request", "p95_latency_s"],
+                       optional=["p95_latency_s"]).tolist() == [False, True, False]  # fmt: skip
+    # an unknown latency cannot dominate a known one (it might be worse)
+    two = pd.DataFrame({"q": [0.6, 0.5], "c": [1.0, 1.0], "l": [np.nan, 1.0]})
+    assert pareto_mask(two, ["q"], ["c", "l"], optional=["l"]).tolist() == [True, True]
+    # a required objective stays required
+    assert pareto_mask(two, ["q"], ["c", "l"]).tolist() == [False, True]
+    with pytest.raises(SlamkitError, match="optional"):
+        pareto_mask(two, ["q"], ["c"], optional=["l"])

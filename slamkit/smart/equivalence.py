@@ -125,12 +125,25 @@ class ExtractedLabel(Equivalence):
 
 @dataclass
 class EmbeddingSimilarity(Equivalence):
-    """Similarity >= tau: from ``column``, or the cosine of ``embed(candidate)``, ``embed(ref)``."""
+    """Similarity >= tau: from ``column``, or the cosine of ``embed(candidate)``, ``embed(ref)``.
+
+    The column may hold any "higher is closer" score (e.g. a stored ``rougeL``), so the
+    stored spec names what was used: ``name`` when given, else ``embedding-similarity``
+    for an ``embed`` function or an ``embed*`` column, and ``score>=tau:<column>>=<tau>``
+    for any other column (``score>=tau:rougeL>=0.3``).
+    """
 
     tau: float = 0.8
     column: str = "embed_cosine"
     embed: Callable[[str], Sequence[float]] | None = field(default=None, repr=False)
-    name = "embedding-similarity"
+    name: str = ""  # the label in the stored spec; "" = derived as described above
+
+    def __post_init__(self) -> None:
+        if not self.name:
+            generic = self.embed is not None or self.column.startswith("embed")
+            self.name = (
+                "embedding-similarity" if generic else f"score>=tau:{self.column}>={self.tau:g}"
+            )
 
     def params(self) -> dict[str, Any]:
         return {"tau": self.tau, "column": None if self.embed else self.column}

@@ -108,3 +108,25 @@ def test_series_runs_on_real_models_and_report_is_offline_and_clean(
     assert "gemma-3-270m" not in html2.lower() and "evil-model" in html2
     assert "<script>alert(" not in html2
     assert "&lt;script&gt;alert(" in html2
+
+
+def _cells(stem: str) -> list[nbformat.NotebookNode]:
+    path = next(p for p in NOTEBOOKS if p.stem == stem)
+    return list(nbformat.read(path, as_version=4).cells)
+
+
+def test_report_labels_simulation_selection_table_truncation_and_dashes() -> None:
+    """09 says the savings curve is a simulation, shows per-model conformity, the truncation
+    caveat, and renders missing values as dashes (display_table)."""
+    cells = _cells("09_report")
+    i = next(i for i, c in enumerate(cells) if "charts.smart_savings(" in c.source)
+    label = "Simulated: IMDB setting of Jo & Trummer (SMART), 1000 seeds — not your data"
+    assert cells[i - 1].cell_type == "markdown" and label in cells[i - 1].source
+    code = "\n".join(c.source for c in cells if c.cell_type == "code")
+    md = "\n".join(c.source for c in cells if c.cell_type == "markdown")
+    assert "report.selection_display(selection)" in code
+    assert "report.display_table(report.headline(" in code
+    assert "report.display_table(report.provenance(" in code
+    assert "max_tokens" in md and "06_cost" in md and "truncated" in md
+    code08 = "\n".join(c.source for c in _cells("08_selection") if c.cell_type == "code")
+    assert "report.selection_display(selection)" in code08
