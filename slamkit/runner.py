@@ -8,7 +8,6 @@ SIGKILL) resumes where it stopped: each row is committed on its own, idempotentl
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import subprocess
@@ -422,19 +421,3 @@ def _register_endpoints(store: Store, endpoints: list[EndpointModel]) -> None:
             for e in endpoints
         ],
     )
-
-
-def generations_df(store: Store, task_id: str | None = None) -> Any:
-    """Generations joined with their model's catalog columns (one row per cell)."""
-    sql = (
-        "SELECT g.*, m.name AS model, m.family, m.quant, m.n_params, m.size_bytes "
-        "FROM generations g LEFT JOIN models m USING (model_id)"
-    )
-    params: list[Any] = []
-    if task_id:
-        sql += " WHERE g.task_id = ?"
-        params.append(task_id)
-    df = store.df(sql + " ORDER BY m.name, g.item_id, g.sample_index", params)
-    if not df.empty:
-        df["sampling"] = [json.loads(s) for s in df["sampling"]]
-    return df

@@ -207,10 +207,6 @@ def anytime_family(alpha: float, target: float, strength: float = 10.0) -> BetaB
     return BetaBinomialCS(alpha=alpha, a=strength * target, b=strength * (1 - target))
 
 
-def lower_bound(family: BoundFamily, k: ArrayLike, n: ArrayLike) -> np.ndarray:
-    return family.interval(k, n)[0]
-
-
 def thresholds_at(family: BoundFamily, n: ArrayLike, t: float) -> tuple[np.ndarray, np.ndarray]:
     """Integer thresholds for each sample size in ``n`` (any shape).
 
