@@ -16,6 +16,15 @@ import numpy as np
 import pandas as pd
 
 from slamkit.charts import quant_bits
+from slamkit.cost import (
+    api_cost_per_request,
+    check_utilization,
+    count_tokens,
+    instance_price,
+    load_prices,
+    self_hosted_cost_per_request,
+    truncated_share,
+)
 from slamkit.errors import SlamkitError
 
 HOURS_PER_MONTH = 730.0
@@ -157,17 +166,6 @@ def performance_summary(gens: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def truncated_share(gens: pd.DataFrame) -> float:
-    """Share of generations that stopped at max_tokens (``finish_reason == 'length'``).
-
-    NaN when no generation has a recorded finish reason.
-    """
-    if "finish_reason" not in gens:
-        return float("nan")
-    fr = gens["finish_reason"].dropna()
-    return float((fr == "length").mean()) if len(fr) else float("nan")
-
-
 def self_hosted_usd_per_request(
     hourly_usd: float, mean_latency_s: float, utilization: float
 ) -> float:
@@ -175,22 +173,10 @@ def self_hosted_usd_per_request(
 
     METHOD.md section 4: cost/request = hourly price / (3600 / latency x utilization).
     """
-    from slamkit.cost import self_hosted_cost_per_request
-
-    if not 0 < utilization <= 1:
-        raise SlamkitError(f"utilization={utilization}: use a fraction in (0, 1].")
+    check_utilization(utilization)
     if not mean_latency_s or not np.isfinite(mean_latency_s):
         return float("nan")
     return self_hosted_cost_per_request(hourly_usd, mean_latency_s, utilization)
-
-
-def api_usd_per_request(
-    prompt_tokens: float, completion_tokens: float, price_in_per_1k: float, price_out_per_1k: float
-) -> float:
-    """tokens_in x price_in + tokens_out x price_out, prices per 1K tokens."""
-    from slamkit.cost import api_cost_per_request
-
-    return api_cost_per_request(prompt_tokens, completion_tokens, price_in_per_1k, price_out_per_1k)
 
 
 def reference_point(
@@ -216,7 +202,7 @@ def reference_point(
             counted = pd.Series(_count_tokens(refs["prompt"].fillna("")), index=refs.index)
             p = p.fillna(counted + 7)
         ptok = float(p.mean()) if p.notna().any() else 0.0
-    per_req = api_usd_per_request(ptok, float(comp.mean()), price_in_per_1k, price_out_per_1k)
+    per_req = api_cost_per_request(ptok, float(comp.mean()), price_in_per_1k, price_out_per_1k)
     lat = refs["latency_s"].astype(float).dropna()
     return {
         "name": name,
@@ -230,8 +216,6 @@ def reference_point(
 
 
 def _count_tokens(texts: pd.Series) -> list[float]:
-    from slamkit.cost import count_tokens
-
     return [float(n) for n in count_tokens(list(texts))]
 
 
@@ -711,8 +695,6 @@ class ShortLivedStore:
 
 def instance_hourly(instance: str) -> float:
     """Hourly USD price of ``instance`` from the dated price table (data/prices.csv)."""
-    from slamkit.cost import instance_price, load_prices
-
     return float(instance_price(load_prices(), instance)["hourly_usd"])
 
 
