@@ -105,7 +105,8 @@ def cache_dir(override: str | Path | None = None) -> Path:
     return Path(env) if env else Path.home() / ".cache" / "slamkit"
 
 
-def _hash_file(path: Path) -> str:
+def hash_file(path: str | Path) -> str:
+    """sha256 hex digest of a file's bytes (read in blocks; not cached)."""
     digest = hashlib.sha256()
     with open(path, "rb") as fh:
         while block := fh.read(4 << 20):
@@ -127,7 +128,7 @@ def file_sha256(path: str | Path, cache: str | Path | None = None) -> str:
     hit = entries.get(key)
     if isinstance(hit, dict) and {k: hit.get(k) for k in stamp} == stamp and "sha256" in hit:
         return str(hit["sha256"])
-    digest = _hash_file(path)
+    digest = hash_file(path)
     try:  # re-read so concurrent writers lose as little as possible; write atomically
         entries = json.loads(index.read_text()) if index.exists() else {}
     except (OSError, ValueError):

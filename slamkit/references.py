@@ -15,7 +15,6 @@ are content hashes, so importing the same file twice writes nothing the second t
 from __future__ import annotations
 
 import csv
-import hashlib
 import importlib.util
 import json
 import math
@@ -25,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slamkit.catalog import hash_file
 from slamkit.errors import MissingDependencyError, ReferenceImportError, SlamkitError
 from slamkit.keys import content_key
 from slamkit.store import Store
@@ -473,14 +473,6 @@ def _version() -> str:
     return __version__
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def import_references(
     store: Store,
     path: str | Path,
@@ -525,7 +517,7 @@ def import_references(
         raise ReferenceImportError(f"{path} holds no rows. Check the file (and records_key).")
     params = {
         "path": str(path),
-        "sha256": _sha256(path),
+        "sha256": hash_file(path),
         "format": fmt,
         "task_id": task_id,
         "columns": dict(columns),
@@ -614,7 +606,7 @@ def load_alpaca_eval(
         picked = picked[: int(limit)]
     origin = f"{ALPACA_EVAL_PACKAGE}:eval_framework/{ALPACA_EVAL_FILE}"
     params: dict[str, Any] = {"loader": "alpaca_eval", "package": ALPACA_EVAL_PACKAGE}
-    params.update(sha256=_sha256(path), limit=limit, subset=subset)
+    params.update(sha256=hash_file(path), limit=limit, subset=subset)
     return _import_rows(
         store,
         [r for _, r in picked],

@@ -87,13 +87,13 @@ def test_sha256_matches_hashlib_and_is_cached(
     smollm2: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     calls: list[Path] = []
-    real = catalog._hash_file
+    real = catalog.hash_file
 
     def counting(path: Path) -> str:
         calls.append(path)
         return real(path)
 
-    monkeypatch.setattr(catalog, "_hash_file", counting)
+    monkeypatch.setattr(catalog, "hash_file", counting)
     cache = tmp_path / "cache"
     first = file_sha256(smollm2, cache)
     assert first == hashlib.sha256(smollm2.read_bytes()).hexdigest()
