@@ -213,11 +213,9 @@ class TradeoffExplorer(LinkedFigure):
 
 def clopper_pearson_lower(k: int, n: int, gamma: float) -> float:
     """One-sided lower confidence bound of a binomial rate at confidence ``gamma``."""
-    from scipy.stats import beta
+    from slamkit.smart.bounds import clopper_pearson
 
-    if n == 0 or k == 0:
-        return 0.0
-    return float(beta.ppf(1 - gamma, k, n - k + 1))
+    return float(clopper_pearson(k, n, gamma, sided="lower")[0])
 
 
 def select_cheapest(

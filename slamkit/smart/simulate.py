@@ -335,14 +335,10 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    add_arguments(ap)
-    return run(ap.parse_args(argv))
-
-
-def add_arguments(ap: argparse.ArgumentParser) -> None:
     from slamkit.smart.cli import add_simulate_arguments
 
     add_simulate_arguments(ap)
+    return run(ap.parse_args(argv))
 
 
 def run(args: argparse.Namespace) -> int:
