@@ -244,7 +244,7 @@ def _row(cell: Cell, task_id: str, run_id: str, backend: Backend | None) -> dict
 def _store_cell(store: Store, row: dict[str, Any]) -> None:
     """Commit one row; a stored error row for the same key is replaced (a retry)."""
     cols = list(row)
-    from slamkit.store.db import _to_db
+    from slamkit.store.db import to_db
 
     db = store.db
     db.execute("BEGIN TRANSACTION")
@@ -255,7 +255,7 @@ def _store_cell(store: Store, row: dict[str, Any]) -> None:
         db.execute(
             f"INSERT INTO generations ({', '.join(cols)}) VALUES "
             f"({', '.join('?' for _ in cols)}) ON CONFLICT DO NOTHING",
-            [_to_db(row[c]) for c in cols],
+            [to_db(row[c]) for c in cols],
         )
         db.execute("COMMIT")
     except Exception:

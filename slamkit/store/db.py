@@ -119,7 +119,7 @@ class Store:
         # One set-based statement: much faster than a statement per row. dtype=object keeps
         # ints with None as ints (no NaN) and lets DuckDB cast to the table's types.
         frame = pd.DataFrame(
-            [[_to_db(r[c]) for c in cols] for r in rows], columns=cols, dtype=object
+            [[to_db(r[c]) for c in cols] for r in rows], columns=cols, dtype=object
         )
         col_sql = ", ".join(f'"{c}"' for c in cols)
         before = self.count(table)
@@ -154,7 +154,7 @@ class Store:
         return {r[0] for r in rows}
 
 
-def _to_db(value: Any) -> Any:
+def to_db(value: Any) -> Any:
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
     return value
