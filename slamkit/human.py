@@ -21,9 +21,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+from statsmodels.stats import inter_rater
 
 from slamkit.errors import SlamkitError
 from slamkit.keys import content_key
+from slamkit.store import readers
 
 if TYPE_CHECKING:
     from slamkit.store import Store
@@ -63,25 +65,14 @@ def build_ab_queue(
 
 
 def _done_pairs(store: Store, annotator: str) -> set[frozenset]:
-    df = store.df(
-        "SELECT left_kind, left_id, right_kind, right_id FROM human_judgments "
-        "WHERE annotator = ? AND criterion = 'overall'",
-        [annotator],
-    )
-    return {
-        frozenset([(lk, li), (rk, ri)]) for lk, li, rk, ri in df.itertuples(index=False, name=None)
-    }
+    return readers.annotated_pairs(store, annotator)
 
 
 def _text(store: Store, kind: str, key: str) -> str:
-    table, col = {
-        "generation": ("generations", "gen_key"),
-        "reference": ("reference_outputs", "ref_id"),
-    }.get(kind, (None, None))
-    if table is None:
+    if kind not in ("generation", "reference"):
         return f"({kind} {key})"
-    row = store.db.execute(f"SELECT text FROM {table} WHERE {col} = ?", [key]).fetchone()
-    return row[0] if row and row[0] is not None else f"(missing {kind} {key})"
+    text = readers.texts(store, kind, [key]).get(key)
+    return text if text is not None else f"(missing {kind} {key})"
 
 
 def record_choice(
@@ -183,6 +174,24 @@ class ABWidget:
         )  # fmt: skip
         self.refresh()
 
+    @classmethod
+    def for_store(
+        cls,
+        store_path: str,
+        task_id: str | None = None,
+        source_model: str | None = None,
+        annotator: str = "",
+        **kw: Any,
+    ) -> ABWidget:
+        """Every generation of ``task_id`` vs its ``source_model`` reference, over a
+        short-lived store: the file is opened for each click and closed at once, so other
+        notebooks and ``slamkit`` commands can write while the widget is open."""
+        from slamkit.store import Store
+
+        store = Store(store_path, short_lived=True)
+        queue = build_ab_queue(store, task_id=task_id, source_model=source_model)
+        return cls(store, queue, annotator=annotator, **kw)
+
     def _ipython_display_(self) -> None:  # pragma: no cover - needs a frontend
         from IPython.display import display
 
@@ -217,11 +226,7 @@ class ABWidget:
         p = self.queue.iloc[self.position]
         prompt = ""
         if self.show_prompt:
-            row = self.store.db.execute(
-                "SELECT prompt FROM items WHERE task_id = ? AND item_id = ?",
-                [p.task_id, p.item_id],
-            ).fetchone()
-            prompt = row[0] if row else ""
+            prompt = readers.item_prompt(self.store, p.task_id, p.item_id)
         pre = '<pre style="white-space: pre-wrap; font-family: inherit">{}</pre>'
         self.prompt_html.value = "<b>Request</b>" + pre.format(html.escape(prompt))
         self.left_html.value = pre.format(html.escape(_text(self.store, p.left_kind, p.left_id)))
@@ -290,24 +295,26 @@ def human_outcomes(human: pd.DataFrame) -> pd.DataFrame:
 
 
 def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float:
-    """Cohen's kappa of two raters' labels on the same items (NaN when undefined).
+    """Cohen's kappa of two raters' labels on the same items (NaN when undefined);
+    ``statsmodels.stats.inter_rater.cohens_kappa`` of their contingency table.
 
-    >>> cohen_kappa(["x", "y", "x"], ["x", "y", "y"])  # doctest: +ELLIPSIS
-    0.4...
+    >>> round(cohen_kappa(["x", "y", "x"], ["x", "y", "y"]), 6)
+    0.4
     """
     if len(a) != len(b):
         raise SlamkitError(f"cohen_kappa needs equal-length label lists ({len(a)} vs {len(b)}).")
-    if not a:
-        return float("nan")
     labels = sorted(set(a) | set(b), key=str)
-    n = len(a)
-    po = sum(x == y for x, y in zip(a, b, strict=True)) / n
-    pe = sum((list(a).count(c) / n) * (list(b).count(c) / n) for c in labels)
-    return float("nan") if pe == 1 else (po - pe) / (1 - pe)
+    if len(labels) < 2:  # no items, or one label for all: chance agreement is 1
+        return float("nan")
+    pos = {c: k for k, c in enumerate(labels)}
+    table = np.zeros((len(labels), len(labels)))
+    np.add.at(table, ([pos[x] for x in a], [pos[y] for y in b]), 1)
+    return float(inter_rater.cohens_kappa(table, return_results=False))
 
 
 def fleiss_kappa(counts: Any) -> float:
-    """Fleiss' kappa from an items x categories matrix of rating counts.
+    """Fleiss' kappa from an items x categories matrix of rating counts
+    (``statsmodels.stats.inter_rater.fleiss_kappa``).
 
     Every row must sum to the same number of raters (at least 2).
     """
@@ -315,16 +322,14 @@ def fleiss_kappa(counts: Any) -> float:
     if m.ndim != 2 or m.shape[0] == 0:
         return float("nan")
     n_raters = m.sum(axis=1)
-    if not np.allclose(n_raters, n_raters[0]) or n_raters[0] < 2:
+    if not np.all(n_raters == n_raters[0]) or n_raters[0] < 2:
         raise SlamkitError(
             "fleiss_kappa needs the same number (>= 2) of ratings for every item; "
             f"got row sums {sorted(set(n_raters.tolist()))}."
         )
-    n, big_n = n_raters[0], m.shape[0]
-    p_j = m.sum(axis=0) / (big_n * n)
-    p_i = ((m * m).sum(axis=1) - n) / (n * (n - 1))
-    p_bar, pe = p_i.mean(), (p_j * p_j).sum()
-    return float("nan") if pe == 1 else float((p_bar - pe) / (1 - pe))
+    if np.count_nonzero(m.sum(axis=0)) < 2:  # every rating in one category: chance agreement 1
+        return float("nan")
+    return float(inter_rater.fleiss_kappa(m, method="fleiss"))
 
 
 _PAIR = ["candidate_kind", "candidate_id", "other_kind", "other_id", "criterion"]
@@ -388,8 +393,4 @@ def judge_human_agreement(judge: pd.DataFrame, human: pd.DataFrame) -> pd.DataFr
 
 def load_human_judgments(store: Store, annotator: str | None = None) -> pd.DataFrame:
     """All human judgment rows (optionally one annotator's), in the order they were made."""
-    return store.df(
-        "SELECT * FROM human_judgments WHERE (CAST(? AS VARCHAR) IS NULL OR annotator = ?) "
-        "ORDER BY judgment_seq",
-        [annotator, annotator],
-    )
+    return readers.human_judgments(store, annotator)

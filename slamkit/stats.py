@@ -25,8 +25,10 @@ import numpy as np
 import pandas as pd
 from scipy import optimize, special
 from scipy import stats as sps
+from statsmodels.stats import contingency_tables, multitest
 
 from slamkit.errors import SlamkitError
+from slamkit.store import readers
 
 Statistic = Callable[[np.ndarray], float]
 
@@ -38,9 +40,94 @@ class CI:
     hi: float
 
 
+# The bootstrap intervals are hand-written, not scipy.stats.bootstrap: mean_ci bootstraps all
+# groups at once (one draw of resample indices per group size, the means as one matrix
+# product; 29 groups x 805 items ~0.03 s here, scipy.stats.bootstrap per group ~0.5 s), and
+# they stay finite where scipy's are NaN or raise (n = 1, constant data or jackknife values,
+# an estimate outside the bootstrap distribution). With the same seed they draw scipy's
+# resamples, and tests/test_stats_library.py checks the intervals equal
+# scipy.stats.bootstrap's (BCa and percentile) to 1e-9.
+
+_METHODS = ("percentile", "bca")
+
+
+def _check_method(method: str) -> None:
+    if method not in _METHODS:
+        raise SlamkitError(f"Unknown bootstrap method {method!r}: use 'percentile' or 'bca'.")
+
+
 def _boot_means(x: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
     idx = rng.integers(0, len(x), size=(n_boot, len(x)))
     return x[idx].mean(axis=1)
+
+
+def _resample_counts(n: int, n_boot: int, seed: int) -> np.ndarray:
+    """n_boot x n: how often each observation is drawn in each resample. The draws are those
+    of ``scipy.stats.bootstrap(..., rng=np.random.default_rng(seed))``."""
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    idx += n * np.arange(n_boot)[:, None]
+    return np.bincount(idx.ravel(), minlength=n_boot * n).reshape(n_boot, n).astype(float)
+
+
+def _intervals(
+    boot: np.ndarray, est: np.ndarray, jack: np.ndarray, conf: float, method: str
+) -> tuple[np.ndarray, np.ndarray]:
+    """Percentile or BCa (Efron 1987) interval per row of ``boot`` (groups x resamples).
+
+    ``est``: the statistic per group; ``jack``: groups x n leave-one-out values of it (BCa
+    acceleration). Values within a relative 1e-10 of the estimate count as ties with it:
+    a resample mean that equals it mathematically (common for per-item means such as 1/3)
+    may differ from it by rounding, which depends on the order of summation. A bootstrap
+    distribution of one value (constant data) gives the interval [estimate, estimate].
+    """
+    alpha = 1 - conf
+    z = float(special.ndtri(alpha / 2))
+    tol = 1e-10 * np.maximum(np.abs(boot).max(axis=1), np.abs(est))
+    if method == "percentile":
+        levels = np.tile([alpha / 2, 1 - alpha / 2], (len(boot), 1))
+    else:
+        n_boot = boot.shape[1]
+        dev = boot - est[:, None]
+        below = np.sum(dev < -tol[:, None], axis=1)
+        ties = np.sum(np.abs(dev) <= tol[:, None], axis=1)
+        prop = (below + 0.5 * ties) / n_boot
+        # clipped: an estimate outside the bootstrap distribution still gives an interval
+        z0 = special.ndtri(np.clip(prop, 1 / (2 * n_boot), 1 - 1 / (2 * n_boot)))[:, None]
+        d = jack.mean(axis=1, keepdims=True) - jack
+        num, den = np.sum(d**3, axis=1), 6.0 * np.sum(d**2, axis=1) ** 1.5
+        acc = np.divide(num, den, out=np.zeros_like(num), where=den > 0)[:, None]
+        zz = z0 + np.array([z, -z])
+        levels = np.clip(special.ndtr(z0 + zz / (1 - acc * zz)), 0, 1)
+    ci = np.array([np.quantile(b, q) for b, q in zip(boot, levels, strict=True)])
+    flat = np.ptp(boot, axis=1) <= tol
+    ci[flat] = est[flat, None]
+    return ci[:, 0], ci[:, 1]
+
+
+def _mean_cis(
+    samples: Sequence[np.ndarray], n_boot: int, conf: float, method: str, seed: int
+) -> list[CI]:
+    """Bootstrap CI of the mean of each sample (no NaNs). Samples of one size share one draw
+    of resample indices: the draw a separate call with the same seed would make."""
+    _check_method(method)
+    out = [CI(np.nan, np.nan, np.nan)] * len(samples)
+    by_size: dict[int, list[int]] = {}
+    for k, s in enumerate(samples):
+        by_size.setdefault(len(s), []).append(k)
+    for n, ks in by_size.items():
+        if n == 0:
+            continue
+        x = np.stack([np.asarray(samples[k], dtype=float) for k in ks])
+        est = x.mean(axis=1)
+        if n == 1:
+            lo = hi = est
+        else:
+            boot = x @ _resample_counts(n, n_boot, seed).T / n
+            jack = (x.sum(axis=1, keepdims=True) - x) / (n - 1)
+            lo, hi = _intervals(boot, est, jack, conf, method)
+        for k, e, lo_k, hi_k in zip(ks, est, lo, hi, strict=True):
+            out[k] = CI(float(e), float(lo_k), float(hi_k))
+    return out
 
 
 def bootstrap_ci(
@@ -54,7 +141,10 @@ def bootstrap_ci(
     """Bootstrap interval of ``statistic`` (default: the mean) of ``values``.
 
     ``method='percentile'`` or ``'bca'`` (bias-corrected and accelerated, Efron 1987;
-    acceleration from the jackknife). NaNs are dropped.
+    acceleration from the jackknife). NaNs are dropped. The same seed gives the interval of
+    ``scipy.stats.bootstrap((values,), statistic, n_resamples=n_boot, method='BCa',
+    rng=np.random.default_rng(seed))``, where that one is finite and does not depend on
+    rounding (see :func:`_intervals` on ties).
 
     >>> ci = bootstrap_ci([1.0, 2.0, 3.0, 4.0], n_boot=500, seed=1)
     >>> ci.estimate
@@ -62,38 +152,22 @@ def bootstrap_ci(
     """
     x = np.asarray(values, dtype=float)
     x = x[~np.isnan(x)]
-    if len(x) == 0:
-        return CI(np.nan, np.nan, np.nan)
-    rng = np.random.default_rng(seed)
     if statistic is None:
-        est = float(x.mean())
-        boot = _boot_means(x, n_boot, rng)
-    else:
-        est = float(statistic(x))
-        idx = rng.integers(0, len(x), size=(n_boot, len(x)))
-        boot = np.array([statistic(x[i]) for i in idx])
-    if len(x) == 1 or np.all(boot == boot[0]):
-        return CI(est, est, est)
-    alpha = 1 - conf
-    if method == "percentile":
-        lo, hi = np.quantile(boot, [alpha / 2, 1 - alpha / 2])
-        return CI(est, float(lo), float(hi))
-    if method != "bca":
-        raise SlamkitError(f"Unknown bootstrap method {method!r}: use 'percentile' or 'bca'.")
-    prop = (np.sum(boot < est) + 0.5 * np.sum(boot == est)) / len(boot)
-    z0 = special.ndtri(np.clip(prop, 1 / (2 * n_boot), 1 - 1 / (2 * n_boot)))
+        return _mean_cis([x], n_boot, conf, method, seed)[0]
+    _check_method(method)
     n = len(x)
-    if statistic is None:
-        jack = (x.sum() - x) / (n - 1)
-    else:
-        jack = np.array([statistic(np.delete(x, i)) for i in range(n)])
-    d = jack.mean() - jack
-    denom = 6.0 * (np.sum(d**2) ** 1.5)
-    acc = float(np.sum(d**3) / denom) if denom > 0 else 0.0
-    z = special.ndtri(np.array([alpha / 2, 1 - alpha / 2]))
-    adj = special.ndtr(z0 + (z0 + z) / (1 - acc * (z0 + z)))
-    lo, hi = np.quantile(boot, np.clip(adj, 0, 1))
-    return CI(est, float(lo), float(hi))
+    if n == 0:
+        return CI(np.nan, np.nan, np.nan)
+    est = float(statistic(x))
+    if n == 1:
+        return CI(est, est, est)
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_boot, n))
+    boot = np.array([[statistic(x[i]) for i in idx]], dtype=float)
+    jack = np.zeros((1, n))
+    if method == "bca":
+        jack[0] = [statistic(np.delete(x, i)) for i in range(n)]
+    lo, hi = _intervals(boot, np.array([est]), jack, conf, method)
+    return CI(est, float(lo[0]), float(hi[0]))
 
 
 def mean_ci(
@@ -105,14 +179,17 @@ def mean_ci(
     method: str = "bca",
     seed: int = 0,
 ) -> pd.DataFrame:
-    """Per group: n, mean and its bootstrap CI (columns estimate, ci_lo, ci_hi)."""
+    """Per group: n, mean and its bootstrap CI (columns estimate, ci_lo, ci_hi).
+
+    Each group's interval is :func:`bootstrap_ci` of its values with the same seed."""
     if value not in df.columns:
         raise SlamkitError(f"Column {value!r} not in the data ({', '.join(map(str, df.columns))}).")
     keys = [by] if isinstance(by, str) else list(by)
+    groups = [(key, pd.to_numeric(g[value], errors="coerce").to_numpy(float))
+              for key, g in df.groupby(keys, sort=True)]  # fmt: skip
+    cis = _mean_cis([x[~np.isnan(x)] for _, x in groups], n_boot, conf, method, seed)
     rows = []
-    for key, g in df.groupby(keys, sort=True):
-        x = pd.to_numeric(g[value], errors="coerce").to_numpy(float)
-        ci = bootstrap_ci(x, None, n_boot, conf, method, seed)
+    for (key, x), ci in zip(groups, cis, strict=True):
         key = key if isinstance(key, tuple) else (key,)
         rows.append(
             {**dict(zip(keys, key, strict=True)), "n": int((~np.isnan(x)).sum()),
@@ -176,7 +253,11 @@ def paired_bootstrap(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Mean difference a - b over shared items, its percentile CI and a two-sided bootstrap
-    p-value (share of centred resamples at least as extreme as the observed difference)."""
+    p-value (share of centred resamples at least as extreme as the observed difference).
+
+    The CI is ``scipy.stats.bootstrap(method='percentile')``'s with the same seed (tested); the
+    resamples are kept here because the p-value (no scipy/statsmodels counterpart) needs them.
+    """
     w = _paired_matrix(df, value, model_col, item_col, [model_a, model_b])
     if w.empty:
         raise SlamkitError(
@@ -198,18 +279,19 @@ def paired_bootstrap(
 
 
 def mcnemar(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray) -> dict[str, Any]:
-    """Exact McNemar test on paired pass/fail outcomes (binomial test on discordant pairs)."""
+    """Exact McNemar test on paired pass/fail outcomes (binomial test on discordant pairs;
+    ``statsmodels.stats.contingency_tables.mcnemar(exact=True)``)."""
     a = np.asarray(a, dtype=bool)
     b = np.asarray(b, dtype=bool)
     n01 = int(np.sum(a & ~b))  # a passes, b fails
     n10 = int(np.sum(~a & b))
-    m = n01 + n10
-    p = 1.0 if m == 0 else float(sps.binomtest(n01, m, 0.5).pvalue)
+    table = [[int(np.sum(a & b)), n01], [n10, int(np.sum(~a & ~b))]]
+    p = float(contingency_tables.mcnemar(table, exact=True).pvalue)  # 1.0 without discordance
     return {"a_only": n01, "b_only": n10, "n": len(a), "p_value": p, "test": "mcnemar"}
 
 
 def sign_test(diff: Sequence[float] | np.ndarray) -> dict[str, Any]:
-    """Two-sided sign test of paired differences (zeros dropped)."""
+    """Two-sided sign test of paired differences (zeros dropped; ``scipy.stats.binomtest``)."""
     d = np.asarray(diff, dtype=float)
     d = d[~np.isnan(d)]
     pos, neg = int(np.sum(d > 0)), int(np.sum(d < 0))
@@ -218,26 +300,15 @@ def sign_test(diff: Sequence[float] | np.ndarray) -> dict[str, Any]:
 
 
 def holm(p: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Holm-Bonferroni adjusted p-values (family-wise error control)."""
-    p = np.asarray(p, dtype=float)
-    m = len(p)
-    order = np.argsort(p)
-    adj = np.maximum.accumulate((m - np.arange(m)) * p[order])
-    out = np.empty(m)
-    out[order] = np.minimum(adj, 1.0)
-    return out
+    """Holm-Bonferroni adjusted p-values (family-wise error control; statsmodels
+    ``multipletests(method='holm')``)."""
+    return multitest.multipletests(np.asarray(p, dtype=float), method="holm")[1]
 
 
 def benjamini_hochberg(p: Sequence[float] | np.ndarray) -> np.ndarray:
-    """Benjamini-Hochberg adjusted p-values (false discovery rate control)."""
-    p = np.asarray(p, dtype=float)
-    m = len(p)
-    order = np.argsort(p)
-    ranked = p[order] * m / np.arange(1, m + 1)
-    adj = np.minimum.accumulate(ranked[::-1])[::-1]
-    out = np.empty(m)
-    out[order] = np.minimum(adj, 1.0)
-    return out
+    """Benjamini-Hochberg adjusted p-values (false discovery rate control; statsmodels
+    ``multipletests(method='fdr_bh')``)."""
+    return multitest.multipletests(np.asarray(p, dtype=float), method="fdr_bh")[1]
 
 
 def _adjust(p: np.ndarray, correction: str) -> np.ndarray:
@@ -332,6 +403,8 @@ def compare_to_reference(
 
 
 # -- Bradley-Terry -----------------------------------------------------------------------
+# Hand-written: neither scipy nor statsmodels fits Davidson's tie model. ties='half' is a
+# logistic regression; tests/test_stats_library.py checks it against statsmodels' GLM.
 
 
 def _aggregate(a: np.ndarray, b: np.ndarray, res: np.ndarray, m: int) -> np.ndarray:
@@ -457,29 +530,6 @@ def bradley_terry(
 # -- reader ------------------------------------------------------------------------------
 
 
-def _names(store: object, kind_ids: pd.DataFrame) -> dict[tuple[str, str], str]:
-    """(kind, id) -> model name: generations via models.name, references via source_model."""
-    gen_ids = kind_ids.loc[kind_ids["kind"] == "generation", "id"].unique().tolist()
-    ref_ids = kind_ids.loc[kind_ids["kind"] == "reference", "id"].unique().tolist()
-    out: dict[tuple[str, str], str] = {}
-    if gen_ids:
-        g = store.df(  # type: ignore[attr-defined]
-            "SELECT g.gen_key, coalesce(m.name, g.model_id) AS name FROM generations g "
-            "LEFT JOIN models m ON m.model_id = g.model_id WHERE g.gen_key IN (SELECT unnest(?))",
-            [gen_ids],
-        )
-        out.update({("generation", k): n for k, n in zip(g["gen_key"], g["name"], strict=True)})
-    if ref_ids:
-        r = store.df(  # type: ignore[attr-defined]
-            "SELECT ref_id, source_model FROM reference_outputs WHERE ref_id IN (SELECT unnest(?))",
-            [ref_ids],
-        )
-        out.update(
-            {("reference", k): n for k, n in zip(r["ref_id"], r["source_model"], strict=True)}
-        )
-    return out
-
-
 def verdicts_from_store(
     store: object,
     source: str = "judge",
@@ -494,20 +544,16 @@ def verdicts_from_store(
     ``source='human'``: blind A/B choices (left/right/tie), one row per choice.
     """
     if source == "judge":
-        from slamkit.judge.analysis import load_judgments, pairwise_outcomes
+        from slamkit.judge.analysis import pairwise_outcomes
 
-        o = pairwise_outcomes(load_judgments(store, judge_model))
+        o = pairwise_outcomes(readers.judgments(store, judge_model))  # type: ignore[arg-type]
         o = o[(o["criterion"] == criterion) & o["outcome"].notna()]
         if task_id is not None:
             o = o[o["task_id"] == task_id]
         a_kind, a_id, b_kind, b_id = "candidate_kind", "candidate_id", "other_kind", "other_id"
         winner = o["outcome"].map({"candidate": "a", "other": "b", "tie": "tie"})
     elif source == "human":
-        o = store.df(  # type: ignore[attr-defined]
-            "SELECT * FROM human_judgments WHERE criterion = ? "
-            "AND (CAST(? AS VARCHAR) IS NULL OR task_id = ?)",
-            [criterion, task_id, task_id],
-        )
+        o = readers.human_judgments(store, criterion=criterion, task_id=task_id)  # type: ignore[arg-type]
         a_kind, a_id, b_kind, b_id = "left_kind", "left_id", "right_kind", "right_id"
         winner = o["choice"].map({"left": "a", "right": "b", "tie": "tie"})
     else:
@@ -519,7 +565,11 @@ def verdicts_from_store(
         [o[[a_kind, a_id]].set_axis(["kind", "id"], axis=1),
          o[[b_kind, b_id]].set_axis(["kind", "id"], axis=1)]
     )  # fmt: skip
-    names = _names(store, ids)
+    names = readers.model_names(
+        store,  # type: ignore[arg-type]
+        gen_keys=ids.loc[ids["kind"] == "generation", "id"].unique().tolist(),
+        ref_ids=ids.loc[ids["kind"] == "reference", "id"].unique().tolist(),
+    )
     out = pd.DataFrame(
         {
             "task_id": o["task_id"].to_numpy(),

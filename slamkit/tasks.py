@@ -18,12 +18,11 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import duckdb
 import pandas as pd
 
 from slamkit.errors import SlamkitError, TemplateError
 from slamkit.keys import content_key
-from slamkit.store import Store
+from slamkit.store import Store, jobs
 
 DEFAULT_TEMPLATE = "{instruction}"
 
@@ -107,12 +106,9 @@ def item_id_for(fields: Mapping[str, Any]) -> str:
 
 def get_task(store: Store, task_id: str) -> Task:
     """Read a stored task; SlamkitError naming the stored tasks if it does not exist."""
-    row = store.db.execute(
-        "SELECT task_id, template, system_prompt, description, source FROM tasks WHERE task_id = ?",
-        [task_id],
-    ).fetchone()
+    row = jobs.task_row(store, task_id)
     if row is None:
-        known = [r[0] for r in store.db.execute("SELECT task_id FROM tasks").fetchall()]
+        known = jobs.task_ids(store)
         raise SlamkitError(
             f"No task {task_id!r} in the store {store.path}. Stored tasks: "
             f"{', '.join(known) or '(none)'}. Import one first (slamkit refs import / "
@@ -161,71 +157,6 @@ def prepare_items(
     return out
 
 
-def write_task(
-    db: duckdb.DuckDBPyConnection,
-    task: Task,
-    prepared: Sequence[Mapping[str, Any]],
-    positions: Sequence[int] | None = None,
-) -> int:
-    """Write a task and its prepared items inside the caller's transaction.
-
-    Idempotent: an existing task must have the same template (else an error); items
-    already stored with the same fields are skipped; new items get the given positions
-    or follow the last stored one. Returns the number of items written.
-    """
-    row = db.execute(
-        "SELECT template, system_prompt FROM tasks WHERE task_id = ?", [task.task_id]
-    ).fetchone()
-    if row is None:
-        db.execute(
-            "INSERT INTO tasks (task_id, template, system_prompt, description, source) "
-            "VALUES (?, ?, ?, ?, ?)",
-            [task.task_id, task.template, task.system_prompt, task.description, task.source],
-        )
-    elif (row[0], row[1]) != (task.template, task.system_prompt):
-        raise TemplateError(
-            f"The task {task.task_id!r} is already stored with template {row[0]!r} and "
-            f"system prompt {row[1]!r}, not {task.template!r} / {task.system_prompt!r}. "
-            "Use a new task id for a different prompt."
-        )
-    ids = [p["item_id"] for p in prepared]
-    stored = {
-        r[0]: r[1]
-        for r in db.execute(
-            "SELECT item_id, fields FROM items WHERE task_id = ? AND item_id IN (SELECT unnest(?))",
-            [task.task_id, ids],
-        ).fetchall()
-    }
-    next_pos = _scalar(
-        db, "SELECT coalesce(max(position) + 1, 0) FROM items WHERE task_id = ?", [task.task_id]
-    )
-    new_rows: list[dict[str, Any]] = []
-    for i, p in enumerate(prepared):
-        fields_json = json.dumps(p["fields"], sort_keys=True, ensure_ascii=False)
-        if p["item_id"] in stored:
-            if json.loads(stored[p["item_id"]]) != json.loads(fields_json):
-                raise TemplateError(
-                    f"The item {p['item_id']!r} of task {task.task_id!r} is already stored "
-                    "with different fields. Item ids must keep their content; use a new task "
-                    "id or new item ids."
-                )
-            continue
-        if positions is not None:
-            pos = positions[i]
-        else:
-            pos, next_pos = next_pos, next_pos + 1
-        new_rows.append(
-            {
-                "task_id": task.task_id,
-                "item_id": p["item_id"],
-                "position": pos,
-                "fields": fields_json,
-                "prompt": p["prompt"],
-            }
-        )
-    return bulk_insert(db, "items", new_rows, {"position": "int32"})
-
-
 def add_task(
     store: Store,
     task_id: str,
@@ -248,51 +179,7 @@ def add_task(
     """
     task = Task(task_id, template, system_prompt, description, source)
     prepared = prepare_items(task, items, id_field=id_field)
-    return in_transaction(store, lambda db: write_task(db, task, prepared))
-
-
-def bulk_insert(
-    db: duckdb.DuckDBPyConnection,
-    table: str,
-    rows: Sequence[Mapping[str, Any]],
-    types: Mapping[str, str] | None = None,
-) -> int:
-    """Insert rows in the caller's transaction with one statement (ON CONFLICT DO NOTHING).
-
-    Columns default to text; ``types`` gives arrow types for the others ('int64',
-    'float64', 'int32'). Returns the number of rows written.
-    """
-    import pyarrow as pa
-
-    if not rows:
-        return 0
-    cols = list(rows[0])
-    types = types or {}
-    schema = pa.schema([(c, pa.type_for_alias(types.get(c, "string"))) for c in cols])
-    arrow = pa.Table.from_pylist([dict(r) for r in rows], schema=schema)  # noqa: F841
-    before = _scalar(db, f"SELECT count(*) FROM {table}")
-    db.execute(
-        f"INSERT INTO {table} ({', '.join(cols)}) SELECT {', '.join(cols)} FROM arrow "
-        "ON CONFLICT DO NOTHING"
-    )
-    return _scalar(db, f"SELECT count(*) FROM {table}") - before
-
-
-def _scalar(db: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> int:
-    row = db.execute(sql, params or []).fetchone()
-    return int(row[0]) if row else 0
-
-
-def in_transaction(store: Store, fn: Any) -> Any:
-    """Run ``fn(db)`` in one transaction: all of its writes land, or none."""
-    store.db.execute("BEGIN TRANSACTION")
-    try:
-        result = fn(store.db)
-        store.db.execute("COMMIT")
-    except BaseException:
-        store.db.execute("ROLLBACK")
-        raise
-    return result
+    return jobs.write_task(store, task, prepared)[0]
 
 
 def load_items(store: Store, task_id: str, limit: int | None = None) -> pd.DataFrame:
@@ -300,14 +187,6 @@ def load_items(store: Store, task_id: str, limit: int | None = None) -> pd.DataF
 
     ``fields`` is decoded from JSON into a dict.
     """
-    sql = (
-        "SELECT task_id, item_id, position, fields, prompt FROM items WHERE task_id = ? "
-        "ORDER BY position, item_id"
-    )
-    params: list[Any] = [task_id]
-    if limit is not None:
-        sql += " LIMIT ?"
-        params.append(int(limit))
-    df = store.df(sql, params)
+    df = jobs.task_items(store, task_id, limit)
     df["fields"] = [json.loads(f) for f in df["fields"]]
     return df

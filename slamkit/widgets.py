@@ -3,7 +3,7 @@
 A :class:`LinkedFigure` ties a set of controls to a pure render function
 ``render(**values) -> plotly Figure``; when a control changes, the figure is recomputed
 and the output area it lives in is replaced in place (no cell re-runs). The explorers
-below are such links over the frames of :mod:`slamkit.report`:
+below are such links over the frames of :mod:`slamkit.frames` and :mod:`slamkit.cost`:
 
 * :class:`TradeoffExplorer` — variant picker, metric selector, item-subset filter and cost
   sliders (hourly price, utilization, traffic) over the Pareto and break-even charts.
@@ -24,7 +24,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import plotly.io as pio
 
-from slamkit import charts, report
+from slamkit import charts, cost, frames
 from slamkit.errors import MissingDependencyError, SlamkitError
 
 
@@ -108,8 +108,9 @@ def _fmt_usd(x: float) -> str:
 class TradeoffExplorer(LinkedFigure):
     """Pareto explorer over variants: quality vs cost per 1K requests, p95 latency as size.
 
-    ``perf``: :func:`slamkit.report.performance_summary` rows; ``scores``: item scores
-    (``variant, item_id, metric, value``); ``reference``: :func:`report.reference_point`;
+    ``perf``: :func:`slamkit.store.aggregates.variant_summary` rows; ``scores``: item
+    scores (``variant, item_id, metric, value``, e.g. :attr:`slamkit.Study.scores`);
+    ``reference``: :func:`slamkit.cost.reference_point`;
     ``subsets``: ``item_id, subset`` (optional item grouping, e.g. AlpacaEval's source).
     The summary line names the cheapest variant on the frontier and the API/self-hosted
     cost ratio at the chosen traffic.
@@ -126,6 +127,7 @@ class TradeoffExplorer(LinkedFigure):
         requests_per_month: float = 100_000,
         metrics: Sequence[str] | None = None,
         chart: str = "pareto",
+        metric: str | None = None,
     ) -> None:
         w = _ipywidgets()
         if perf.empty:
@@ -149,7 +151,8 @@ class TradeoffExplorer(LinkedFigure):
         controls = {
             "variants": w.SelectMultiple(options=names, value=tuple(names), rows=min(6, len(names)),
                                          description="variants", style=style, layout=wide),
-            "metric": w.Dropdown(options=metric_opts, value=metric_opts[0],
+            "metric": w.Dropdown(options=metric_opts,
+                                 value=metric if metric in metric_opts else metric_opts[0],
                                  description="quality metric", style=style, layout=wide),
             "subset": w.Dropdown(options=subset_opts, value="all", description="item subset",
                                  style=style, layout=wide),
@@ -165,6 +168,16 @@ class TradeoffExplorer(LinkedFigure):
         self.chart = chart
         super().__init__(controls, self._draw)
 
+    @classmethod
+    def for_study(cls, study: Any, metric: str | None = None, **kw: Any) -> TradeoffExplorer:
+        """The explorer over a :class:`slamkit.Study` (its aggregates, prices and subsets),
+        starting on ``metric`` when it is stored (else the first stored metric)."""
+        return cls(
+            study.perf, study.scores, reference=study.reference, subsets=study.subsets,
+            hourly_usd=study.hourly_usd, utilization=study.utilization,
+            requests_per_month=study.requests_per_month, metric=metric, **kw,
+        )  # fmt: skip
+
     def frame(
         self, variants: Sequence[str], metric: str, subset: str, hourly_usd: float,
         utilization: float, **_: Any,
@@ -173,8 +186,8 @@ class TradeoffExplorer(LinkedFigure):
         items = None
         if subset != "all" and self.subsets is not None:
             items = list(self.subsets.loc[self.subsets["subset"] == subset, "item_id"])
-        q = report.quality_summary(self.scores, metric, items=items)
-        return report.tradeoff_frame(self.perf, q, hourly_usd, utilization, variants=variants)
+        q = frames.quality_summary(self.scores, metric, items=items)
+        return frames.tradeoff_frame(self.perf, q, hourly_usd, utilization, variants=variants)
 
     def _draw(self, **v: Any) -> tuple[go.Figure, str]:
         if not v["variants"]:
@@ -186,16 +199,16 @@ class TradeoffExplorer(LinkedFigure):
         if self.chart == "break_even" and self.reference:
             perf = self.perf[self.perf["variant"].isin(v["variants"])]
             fig = charts.break_even(
-                report.break_even_frame(perf, self.reference, v["hourly_usd"], v["utilization"])
+                cost.break_even_frame(perf, self.reference, v["hourly_usd"], v["utilization"])
             )
             fig.add_vline(x=v["requests_per_month"], line_dash="dot")
         front = d[charts.frontier_mask(d)]
         best = front.sort_values("cost_per_1k").iloc[0]
         traffic = v["requests_per_month"]
         servers = np.ceil(
-            traffic / (3600 / best["mean_latency_s"] * v["utilization"] * report.HOURS_PER_MONTH)
+            traffic / (3600 / best["mean_latency_s"] * v["utilization"] * cost.HOURS_PER_MONTH)
         )
-        monthly = max(servers, 1) * v["hourly_usd"] * report.HOURS_PER_MONTH
+        monthly = max(servers, 1) * v["hourly_usd"] * cost.HOURS_PER_MONTH
         text = (
             f"Cheapest variant on the frontier: <b>{html.escape(str(best['variant']))}</b>, "
             f"{_fmt_usd(best['cost_per_1k'])} per 1K requests, {v['metric']} "
@@ -339,6 +352,18 @@ class SelectionExplorer(LinkedFigure):
                                    description="gamma (confidence)", style=style),
         }  # fmt: skip
         super().__init__(controls, self._draw)
+
+    @classmethod
+    def for_study(
+        cls, study: Any, delta: float = 0.1, gamma: float = 0.95, method: str = "anytime"
+    ) -> SelectionExplorer:
+        """SMART (``method``) over a :class:`slamkit.Study`'s conformity and unit costs."""
+        ref_cost = float(study.reference["usd_per_request"])
+        return cls(
+            study.conformity(), study.unit_costs, reference_cost=ref_cost, delta=delta,
+            gamma=gamma, select=smart_selector(ref_cost, method=method),
+            method_label=f"SMART ({method})",
+        )  # fmt: skip
 
     def _saving(self, r: Mapping[str, Any]) -> float:
         if r.get("saving") is not None:

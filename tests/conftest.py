@@ -1,11 +1,21 @@
-"""Shared fixtures. Real-path fixtures (models, server) are session-scoped and cheap to reuse."""
+"""Shared fixtures. Real-path fixtures (models, server) are session-scoped and cheap to reuse.
+
+No test reads or writes the user's ~/.cache: before slamkit or the Hugging Face libraries
+are imported (they read these variables at import time) the process's caches point at a
+session folder, and the autouse fixture :func:`isolated_cache` gives every test its own
+slamkit cache (``$SLAMKIT_CACHE_DIR``), ``$XDG_CACHE_HOME`` and ``$HF_HOME``. The one
+expensive file, Gemma joined from its part packages, is materialised once per session in
+:data:`SHARED_MODELS`, which each test's ``<cache>/models`` links to.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +26,70 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 
+#: this session's caches (removed at exit): the process-wide defaults and the shared models
+SESSION_CACHE = Path(tempfile.mkdtemp(prefix="slamkit-test-cache-"))
+_SESSION_PID = os.getpid()
+#: Gemma is joined here once per session; every test's ``<slamkit cache>/models`` links here
+SHARED_MODELS = SESSION_CACHE / "models"
+SHARED_MODELS.mkdir()
+#: sha256 index of the default model files (written by the smollm2 / gemma fixtures) that
+#: seeds each test's cache, so 350 MB are not re-hashed per test
+_SEED_INDEX = SESSION_CACHE / "seed" / "sha256.json"
+#: cache locations that derive from HF_HOME / XDG_CACHE_HOME unless set: unset in tests
+_DERIVED_CACHE_VARS = (
+    "HF_DATASETS_CACHE", "HF_EVALUATE_CACHE", "HF_METRICS_CACHE", "HF_MODULES_CACHE",
+    "HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_ASSETS_CACHE", "HF_XET_CACHE",
+    "TRANSFORMERS_CACHE", "SENTENCE_TRANSFORMERS_HOME",
+)  # fmt: skip
+
+
+def _cache_env(root: Path) -> dict[str, str]:
+    return {
+        "SLAMKIT_CACHE_DIR": str(root / "slamkit"),
+        "XDG_CACHE_HOME": str(root / "xdg"),
+        "HF_HOME": str(root / "huggingface"),
+    }
+
+
+for _var in _DERIVED_CACHE_VARS:
+    os.environ.pop(_var, None)
+os.environ.update(_cache_env(SESSION_CACHE))
+
+from helpers import write_slam_dir  # noqa: E402
+
+from slamkit.catalog import file_sha256  # noqa: E402
 from slamkit.store import Store  # noqa: E402
 
 ARTIFACTS = Path(__file__).parent / "artifacts"
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if os.getpid() == _SESSION_PID:  # not in a forked child that happens to run hooks
+        shutil.rmtree(SESSION_CACHE, ignore_errors=True)
+
+
+@pytest.fixture(autouse=True)
+def isolated_cache(
+    tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch
+) -> Path:
+    """Every test gets its own caches; returns its slamkit cache folder (``cache_dir()``).
+
+    ``<cache>/models`` is a link to :data:`SHARED_MODELS` (Gemma is not re-joined per test)
+    and ``<cache>/sha256.json`` starts with the default models' hashes only. A separate
+    folder from ``tmp_path``, so tests that expect an empty ``tmp_path`` still see one.
+    """
+    root = tmp_path_factory.mktemp("cache")
+    env = _cache_env(root)
+    slamkit_cache = Path(env["SLAMKIT_CACHE_DIR"])
+    slamkit_cache.mkdir()
+    (slamkit_cache / "models").symlink_to(SHARED_MODELS, target_is_directory=True)
+    if _SEED_INDEX.exists():
+        shutil.copyfile(_SEED_INDEX, slamkit_cache / "sha256.json")
+    for var in _DERIVED_CACHE_VARS:
+        monkeypatch.delenv(var, raising=False)
+    for var, value in env.items():
+        monkeypatch.setenv(var, value)
+    return slamkit_cache
 
 
 @pytest.fixture()
@@ -32,14 +103,25 @@ def store(tmp_path: Path) -> Iterator[Store]:
 def smollm2() -> Path:
     from slamkit.catalog import smollm2_path
 
-    return smollm2_path()
+    path = smollm2_path()
+    file_sha256(path, _SEED_INDEX.parent)
+    return path
 
 
 @pytest.fixture(scope="session")
 def gemma() -> Path:
+    """Gemma-3-270M joined once per session into :data:`SHARED_MODELS`."""
     from slamkit.catalog import gemma_path
 
-    return gemma_path()
+    path = gemma_path(SHARED_MODELS)
+    file_sha256(path, _SEED_INDEX.parent)
+    return path
+
+
+@pytest.fixture()
+def slam_dir(tmp_path: Path) -> Path:
+    """A folder of SLaM tool files: a use case, a human evaluation and a run."""
+    return write_slam_dir(tmp_path / "slam")
 
 
 def free_port() -> int:

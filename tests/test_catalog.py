@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 
 import pytest
-from test_gguf import TENSORS, write_gguf  # the synthetic GGUF writer (tests/ is on sys.path)
+from helpers import TENSORS, write_gguf
 
 import slamkit.catalog as catalog
 from slamkit.catalog import (
@@ -22,14 +22,6 @@ from slamkit.catalog import (
     register,
 )
 from slamkit.errors import GGUFError, MissingDependencyError, ModelNotFoundError
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """Keep the sha256 cache out of ~/.cache; shared by this module's tests."""
-    d = tmp_path_factory.getbasetemp() / "slamkit-cache"
-    monkeypatch.setenv("SLAMKIT_CACHE_DIR", str(d))
-    return d
 
 
 def _link_or_copy(src: Path, dst: Path) -> None:

@@ -7,9 +7,10 @@ import pandas as pd
 import plotly.io as pio
 import pytest
 
-from slamkit import charts, report
+from slamkit import charts
 from slamkit.errors import SlamkitError
 from slamkit.pareto import pareto_frontier
+from slamkit.smart.display import simulation_long
 
 
 def _variants() -> pd.DataFrame:
@@ -243,7 +244,7 @@ def test_smart_savings_no_saving_label_sits_on_its_line() -> None:
 
 
 def test_simulated_savings_say_so() -> None:
-    sim = report.simulation_long(setting="IMDB")
+    sim = simulation_long(setting="IMDB")
     fig = charts.smart_savings(sim, gamma=0.95)
     title = fig.layout.title.text
     assert "Simulated: IMDB setting of Jo &amp; Trummer (SMART), 1000 seeds" in title
@@ -253,4 +254,4 @@ def test_simulated_savings_say_so() -> None:
     assert "Simulated" not in charts.smart_savings(own).layout.title.text
     assert "your label" in charts.smart_savings(own, source="your label").layout.title.text
     with pytest.raises(SlamkitError, match="no setting"):
-        report.simulation_long(setting="nope")
+        simulation_long(setting="nope")

@@ -2,16 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
-
 import pandas as pd
 import pytest
+from helpers import add_synthetic
 
-os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="slamkit-hf-"))
-
-from slamkit.errors import SlamkitError  # noqa: E402
-from slamkit.metrics import get_metric, pass_rates, split_sentences  # noqa: E402
+from slamkit.errors import SlamkitError
+from slamkit.metrics import get_metric, pass_rates, split_sentences
 
 
 def check(spec: str, text: str, **kw) -> tuple[float, dict]:
@@ -148,8 +144,6 @@ def test_pass_rates_per_model() -> None:
 
 
 def test_constraints_scored_in_store(store) -> None:
-    from test_metrics import add_synthetic
-
     from slamkit.metrics import load_scores, score_generations
 
     add_synthetic(store)

@@ -8,58 +8,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers import TENSORS, write_gguf
 
 from slamkit.errors import GGUFError, ModelNotFoundError
-from slamkit.gguf import GGML_TYPES, is_valid_gguf, read_gguf
-
-# -- a tiny GGUF writer for synthetic files ------------------------------------------------
-
-_FMT = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
-
-
-def _enc_value(vtype: int, value: Any, e: str) -> bytes:
-    if vtype in _FMT:
-        return struct.pack(e + _FMT[vtype], value)
-    if vtype == 8:
-        raw = value.encode()
-        return struct.pack(e + "Q", len(raw)) + raw
-    etype, items = value  # array: (element type, items)
-    out = struct.pack(e + "IQ", etype, len(items))
-    return out + b"".join(_enc_value(etype, v, e) for v in items)
-
-
-def write_gguf(
-    path: Path,
-    kv: list[tuple[str, int, Any]],
-    tensors: list[tuple[str, tuple[int, ...], int]],
-    version: int = 3,
-    e: str = "<",
-    alignment: int = 32,
-) -> Path:
-    """Write a valid GGUF with zeroed tensor data."""
-    out = bytearray(b"GGUF" + struct.pack(e + "IQQ", version, len(tensors), len(kv)))
-    for key, vtype, value in kv:
-        out += _enc_value(8, key, e) + struct.pack(e + "I", vtype) + _enc_value(vtype, value, e)
-    offset, sizes = 0, []
-    for name, shape, tid in tensors:
-        _, block, tsize = GGML_TYPES[tid]
-        n = 1
-        for d in shape:
-            n *= d
-        nbytes = n // block * tsize
-        out += _enc_value(8, name, e) + struct.pack(e + "I", len(shape))
-        out += b"".join(struct.pack(e + "Q", d) for d in shape)
-        out += struct.pack(e + "IQ", tid, offset)
-        sizes.append(nbytes)
-        offset += -(-nbytes // alignment) * alignment
-    out += b"\0" * (-len(out) % alignment)
-    for i, nbytes in enumerate(sizes):
-        out += b"\0" * nbytes
-        if i < len(sizes) - 1:
-            out += b"\0" * (-nbytes % alignment)
-    path.write_bytes(bytes(out))
-    return path
-
+from slamkit.gguf import is_valid_gguf, read_gguf
 
 ALL_TYPES_KV: list[tuple[str, int, Any]] = [
     ("general.architecture", 8, "llama"),
@@ -70,7 +22,6 @@ ALL_TYPES_KV: list[tuple[str, int, Any]] = [
     ("arr_empty", 9, (6, [])), ("arr_nested", 9, (9, [(4, [1, 2]), (8, ["x"])])),
     ("llama.context_length", 4, 2048),
 ]  # fmt: skip
-TENSORS = [("tok.weight", (64, 10), 2), ("norm", (64,), 0), ("out.weight", (256, 3), 12)]
 
 
 @pytest.mark.parametrize("version", [2, 3])

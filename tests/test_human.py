@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 import pytest
-from test_metrics import add_synthetic
+from helpers import add_synthetic
 
 from slamkit.errors import SlamkitError
 from slamkit.human import (

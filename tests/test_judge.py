@@ -4,15 +4,12 @@ JSON parsing (never eval); order-robust outcomes and position bias on hand-made 
 from __future__ import annotations
 
 import json
-import threading
-import time
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_metrics import add_synthetic
+from helpers import FakeServer, add_synthetic
 
 from slamkit.errors import SlamkitError
 from slamkit.judge import (
@@ -27,88 +24,6 @@ from slamkit.judge import (
 )
 
 SECRET = "sk-test-SECRET-never-stored"
-
-
-class FakeServer:
-    """An OpenAI-compatible chat endpoint that follows a script per item prompt.
-
-    ``script[marker]`` is a list of behaviours consumed one per request whose user message
-    contains ``marker``: 'ok:<content>', '429', '500', 'malformed', 'hang', 'reject'
-    (422, as a server that does not know the response_format), 'reject500' (the same as
-    llama_cpp.server says it: HTTP 500 naming response_format), 'echo401' / 'echo500'
-    (an error whose message echoes the bearer token, as some servers do). When a list runs
-    out its last behaviour repeats.
-    """
-
-    def __init__(self, script: dict[str, list[str]], hang_s: float = 3.0, port: int = 0) -> None:
-        self.script = script
-        self.hang_s = hang_s
-        self.requests: list[dict] = []
-        self.headers: list[dict] = []
-        fake = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *a: object) -> None:  # keep test output quiet
-                pass
-
-            def do_POST(self) -> None:  # noqa: N802
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                fake.requests.append(body)
-                fake.headers.append({k.lower(): v for k, v in self.headers.items()})
-                user = body["messages"][-1]["content"]
-                marker = next(m for m in fake.script if m in user)
-                steps = fake.script[marker]
-                step = steps.pop(0) if len(steps) > 1 else steps[0]
-                if step == "hang":
-                    time.sleep(fake.hang_s)
-                    step = 'ok:{"reasoning": "late", "verdict": "A"}'
-                if step in ("429", "500", "reject", "reject500"):
-                    code = {"429": 429, "500": 500, "reject": 422, "reject500": 500}[step]
-                    msg = f"scripted {step}" + (": bad response_format" if "rej" in step else "")
-                    return self._send(code, {"error": {"message": msg}})
-                if step in ("echo401", "echo500"):
-                    token = self.headers["authorization"].split()[-1]
-                    msg = f"invalid token {token} (Authorization: Bearer {token})"
-                    return self._send(int(step[4:]), {"error": {"message": msg}})
-                if step == "malformed":
-                    return self._send(200, b'{"id": "x", "choices": [ {"mess')
-                content = step.removeprefix("ok:")
-                self._send(
-                    200,
-                    {
-                        "id": "c1", "object": "chat.completion", "created": 0,
-                        "model": body["model"],
-                        "choices": [{"index": 0, "finish_reason": "stop",
-                                     "message": {"role": "assistant", "content": content}}],
-                        "usage": {"prompt_tokens": 11, "completion_tokens": 7,
-                                  "total_tokens": 18},
-                    },
-                )  # fmt: skip
-
-            def _send(self, code: int, payload: dict | bytes) -> None:
-                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass  # the client gave up (timeout)
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-        self.port = self.httpd.server_address[1]
-        self.httpd.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
-
-    def __enter__(self) -> FakeServer:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
 
 
 A = 'ok:{"reasoning": "A is better", "verdict": "A"}'

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
-from test_metrics import add_synthetic
+from helpers import add_synthetic
 
 from slamkit.judge import JudgeConfig, load_judgments, pairwise_outcomes, position_bias, run_judge
 

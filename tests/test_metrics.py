@@ -3,59 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 import warnings
 
 import pytest
+from helpers import TASK, add_synthetic
 
-os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="slamkit-hf-"))
-
-from slamkit.errors import SlamkitError  # noqa: E402
-from slamkit.metrics import get_metric, load_scores, score_generations  # noqa: E402
-from slamkit.metrics.match import normalize_text  # noqa: E402
-
-TASK = "t"
-REFS = {"i1": "the cat is on the mat", "i2": "a b c d f"}
-GENS = {  # (model, item) -> text
-    ("m1", "i1"): "the cat sat on the mat",
-    ("m1", "i2"): "a b c d e",
-    ("m2", "i1"): "The cat is on the mat.",
-    ("m2", "i2"): "One. Two. Three. Four. Five.",
-}
-
-
-def add_synthetic(store, gens=GENS, refs=REFS, task_id=TASK) -> dict[tuple[str, str], str]:
-    """Insert a task, items, references and generations; return (model, item) -> gen_key."""
-    store.insert("tasks", {"task_id": task_id, "template": "{q}"})
-    store.insert_many(
-        "items",
-        [
-            {"task_id": task_id, "item_id": i, "position": n, "fields": {"q": i}, "prompt": i}
-            for n, i in enumerate(refs)
-        ],
-    )
-    store.insert_many(
-        "reference_outputs",
-        [
-            {"ref_id": f"r-{i}", "task_id": task_id, "item_id": i, "source_model": "gpt-4",
-             "sample_index": 0, "text": t}
-            for i, t in refs.items()
-        ],
-    )  # fmt: skip
-    for m in {m for m, _ in gens}:
-        store.insert("models", {"model_id": m, "name": f"model-{m}", "path": f"/x/{m}.gguf"})
-    keys = {}
-    rows = []
-    for (m, i), text in gens.items():
-        keys[(m, i)] = f"g-{m}-{i}"
-        rows.append(
-            {"gen_key": keys[(m, i)], "run_id": "run", "model_id": m, "task_id": task_id,
-             "item_id": i, "sample_index": 0, "seed": 0, "sampling": {}, "text": text,
-             "error": None}
-        )  # fmt: skip
-    store.insert_many("generations", rows)
-    return keys
+from slamkit.errors import SlamkitError
+from slamkit.metrics import get_metric, load_scores, score_generations
+from slamkit.metrics.match import normalize_text
 
 
 def one(spec: str, pred: str, ref: str) -> tuple[float, dict | None]:

@@ -2,20 +2,15 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
-os.environ.setdefault("HF_HOME", tempfile.mkdtemp(prefix="slamkit-hf-"))
+from helpers import FakeServer, add_synthetic
 
-from test_judge import FakeServer  # noqa: E402
-from test_slam_import import slam_dir  # noqa: E402, F401  (fixture)
-
-from slamkit.cli import main  # noqa: E402
-from slamkit.store import Store  # noqa: E402
+from slamkit.cli import main
+from slamkit.store import Store
 
 
-def test_import_score_judge_cli(tmp_path: Path, slam_dir: Path, capsys) -> None:  # noqa: F811
+def test_import_score_judge_cli(tmp_path: Path, slam_dir: Path, capsys) -> None:
     db = str(tmp_path / "s.duckdb")
     assert main(["--store", db, "import-slam", str(slam_dir)]) == 0
     assert "human_judgments=3" in capsys.readouterr().out
@@ -46,8 +41,6 @@ def test_import_score_judge_cli(tmp_path: Path, slam_dir: Path, capsys) -> None:
 
 
 def test_score_cli_prints_plain_decimals(tmp_path: Path, capsys) -> None:
-    from test_metrics import add_synthetic
-
     db = str(tmp_path / "s.duckdb")
     with Store(db) as st:
         keys = add_synthetic(st)
@@ -65,8 +58,6 @@ def test_score_cli_prints_plain_decimals(tmp_path: Path, capsys) -> None:
 
 
 def test_judge_cli_prints_first_errors_scrubbed(tmp_path: Path, capsys, monkeypatch) -> None:
-    from test_metrics import add_synthetic
-
     monkeypatch.setenv("SLAMKIT_CLI_KEY", "abcd1234SECRETKEYVALUE9876")
     db = str(tmp_path / "s.duckdb")
     with Store(db) as st:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_gguf import write_gguf  # the synthetic GGUF writer (tests/ is on sys.path)
+from helpers import write_gguf
 
 import slamkit.quantize as qmod
 from slamkit.cli import main as cli_main
@@ -23,11 +23,6 @@ from slamkit.quantize import (
     quantize,
     variant_ladder,
 )
-
-
-@pytest.fixture(autouse=True)
-def _cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("SLAMKIT_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "qcache"))
 
 
 @pytest.fixture(scope="module")

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import USECASE, write_json
 
 from slamkit.errors import ReferenceImportError
 from slamkit.slam_import import (
@@ -14,50 +15,6 @@ from slamkit.slam_import import (
     import_slam_run,
     import_slam_usecase,
 )
-
-USECASE = {
-    "prompt": "Write a pep talk for: finish report, gym.",
-    "prompt_disc": "## Daily Pep Talk\nUp to 4 sentences.",
-    "outputs": {
-        "gpt-4": ["You can do it!", "Go get them!"],
-        "mistral-7b-q4_0": ["Finish the report, then gym.", "Report first."],
-        "zephyr-7b-q2_K": ["Keep going."],
-    },
-}
-
-
-def write(path: Path, obj: object) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj))
-    return path
-
-
-@pytest.fixture()
-def slam_dir(tmp_path: Path) -> Path:
-    root = tmp_path / "slam"
-    write(root / "data" / "peptalk.json", USECASE)
-    write(
-        root / ".human_eval_config" / "responses.json",
-        {"11": "You can do it!", "12": "Finish the report, then gym.", "13": "Keep going."},
-    )
-    write(root / "results" / "w1_set0.json", {
-        "worker_id": "w1", "question_set_id": 0, "start_time": 1700000000,
-        "end_time": 1700000100, "question_index": 2,
-        "evals": [
-            {"result": {"overall": "Response A", "clarity": "About the Same",
-                        "feedback": "A is concrete"},
-             "time": 1700000050, "question": ["peptalk", {"mistral-7b-q4_0": 12, "gpt-4": 11}]},
-            {"result": {"overall": "Response B", "feedback": ""},
-             "time": 1700000090, "question": ["peptalk", {"zephyr-7b-q2_K": 13, "gpt-4": 99}]},
-        ],
-    })  # fmt: skip
-    write(root / "runs" / "r1" / "mistral.json", {
-        "outputs": [{"response": "Report, then gym!", "time": 1.5},
-                    {"response": "Go.", "time": 0.5}],
-        "full_prompt": "<s>[INST] Write a pep talk for: finish report, gym. [/INST]",
-        "avg_time": 1.0, "model_name": "mistral-7b-q4_0",
-    })  # fmt: skip
-    return root
 
 
 def test_usecase_import(store, slam_dir: Path) -> None:
@@ -107,23 +64,23 @@ def test_folder_import_with_human_eval_and_runs(store, slam_dir: Path) -> None:
 
 
 def test_bad_files_name_file_and_field(store, tmp_path: Path) -> None:
-    bad = write(tmp_path / "u.json", {"prompt": "p", "outputs": {"m": ["ok", 5]}})
+    bad = write_json(tmp_path / "u.json", {"prompt": "p", "outputs": {"m": ["ok", 5]}})
     with pytest.raises(ReferenceImportError, match=r"u\.json: field 'outputs\.m\[1\]' must be"):
         import_slam_usecase(store, bad)
-    bad = write(tmp_path / "v.json", {"outputs": {}})
+    bad = write_json(tmp_path / "v.json", {"outputs": {}})
     with pytest.raises(ReferenceImportError, match=r"v\.json: missing field 'prompt'"):
         import_slam_usecase(store, bad)
     (tmp_path / "broken.json").write_text("{nope")
     with pytest.raises(ReferenceImportError, match=r"broken\.json: not valid JSON"):
         import_slam(store, tmp_path / "broken.json")
-    ev = write(tmp_path / "h.json", {"worker_id": "w", "evals": [
+    ev = write_json(tmp_path / "h.json", {"worker_id": "w", "evals": [
         {"result": {"overall": "Left one"}, "question": ["p", {"a": 1, "b": 2}]}]})  # fmt: skip
     with pytest.raises(ReferenceImportError, match=r"evals\[0\]\.result\.overall' is 'Left one'"):
         import_slam_human_eval(store, ev)
-    run = write(tmp_path / "r.json", {"model_name": "m", "full_prompt": "x", "outputs": [{}]})
+    run = write_json(tmp_path / "r.json", {"model_name": "m", "full_prompt": "x", "outputs": [{}]})
     with pytest.raises(ReferenceImportError, match=r"missing field 'outputs\[0\]\.response'"):
         import_slam_run(store, run)
-    other = write(tmp_path / "o.json", {"hello": 1})
+    other = write_json(tmp_path / "o.json", {"hello": 1})
     with pytest.raises(ReferenceImportError, match="not a SLaM use-case"):
         import_slam(store, other)
     for table in ("generations", "human_judgments", "models", "runs", "items"):

@@ -72,3 +72,29 @@ def test_not_a_database_is_a_clear_error(tmp_path: Path) -> None:
 
 def test_locked_error_is_a_store_error() -> None:
     assert issubclass(StoreLockedError, StoreError)
+
+
+def _gen(key: str, **extra: object) -> dict[str, object]:
+    row: dict[str, object] = {"gen_key": key, "run_id": "r", "model_id": "m", "task_id": "t"}
+    row.update(item_id="i", sample_index=0, seed=0, sampling={"temperature": 0.0})
+    row.update(text=None, error=None)
+    row.update(extra)
+    return row
+
+
+def test_write_replaces_error_rows_atomically(store: Store) -> None:
+    assert store.write("generations", [_gen("bad", error="boom"), _gen("ok", text="fine")]) == 2
+    retry = [_gen("bad", text="now fine"), _gen("ok", text="other")]
+    assert store.write("generations", retry, replace_errors_of="gen_key") == 1
+    rows = dict(store.rows("SELECT gen_key, coalesce(text, error) FROM generations"))
+    assert rows == {"bad": "now fine", "ok": "fine"}  # error row replaced, good row kept
+    # a failing write (NOT NULL violated in its second row) leaves nothing behind: the
+    # error row it would have replaced is still there and no row of it was written
+    store.write("generations", [_gen("bad2", error="boom")])
+    broken = [_gen("bad2", text="retry"), _gen("new", run_id=None)]
+    with pytest.raises(duckdb.Error):
+        store.write("generations", broken, replace_errors_of="gen_key")
+    rows = dict(store.rows("SELECT gen_key, coalesce(text, error) FROM generations"))
+    assert rows == {"bad": "now fine", "ok": "fine", "bad2": "boom"}
+    assert store.count("generations") == 3  # and the store still takes writes
+    assert store.insert("generations", _gen("new", text="x")) is True

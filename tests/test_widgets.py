@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from slamkit import report, widgets
+from slamkit import cost, widgets
 
 
 def _perf() -> pd.DataFrame:
@@ -123,9 +123,9 @@ def test_clopper_pearson_lower_by_hand() -> None:
 
 
 def test_self_hosted_cost_formula() -> None:
-    assert report.self_hosted_usd_per_request(0.36, 1.0, 0.5) == pytest.approx(0.0002)
+    assert cost.self_hosted_usd_per_request(0.36, 1.0, 0.5) == pytest.approx(0.0002)
     with pytest.raises(Exception, match="utilization"):
-        report.self_hosted_usd_per_request(1.0, 1.0, 0.0)
+        cost.self_hosted_usd_per_request(1.0, 1.0, 0.0)
 
 
 def test_smart_selector_runs_profiling() -> None:
@@ -148,16 +148,17 @@ def test_smart_selector_runs_profiling() -> None:
 
 
 def test_short_lived_store_releases_the_lock(tmp_path: Path) -> None:
-    from slamkit.store import Store
+    from slamkit.store import Store, readers
 
     path = tmp_path / "s.duckdb"
     Store(path).close()
-    sls = report.ShortLivedStore(str(path))
+    sls = Store(path, short_lived=True)
     assert sls.insert("tasks", {"task_id": "t", "template": "{x}"})
     with Store(path) as writer:  # a second writer can open between calls
         writer.insert("tasks", {"task_id": "u", "template": "{x}"})
     assert sls.count("tasks") == 2
-    assert sls.db.execute("SELECT template FROM tasks WHERE task_id = ?", ["u"]).fetchone() == (
-        "{x}",
-    )
+    assert sls.scalar("SELECT template FROM tasks WHERE task_id = ?", ["u"]) == "{x}"
     assert list(sls.df("SELECT task_id FROM tasks ORDER BY 1")["task_id"]) == ["t", "u"]
+    assert readers.runs(sls).empty
+    with pytest.raises(Exception, match="short-lived"):
+        sls.db  # noqa: B018 - no connection is held between calls

@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from slamkit.store import Store, readers
+
 _PAIR_COLS = ["judge_model", "mode", "criterion", "task_id", "item_id"]
 
 
@@ -85,10 +87,6 @@ def position_bias(outcomes: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=cols)
 
 
-def load_judgments(store, judge_model: str | None = None) -> pd.DataFrame:  # noqa: ANN001
+def load_judgments(store: Store, judge_model: str | None = None) -> pd.DataFrame:
     """All judgment rows (optionally of one judge), oldest first."""
-    return store.df(
-        "SELECT * FROM judgments WHERE (CAST(? AS VARCHAR) IS NULL OR judge_model = ?) "
-        "ORDER BY created_at, judgment_id",
-        [judge_model, judge_model],
-    )
+    return readers.judgments(store, judge_model)

@@ -74,12 +74,8 @@ def run(args: argparse.Namespace) -> int:
 def _recent_errors(st: Any, cfg: Any, n: int = 3) -> list[tuple[int, str]]:
     """The ``n`` most frequent stored errors of this judge (model + endpoint), scrubbed."""
     from slamkit.secrets import env_secrets, scrub
+    from slamkit.store import jobs
 
-    df = st.df(
-        "SELECT error, count(*) AS n, max(created_at) AS last FROM judgments "
-        "WHERE judge_model = ? AND judge_endpoint = ? AND error IS NOT NULL "
-        "GROUP BY error ORDER BY n DESC, last DESC LIMIT ?",
-        [cfg.model, cfg.endpoint, n],
-    )
+    df = jobs.judge_errors(st, cfg.model, cfg.endpoint, n)
     secrets = env_secrets(cfg.api_key_env)
     return [(int(k), scrub(str(e), secrets)) for e, k in zip(df["error"], df["n"], strict=True)]

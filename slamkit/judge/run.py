@@ -18,29 +18,12 @@ from slamkit.errors import SlamkitError
 from slamkit.judge import prompts
 from slamkit.judge.client import CallResult, JudgeClient, JudgeConfig
 from slamkit.keys import content_key
+from slamkit.store import jobs
 
 if TYPE_CHECKING:
     from slamkit.store import Store
 
 MODES = ("pairwise", "criteria", "rubric")
-
-_PAIRS_SQL = """
-WITH refs AS (
-    SELECT ref_id, task_id, item_id,
-           row_number() OVER (PARTITION BY task_id, item_id
-                              ORDER BY sample_index, ref_id) AS rn
-    FROM reference_outputs
-    WHERE list_contains(CAST(? AS VARCHAR[]), task_id || chr(31) || source_model)
-)
-SELECT g.task_id, g.item_id, 'generation' AS a_kind, g.gen_key AS a_id,
-       'reference' AS b_kind, r.ref_id AS b_id
-FROM generations g
-JOIN refs r ON r.task_id = g.task_id AND r.item_id = g.item_id AND r.rn = 1
-WHERE g.text IS NOT NULL AND g.error IS NULL
-  AND (CAST(? AS VARCHAR) IS NULL OR g.task_id = ?)
-  AND (CAST(? AS INTEGER) IS NULL OR g.sample_index = ?)
-ORDER BY g.task_id, g.item_id, g.gen_key
-"""
 
 
 def build_pairs(
@@ -62,37 +45,26 @@ def build_pairs(
 
     sources = reference_models(store, task_id, source_model)
     keys = [f"{t}\x1f{m}" for t, m in sources.items()]
-    pairs = store.df(_PAIRS_SQL, [keys, task_id, task_id, sample_index, sample_index])
+    pairs = jobs.judge_pairs(store, keys, task_id, sample_index)
     if model_ids is not None:
-        keep = store.df(
-            "SELECT gen_key FROM generations WHERE model_id IN (SELECT unnest(?))",
-            [list(model_ids)],
-        )
-        pairs = pairs[pairs["a_id"].isin(set(keep["gen_key"]))]
+        keep = jobs.generation_keys_of_models(store, model_ids)
+        pairs = pairs[pairs["a_id"].isin(keep)]
     return pairs.reset_index(drop=True)
 
 
 def _texts(store: Store, pairs: pd.DataFrame) -> dict[tuple[str, str], str]:
     out: dict[tuple[str, str], str] = {}
-    for kind, table, key in (
-        ("generation", "generations", "gen_key"),
-        ("reference", "reference_outputs", "ref_id"),
-    ):
+    for kind in ("generation", "reference"):
         ids = set(pairs.loc[pairs.a_kind == kind, "a_id"]) | set(
             pairs.loc[pairs.b_kind == kind, "b_id"]
         )
         if ids:
-            df = store.df(
-                f"SELECT {key} AS k, text FROM {table} WHERE {key} IN (SELECT unnest(?))",
-                [sorted(ids)],
-            )
-            out.update({(kind, k): t for k, t in zip(df.k, df.text, strict=True)})
+            out.update({(kind, k): t for k, t in jobs.texts_by_id(store, kind, ids).items()})
     return out
 
 
 def _prompts(store: Store, pairs: pd.DataFrame) -> dict[tuple[str, str], str]:
-    df = store.df("SELECT task_id, item_id, prompt FROM items")
-    return {(t, i): p for t, i, p in zip(df.task_id, df.item_id, df.prompt, strict=True)}
+    return jobs.item_prompts(store)
 
 
 def plan_judgments(
@@ -173,10 +145,7 @@ def run_judge(
         pairs = pairs.head(limit)
     plan = plan_judgments(pairs, config, mode, criteria, rubric, rubric_with_reference)
     ids = [c["judgment_id"] for c in plan]
-    stored = store.df(
-        "SELECT judgment_id, error FROM judgments WHERE judgment_id IN (SELECT unnest(?))",
-        [ids],
-    )
+    stored = jobs.stored_judgments(store, ids)
     ok = set(stored.loc[stored.error.isna(), "judgment_id"])
     failed_before = set(stored.loc[stored.error.notna(), "judgment_id"])
     todo = [c for c in plan if c["judgment_id"] not in ok]
@@ -191,12 +160,8 @@ def run_judge(
     try:
         for call in tqdm(todo, desc=f"judge {config.model} ({mode})", disable=not progress):
             row = _judge_one(client, config, call, texts, item_prompts)
-            if call["judgment_id"] in failed_before:
-                store.db.execute(
-                    "DELETE FROM judgments WHERE judgment_id = ? AND error IS NOT NULL",
-                    [call["judgment_id"]],
-                )
-            store.insert("judgments", row)
+            # a retried call replaces its stored failure in the same transaction
+            store.write("judgments", [row], replace_errors_of="judgment_id")
             counts["failed" if row["error"] else "judged"] += 1
     finally:
         client.close()
@@ -268,3 +233,22 @@ def _judge_one(
         "error": client.scrub(res.error) if res.error else None,
         "params": params,
     }
+
+
+def judge_endpoint(
+    store: Store,
+    base_url: str | None,
+    model: str | None,
+    max_tokens: int = 256,
+    task_id: str | None = None,
+    source_model: str | None = None,
+    limit: int | None = None,
+) -> dict[str, int] | str:
+    """Run the pairwise judge served by ``model`` at the OpenAI-compatible ``base_url``
+    (the key is read from ``OPENAI_API_KEY``); nothing when either is unset."""
+    if not (base_url and model):
+        return "no judge endpoint set (judge_base_url / judge_model): skipped"
+    config = JudgeConfig(base_url=base_url, model=model, max_tokens=max_tokens)
+    return run_judge(
+        store, config, task_id=task_id, source_model=source_model, limit=limit, progress=False
+    )

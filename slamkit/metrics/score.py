@@ -9,25 +9,11 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from slamkit.store import jobs
+
 if TYPE_CHECKING:
     from slamkit.metrics.base import ItemMetric
     from slamkit.store import Store
-
-_GENERATIONS_SQL = """
-WITH refs AS (
-    SELECT ref_id, task_id, item_id, text,
-           row_number() OVER (PARTITION BY task_id, item_id
-                              ORDER BY sample_index, ref_id) AS rn
-    FROM reference_outputs
-    WHERE list_contains(CAST(? AS VARCHAR[]), task_id || chr(31) || source_model)
-)
-SELECT g.gen_key, g.text, r.ref_id, r.text AS ref_text
-FROM generations g
-LEFT JOIN refs r ON r.task_id = g.task_id AND r.item_id = g.item_id AND r.rn = 1
-WHERE g.text IS NOT NULL AND g.error IS NULL
-  AND (CAST(? AS VARCHAR) IS NULL OR g.task_id = ?)
-ORDER BY g.task_id, g.item_id, g.gen_key
-"""
 
 
 def reference_models(
@@ -42,16 +28,7 @@ def reference_models(
     """
     from slamkit.errors import SlamkitError
 
-    df = store.df(
-        """
-        SELECT r.task_id, list(DISTINCT r.source_model ORDER BY r.source_model) AS models
-        FROM reference_outputs r
-        WHERE (CAST(? AS VARCHAR) IS NULL AND r.task_id IN (SELECT task_id FROM generations))
-           OR r.task_id = ?
-        GROUP BY r.task_id ORDER BY r.task_id
-        """,
-        [task_id, task_id],
-    )
+    df = jobs.reference_models_by_task(store, task_id)
     if source_model is not None:
         tasks = [task_id] if task_id is not None else list(df["task_id"])
         return {t: source_model for t in tasks}
@@ -108,17 +85,13 @@ def score_generations(
             m.close()
         raise
     pairs = [f"{t}\x1f{m}" for t, m in sources.items()]
-    gens = store.df(_GENERATIONS_SQL, [pairs, task_id, task_id])
+    gens = jobs.generations_to_score(store, pairs, task_id)
     named = sorted(set(sources.values()))
     counts: dict[str, int] = {}
     try:
         for metric in built:
             name, version = metric.metric_name, metric.version
-            done = store.df(
-                "SELECT gen_key, ref_id FROM scores WHERE metric = ? AND metric_version = ?",
-                [name, version],
-            )
-            done_keys = set(zip(done["gen_key"], done["ref_id"], strict=True))
+            done_keys = jobs.scored_keys(store, name, version)
             refs = gens["ref_id"].fillna("") if metric.needs_reference else [""] * len(gens)
             keys = pd.Series(
                 list(zip(gens["gen_key"], refs, strict=True)), index=gens.index, dtype=object
@@ -189,21 +162,7 @@ def load_scores(
     metric, version, reference). ``ref_id``/``source_model`` are None for metrics without a
     reference. ``source_model`` keeps reference metrics scored against that model only
     (reference-free metrics are always kept)."""
-    return store.df(
-        """
-        SELECT s.gen_key, s.metric, s.metric_version, s.value, s.details,
-               nullif(s.ref_id, '') AS ref_id, r.source_model,
-               g.model_id, coalesce(m.name, g.model_id) AS model, g.task_id, g.item_id,
-               g.sample_index
-        FROM scores s JOIN generations g USING (gen_key)
-        LEFT JOIN models m ON m.model_id = g.model_id
-        LEFT JOIN reference_outputs r ON r.ref_id = s.ref_id
-        WHERE (CAST(? AS VARCHAR) IS NULL OR g.task_id = ?)
-          AND (CAST(? AS VARCHAR) IS NULL OR s.ref_id = '' OR r.source_model = ?)
-        ORDER BY model, s.metric, g.item_id, g.sample_index, r.source_model
-        """,
-        [task_id, task_id, source_model, source_model],
-    )
+    return jobs.joined_scores(store, task_id, source_model)
 
 
 def summarize_scores(scores: pd.DataFrame, by: str = "model") -> pd.DataFrame:

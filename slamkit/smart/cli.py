@@ -8,22 +8,11 @@ from typing import Any
 
 from slamkit.errors import SlamkitError
 
-#: kept here (not imported) so building the CLI parser does not import scipy
-SIM_SETTINGS = ["IMDB", "SMS Spam", "AG News", "Boundary"]
+# The simulator's arguments come from a stdlib-only module, so building the CLI parser does
+# not import scipy; slamkit.smart.simulate itself is imported only when the command runs.
+from slamkit.smart.simulate_args import SIM_SETTINGS, add_simulate_arguments
 
-
-def add_simulate_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--seeds", type=int, default=1000, help="replicas per cell (default 1000)")
-    ap.add_argument("--gamma", type=float, default=0.95)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument(
-        "--settings", nargs="*", default=SIM_SETTINGS, choices=SIM_SETTINGS,
-        help="the SMART paper's settings, and 'Boundary': a candidate at 1 - delta - 0.005 "
-        "(stress test for peeking)",
-    )  # fmt: skip
-    ap.add_argument(
-        "--out", default="data/simulation_results", help="write OUT.csv and OUT.md ('' to skip)"
-    )
+__all__ = ["SIM_SETTINGS", "add_parser", "add_simulate_arguments"]
 
 
 def _cmd_simulate(args: argparse.Namespace) -> int:

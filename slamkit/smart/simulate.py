@@ -1,7 +1,9 @@
 """Bernoulli simulator for SMART, Smart-ModelMix and the anytime-valid variant.
 
 Reproduces the settings of Jo & Trummer (arXiv 2403.13835) as given in METHOD.md:
-prices per 1K tokens, conformity rates with GPT-4 and N per data set. Each seed draws
+prices per 1K tokens (read from the dated price table ``data/prices.csv`` through
+:mod:`slamkit.cost`, rows dated on or before :data:`PRICES_AS_OF`), conformity rates with
+GPT-4 and N per data set. Each seed draws
 every candidate's conformity on each item as an independent Bernoulli(rate).
 
 Assumptions (documented, editable in :data:`SETTINGS`): items are classification
@@ -44,19 +46,32 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from slamkit.cost import api_price, load_prices
 from slamkit.smart.bounds import BoundFamily, ClopperPearson, anytime_family, threshold_table
 from slamkit.smart.mix import solve_mix_pairs
 from slamkit.smart.profile import expected_cost_stop
+from slamkit.smart.simulate_args import add_simulate_arguments
 
-#: (input, output) USD per 1K tokens, as in METHOD.md section 3 / the SMART paper.
-PRICES_PER_1K = {
-    "gpt-4": (0.03, 0.06),
-    "gpt-3.5-turbo-instruct": (0.0015, 0.002),
-    "gpt-3.5-turbo-1106": (0.001, 0.002),
-    "davinci-002": (0.002, 0.002),
-    "babbage-002": (0.0004, 0.0004),
-}
+REFERENCE = "gpt-4"
 CANDIDATES = ["gpt-3.5-turbo-instruct", "gpt-3.5-turbo-1106", "davinci-002", "babbage-002"]
+#: the SMART paper's prices are the price table's rows dated on or before this day
+PRICES_AS_OF = "2023-12-31"
+
+
+def prices_per_1k(
+    models: tuple[str, ...] = (REFERENCE, *CANDIDATES),
+    as_of: str = PRICES_AS_OF,
+    path: str | Path | None = None,
+) -> dict[str, tuple[float, float]]:
+    """(input, output) USD per 1K tokens of each model: the newest row dated on or before
+    ``as_of`` of the price table (:func:`slamkit.cost.load_prices`, ``data/prices.csv``) -
+    for the default date the prices of METHOD.md section 3 / the SMART paper."""
+    table = load_prices(path)
+    out: dict[str, tuple[float, float]] = {}
+    for m in models:
+        row = api_price(table, m, as_of)
+        out[m] = (float(row["input_per_1k_usd"]), float(row["output_per_1k_usd"]))
+    return out
 
 
 @dataclass(frozen=True)
@@ -68,11 +83,14 @@ class Setting:
     tokens_out: int = 2
 
     def unit_costs(self) -> tuple[float, np.ndarray]:
+        """USD per item of the reference and of each of :data:`CANDIDATES`."""
+        prices = prices_per_1k()
+
         def c(m: str) -> float:
-            pin, pout = PRICES_PER_1K[m]
+            pin, pout = prices[m]
             return (self.tokens_in * pin + self.tokens_out * pout) / 1000
 
-        return c("gpt-4"), np.array([c(m) for m in CANDIDATES])
+        return c(REFERENCE), np.array([c(m) for m in CANDIDATES])
 
 
 SETTINGS = {
@@ -335,8 +353,6 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    from slamkit.smart.cli import add_simulate_arguments
-
     add_simulate_arguments(ap)
     return run(ap.parse_args(argv))
 

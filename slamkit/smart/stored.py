@@ -23,44 +23,15 @@ from slamkit.keys import content_key
 from slamkit.smart.equivalence import EmbeddingSimilarity, Equivalence, JudgeVerdict
 from slamkit.smart.profile import profile
 from slamkit.smart.select import METHODS, Selection, bounds_for, choose
+from slamkit.store import readers
 
 
 def _reference(store: Any, task_id: str, reference_model: str) -> pd.DataFrame:
-    ref = store.df(
-        """
-        SELECT r.item_id, r.text AS ref_text, r.prompt_tokens, r.completion_tokens,
-               r.latency_s, i.prompt
-        FROM reference_outputs r
-        LEFT JOIN items i ON i.task_id = r.task_id AND i.item_id = r.item_id
-        WHERE r.task_id = ? AND r.source_model = ?
-        QUALIFY row_number() OVER (PARTITION BY r.item_id ORDER BY r.sample_index, r.ref_id) = 1
-        """,
-        [task_id, reference_model],
-    )
-    if ref.empty:
-        have = store.df(
-            "SELECT DISTINCT task_id, source_model FROM reference_outputs ORDER BY 1, 2"
-        )
-        pairs = ", ".join(f"{a}/{b}" for a, b in have.itertuples(index=False)) or "none"
-        raise SlamkitError(
-            f"No reference outputs for task {task_id!r} from {reference_model!r} in "
-            f"{store.path}. Stored (task/source): {pairs}. Import references first."
-        )
-    return ref
+    return readers.first_references(store, task_id, reference_model)
 
 
 def _generations(store: Any, task_id: str, models: Sequence[str] | None) -> pd.DataFrame:
-    gens = store.df(
-        """
-        SELECT g.gen_key, g.model_id, coalesce(m.name, g.model_id) AS model, g.item_id,
-               g.text, g.error, g.latency_s, g.prompt_tokens, g.completion_tokens
-        FROM generations g LEFT JOIN models m ON m.model_id = g.model_id
-        WHERE g.task_id = ?
-        QUALIFY row_number() OVER (
-            PARTITION BY g.model_id, g.item_id ORDER BY g.sample_index, g.gen_key) = 1
-        """,
-        [task_id],
-    )
+    gens = readers.first_generations(store, task_id)
     if models:
         gens = gens[gens["model"].isin(models) | gens["model_id"].isin(models)]
     if gens.empty:
@@ -76,9 +47,9 @@ def _judge_outcomes(store: Any, gen_keys: Sequence[str], judge_model: str | None
     """Per generation: 'win' | 'tie' | 'loss' against the reference, both orders combined by
     :func:`slamkit.judge.analysis.pairwise_outcomes` (a verdict that flips with the order is a
     tie; a pair judged in one order only has no outcome yet)."""
-    from slamkit.judge.analysis import load_judgments, pairwise_outcomes
+    from slamkit.judge.analysis import pairwise_outcomes
 
-    out = pairwise_outcomes(load_judgments(store, judge_model))
+    out = pairwise_outcomes(readers.judgments(store, judge_model))
     out = out[(out["mode"] == "pairwise") & (out["criterion"] == "overall")]
     out = out[(out["candidate_kind"] == "generation") & (out["other_kind"] == "reference")]
     out = out[out["candidate_id"].isin(list(gen_keys))]
@@ -95,10 +66,7 @@ def _judge_outcomes(store: Any, gen_keys: Sequence[str], judge_model: str | None
 def _metric_name(store: Any, name: str) -> str:
     """``name`` itself, or the one stored metric called ``name:<label>`` (e.g. the
     embedder's file name in ``embed_cosine:SmolLM2-135M-Instruct.Q4_1``)."""
-    names = store.df(
-        "SELECT DISTINCT metric FROM scores WHERE metric = ? OR starts_with(metric, ?)",
-        [name, name + ":"],
-    )["metric"].tolist()
+    names = readers.metric_names(store, name)
     if name in names:
         return name
     if len(names) == 1:
@@ -139,11 +107,7 @@ def conformity_frame(
     )
     if isinstance(equivalence, EmbeddingSimilarity) and equivalence.embed is None:
         metric = _metric_name(store, equivalence.column)
-        sc = store.df(
-            "SELECT gen_key, value FROM scores WHERE metric = ? QUALIFY row_number() OVER "
-            "(PARTITION BY gen_key ORDER BY metric_version DESC) = 1",
-            [metric],
-        )
+        sc = readers.latest_scores(store, metric)
         df = df.merge(sc.rename(columns={"value": equivalence.column}), on="gen_key", how="left")
     if isinstance(equivalence, JudgeVerdict) and equivalence.judge is None:
         out = _judge_outcomes(store, df["gen_key"].dropna().tolist(), equivalence.judge_model)

@@ -124,9 +124,9 @@ def test_report_labels_simulation_selection_table_truncation_and_dashes() -> Non
     assert cells[i - 1].cell_type == "markdown" and label in cells[i - 1].source
     code = "\n".join(c.source for c in cells if c.cell_type == "code")
     md = "\n".join(c.source for c in cells if c.cell_type == "markdown")
-    assert "report.selection_display(selection)" in code
-    assert "report.display_table(report.headline(" in code
-    assert "report.display_table(report.provenance(" in code
+    assert "selection_display(selection)" in code
+    assert "display.display_table(study.headline(" in code
+    assert "display.display_table(study.provenance(" in code
     assert "max_tokens" in md and "06_cost" in md and "truncated" in md
     code08 = "\n".join(c.source for c in _cells("08_selection") if c.cell_type == "code")
-    assert "report.selection_display(selection)" in code08
+    assert "selection_display(selection)" in code08

@@ -1,0 +1,212 @@
+"""Pure frames: DataFrame in, DataFrame out — what the charts, widgets and tables draw.
+
+Nothing here reads the store or prices anything by itself: the inputs come from
+:mod:`slamkit.store.aggregates` (per-variant summaries, per-item means), the prices from
+:mod:`slamkit.cost`. :class:`slamkit.study.Study` wires them together for the notebooks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from slamkit import cost
+from slamkit.stats import mean_ci
+
+#: headline column: share of generations that stopped at max_tokens, in percent
+TRUNCATED_COL = "truncated at max_tokens (%)"
+
+
+def quality_summary(
+    scores: pd.DataFrame,
+    metric: str,
+    items: Sequence[str] | None = None,
+    level: float = 0.95,
+    seed: int = 0,
+    method: str = "bca",
+) -> pd.DataFrame:
+    """Per variant: mean of ``metric`` over items (samples averaged per item first), CI, n.
+
+    The interval is :func:`slamkit.stats.mean_ci` (seeded bootstrap, BCa by default).
+
+    ``scores`` columns: ``variant``, ``item_id``, ``metric``, ``value`` — per generation or
+    already per item (:func:`slamkit.store.aggregates.item_means`; averaging is then a no-op).
+    Returns ``variant, mean, lo, hi, n, level`` (the input of ``charts.quality_ci``).
+    """
+    cols = ["variant", "mean", "lo", "hi", "n", "level"]
+    d = scores[scores["metric"] == metric]
+    if items is not None:
+        d = d[d["item_id"].isin(list(items))]
+    if d.empty:
+        return pd.DataFrame(columns=cols)
+    per_item = d.groupby(["variant", "item_id"], as_index=False)["value"].mean()
+    ci = mean_ci(per_item, "value", by="variant", conf=level, seed=seed, method=method)
+    out = ci.rename(columns={"estimate": "mean", "ci_lo": "lo", "ci_hi": "hi"})
+    return out.assign(level=level)[cols]
+
+
+def tradeoff_frame(
+    perf: pd.DataFrame,
+    quality: pd.DataFrame,
+    hourly_usd: float,
+    utilization: float,
+    variants: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """Join performance and quality per variant and price it: the Pareto chart's input.
+
+    ``perf``: :func:`slamkit.store.aggregates.variant_summary` rows (with ``bits``);
+    ``quality``: :func:`quality_summary` output.
+    Adds ``cost_per_1k`` (USD per 1,000 requests) and ``usd_per_request``.
+    """
+    d = perf.merge(
+        quality.rename(columns={"mean": "quality", "lo": "quality_lo", "hi": "quality_hi",
+                                "n": "n_items"}),
+        on="variant",
+        how="inner",
+    )  # fmt: skip
+    if variants is not None:
+        d = d[d["variant"].isin(list(variants))]
+    d = d.copy()
+    d["usd_per_request"] = [
+        cost.self_hosted_usd_per_request(hourly_usd, lat, utilization)
+        for lat in d["mean_latency_s"]
+    ]
+    d["cost_per_1k"] = d["usd_per_request"] * 1000
+    return d.reset_index(drop=True)
+
+
+def latency_frame(gens: pd.DataFrame, refs: pd.DataFrame, reference_name: str) -> pd.DataFrame:
+    """Per-request latency rows (``variant, latency_s, ttft_s, is_reference``) incl. the API."""
+    own = gens[gens["error"].isna()][["variant", "latency_s", "ttft_s"]].assign(is_reference=False)
+    api = refs.dropna(subset=["latency_s"])[["latency_s", "ttft_s"]].assign(
+        variant=reference_name, is_reference=True
+    )
+    return pd.concat([api, own], ignore_index=True)[["variant", "latency_s", "ttft_s",
+                                                     "is_reference"]]  # fmt: skip
+
+
+def winrates_from_scores(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Pairwise win rates from per-item scores (higher score wins; equal = tie = half).
+
+    A stand-in for judge or human verdicts when none are stored. Returns
+    ``model_a, model_b, win_rate, n`` for every ordered pair.
+    """
+    d = scores[scores["metric"] == metric]
+    wide = d.groupby(["item_id", "variant"])["value"].mean().unstack("variant")
+    rows = []
+    for a in wide.columns:
+        for b in wide.columns:
+            if a == b:
+                continue
+            both = wide[[a, b]].dropna()
+            if both.empty:
+                continue
+            wins = (both[a] > both[b]).sum() + 0.5 * (both[a] == both[b]).sum()
+            rows.append({"model_a": a, "model_b": b, "win_rate": wins / len(both), "n": len(both)})
+    return pd.DataFrame(rows, columns=["model_a", "model_b", "win_rate", "n"])
+
+
+def verdicts_from_scores(scores: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Pairwise verdicts (``model_a, model_b, winner`` a|b|tie) from per-item scores.
+
+    For :func:`slamkit.stats.bradley_terry` when no judge or human verdicts are stored:
+    on each item, the variant with the higher ``metric`` wins (equal = tie).
+    """
+    d = scores[scores["metric"] == metric]
+    wide = d.groupby(["item_id", "variant"])["value"].mean().unstack("variant")
+    names = list(wide.columns)
+    rows = []
+    for i, a in enumerate(names):
+        for b in names[i + 1 :]:
+            both = wide[[a, b]].dropna()
+            for va, vb in zip(both[a], both[b], strict=True):
+                w = "a" if va > vb else "b" if vb > va else "tie"
+                rows.append({"model_a": a, "model_b": b, "winner": w})
+    return pd.DataFrame(rows, columns=["model_a", "model_b", "winner"])
+
+
+def conformity(scores: pd.DataFrame, metric: str, tau: float) -> pd.DataFrame:
+    """``variant, item_id, conform``: 1 when the item's ``metric`` >= ``tau`` (sample 0)."""
+    d = scores[(scores["metric"] == metric)]
+    if "sample_index" in d:
+        d = d[d["sample_index"] == 0]
+    out = d[["variant", "item_id"]].copy()
+    out["conform"] = (d["value"].astype(float) >= tau).astype(int).to_numpy()
+    return out.reset_index(drop=True)
+
+
+def bt_frame(bt: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
+    """:func:`slamkit.stats.bradley_terry` output -> the columns of ``charts.bt_ratings``."""
+    out = bt.rename(columns={"theta": "rating", "ci_lo": "lo", "ci_hi": "hi"})
+    out["is_reference"] = out["model"] == reference if reference else False
+    out["level"] = bt.attrs.get("conf", 0.95)
+    return out
+
+
+def headline(
+    perf: pd.DataFrame,
+    quality: pd.DataFrame,
+    reference: dict[str, Any] | None,
+    hourly_usd: float,
+    utilization: float,
+    metric: str,
+) -> pd.DataFrame:
+    """The one-table summary: quality (CI), latency, speed and cost per variant + the API.
+
+    Missing values stay NaN/<NA> (numeric columns); show it with :func:`display_table`.
+    ``truncated at max_tokens (%)`` is the share of a variant's generations that hit the
+    token limit: their cost per request is that of a cut-off answer.
+    """
+    d = tradeoff_frame(perf, quality, hourly_usd, utilization)
+    rows = [
+        {
+            "variant": r.variant,
+            metric: f"{r.quality:.3g} [{r.quality_lo:.3g}, {r.quality_hi:.3g}]",
+            "items": int(r.n_items),
+            "p50 latency (s)": round(float(r.p50_latency_s), 2),
+            "p95 latency (s)": round(float(r.p95_latency_s), 2),
+            "decode (tok/s)": round(float(r.decode_tps), 1),
+            "USD / 1K requests": round(float(r.cost_per_1k), 4),
+            TRUNCATED_COL: round(100 * float(getattr(r, "truncated_share", np.nan)), 1),
+        }
+        for r in d.itertuples(index=False)
+    ]
+    if reference:
+        rows.append(
+            {
+                "variant": f"{reference['name']} (API reference)",
+                metric: "reference",
+                "items": pd.NA,
+                "p50 latency (s)": None,
+                "p95 latency (s)": round(reference["p95_latency_s"], 2)
+                if np.isfinite(reference["p95_latency_s"])
+                else None,
+                "decode (tok/s)": None,
+                "USD / 1K requests": round(reference["cost_per_1k"], 4),
+                TRUNCATED_COL: None,
+            }
+        )
+    out = pd.DataFrame(rows)
+    out[TRUNCATED_COL] = out[TRUNCATED_COL].astype(float)
+    out["items"] = out["items"].astype("Int64")
+    return out
+
+
+def provenance(runs: pd.DataFrame) -> pd.DataFrame:
+    """The runs table trimmed to what a reader needs to reproduce the numbers."""
+    cols = ["run_id", "kind", "started_at", "slamkit_version", "llama_cpp_python_version",
+            "n_threads", "n_threads_batch", "n_gpu_layers", "seed", "git_revision"]  # fmt: skip
+    return runs[[c for c in cols if c in runs.columns]].set_index("run_id")
+
+
+def reference_table(refs: pd.DataFrame, subsets: pd.DataFrame, n: int = 10) -> pd.DataFrame:
+    """The first ``n`` references with their subset, length in characters and the first 160
+    characters of the text (``refs``: reference rows with text; ``subsets``:
+    ``item_id, subset``)."""
+    t = refs.merge(subsets, on="item_id").head(n)
+    t = t.assign(chars=t["text"].str.len(), text=t["text"].str.slice(0, 160))
+    return t[["item_id", "subset", "source_model", "chars", "completion_tokens", "latency_s",
+              "text"]]  # fmt: skip

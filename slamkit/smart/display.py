@@ -1,0 +1,124 @@
+"""SMART results for people: the per-candidate conformity table of a selection and the
+simulated savings of the SMART paper's settings (labelled as simulated)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from slamkit.display import Table
+from slamkit.errors import SlamkitError
+from slamkit.smart.bounds import clopper_pearson
+
+#: the SMART simulator's results, written by ``slamkit simulate``
+SIMULATION_CSV = Path(__file__).resolve().parents[2] / "data" / "simulation_results.csv"
+
+
+def selection_table(selection: Any) -> pd.DataFrame:
+    """Per candidate of a SMART selection: conformity, its Clopper-Pearson interval, verdict.
+
+    ``selection``: a :class:`slamkit.smart.Selection`, or a ``selections`` row (dict or
+    Series; ``details`` may be JSON text). Read from ``details["models"]`` (what profiling
+    stored: k conforming of n profiled, the method's own bounds and state). Returns one
+    row per model: ``model, conforming, profiled, conformity, cp_lo, cp_hi`` (two-sided
+    Clopper-Pearson at confidence gamma), ``bound_lo, bound_hi`` (the bounds the method
+    decided with, e.g. the anytime-valid confidence sequence), ``target`` (1 - delta) and
+    ``verdict``: *invalid* (upper bound < target), *satisfied* (lower bound >= target) or
+    *unknown* (the interval contains the target, or the model was not profiled).
+    """
+    row = _selection_row(selection)
+    details = row["details"]
+    if isinstance(details, str):
+        details = json.loads(details)
+    gamma, delta = float(row["gamma"]), float(row["delta"])
+    cols = ["model", "conforming", "profiled", "conformity", "cp_lo", "cp_hi", "bound_lo",
+            "bound_hi", "target", "verdict"]  # fmt: skip
+    rows = []
+    for m in (details or {}).get("models", []):
+        k, n = int(m.get("k") or 0), int(m.get("n") or 0)
+        lo, hi = clopper_pearson(k, n, gamma) if n else (np.nan, np.nan)
+        rows.append(
+            {"model": m["model"], "conforming": k, "profiled": n,
+             "conformity": k / n if n else np.nan, "cp_lo": float(lo), "cp_hi": float(hi),
+             "bound_lo": m.get("lower") if n else np.nan,
+             "bound_hi": m.get("upper") if n else np.nan,
+             "target": 1 - delta, "verdict": m.get("state") or "unknown"}
+        )  # fmt: skip
+    out = pd.DataFrame(rows, columns=cols)
+    for c in ("bound_lo", "bound_hi"):
+        out[c] = out[c].astype(float)
+    return out
+
+
+def _selection_row(selection: Any) -> Any:
+    if isinstance(selection, (dict, pd.Series)):
+        return selection
+    return {k: getattr(selection, k) for k in ("details", "gamma", "delta")}
+
+
+def selection_display(selection: Any) -> Table:
+    """:func:`selection_table` as the report shows it: counts, intervals, verdict vs target."""
+    t = selection_table(selection)
+    gamma = float(_selection_row(selection)["gamma"])
+
+    def iv(lo: float, hi: float) -> str | None:
+        return None if pd.isna(lo) else f"[{lo:.3f}, {hi:.3f}]"
+
+    shown = pd.DataFrame(
+        {
+            "model": t["model"],
+            "conforming / profiled": [f"{k}/{n}" for k, n in zip(t["conforming"],
+                                                                  t["profiled"], strict=True)],
+            "conformity": t["conformity"].round(3),
+            f"Clopper-Pearson {gamma:.0%} CI": [
+                iv(a, b) for a, b in zip(t["cp_lo"], t["cp_hi"], strict=True)
+            ],
+            "bounds used by the method": [
+                iv(a, b) for a, b in zip(t["bound_lo"], t["bound_hi"], strict=True)
+            ],
+            "target (1 - delta)": t["target"].round(3),
+            "verdict (method's bounds)": t["verdict"],
+        }
+    )  # fmt: skip
+    return Table(shown.set_index("model"))
+
+
+def simulation_long(path: str | None = None, setting: str = "IMDB") -> pd.DataFrame:
+    """SMART simulation results (data/simulation_results.csv) for ``charts.smart_savings``."""
+    p = Path(path) if path else SIMULATION_CSV
+    if not p.exists():
+        raise SlamkitError(f"{p} is missing: run `slamkit simulate` to produce it.")
+    w = pd.read_csv(p)
+    if setting not in set(w["setting"]):
+        raise SlamkitError(f"{p} has no setting {setting!r}; it has {sorted(set(w['setting']))}.")
+    w = w[w["setting"] == setting]
+    names = {"smart": "SMART", "mix": "SMART-ModelMix", "anytime": "anytime-valid (slamkit)"}
+    rows = []
+    for r in w.to_dict("records"):
+        for m, label in names.items():
+            if f"saving_{m}" in r:
+                rows.append({"delta": r["delta"], "method": label, "savings": r[f"saving_{m}"],
+                             "violation_rate": r.get(f"violation_{m}")})  # fmt: skip
+    out = pd.DataFrame(rows)
+    out.attrs["source"] = simulation_source(setting, _simulation_seeds(p))
+    return out
+
+
+def simulation_source(setting: str, seeds: int | None = None) -> str:
+    """The label every chart of simulated SMART results carries (it is not the user's data)."""
+    runs = f", {seeds} seeds" if seeds else ""
+    return f"Simulated: {setting} setting of Jo & Trummer (SMART){runs} \u2014 not your data"
+
+
+def _simulation_seeds(csv: Any) -> int | None:
+    """Seeds per cell, from the header the simulator writes beside the CSV (``.md``)."""
+    md = Path(csv).with_suffix(".md")
+    if not md.exists():
+        return None
+    m = re.search(r"([\d,]+) seeds per cell", md.read_text(encoding="utf-8")[:2000])
+    return int(m.group(1).replace(",", "")) if m else None

@@ -1,0 +1,111 @@
+"""Per-variant aggregates computed by DuckDB: what the summary tables and widgets show.
+
+Nothing here reads a text. One query per frame, over the :class:`Selection` of a study:
+
+* :func:`variant_summary` — count, latency mean/p50/p90/p95/p99, TTFT p50, decode and
+  prefill rates, token counts (for cost) and the share truncated at ``max_tokens``.
+* :func:`item_means` — per (variant, item, metric) the mean over samples: the input of
+  the bootstrap CIs, paired tests and Bradley-Terry (per-item values, nothing else).
+* :func:`latency_values` — per successful generation only ``latency_s``, ``ttft_s`` and
+  ``decode_tps``
+  (for distributions and percentile CIs).
+* :func:`conformity` — per (variant, item) whether sample 0 reaches a metric threshold.
+
+Percentiles are ``quantile_cont`` (linear interpolation, as pandas' default).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+
+from slamkit.store.db import Store
+from slamkit.store.readers import _GEN_EXPR, _MODELS, Selection, scope
+
+#: the columns of :func:`variant_summary`
+SUMMARY_COLUMNS = [
+    "variant", "family", "quant", "n_params", "size_bytes", "n", "mean_latency_s",
+    "p50_latency_s", "p90_latency_s", "p95_latency_s", "p99_latency_s", "ttft_p50_s",
+    "decode_tps", "prefill_tps", "prompt_tokens", "completion_tokens", "truncated_share",
+]  # fmt: skip
+
+
+def variant_summary(store: Store, selection: Selection) -> pd.DataFrame:
+    """One row per variant (failed generations left out), ordered by variant.
+
+    ``truncated_share`` is the share of outputs that stopped at the token limit:
+    ``finish_reason = 'length'`` among rows that record a finish reason, else
+    ``completion_tokens >= max_tokens`` of the row's sampling settings; NaN when neither
+    is known.
+    """
+    v = _GEN_EXPR
+    df = scope(store, selection).query(
+        f"""{v["variant"]} AS variant, any_value({v["family"]}) AS family,
+            any_value({v["quant"]}) AS quant, any_value(m.n_params) AS n_params,
+            any_value(m.size_bytes) AS size_bytes, count(*) AS n,
+            avg(g.latency_s) AS mean_latency_s,
+            quantile_cont(g.latency_s, 0.5) AS p50_latency_s,
+            quantile_cont(g.latency_s, 0.9) AS p90_latency_s,
+            quantile_cont(g.latency_s, 0.95) AS p95_latency_s,
+            quantile_cont(g.latency_s, 0.99) AS p99_latency_s,
+            quantile_cont(g.ttft_s, 0.5) AS ttft_p50_s,
+            avg(g.decode_tps) AS decode_tps, avg(g.prefill_tps) AS prefill_tps,
+            avg(g.prompt_tokens) AS prompt_tokens, avg(g.completion_tokens) AS completion_tokens,
+            CASE WHEN count(g.finish_reason) > 0
+                 THEN avg(CASE WHEN g.finish_reason IS NULL THEN NULL
+                               WHEN g.finish_reason = 'length' THEN 1.0 ELSE 0.0 END)
+                 ELSE avg(CASE WHEN g.completion_tokens IS NULL OR s.max_tokens IS NULL
+                               THEN NULL
+                               WHEN g.completion_tokens >= s.max_tokens THEN 1.0
+                               ELSE 0.0 END) END AS truncated_share""",
+        "GROUP BY 1 ORDER BY 1",
+        extra_where="g.error IS NULL",
+    )
+    for c in SUMMARY_COLUMNS[6:]:
+        df[c] = df[c].astype(float)
+    df["n"] = df["n"].astype(int)
+    return df[SUMMARY_COLUMNS]
+
+
+def item_means(
+    store: Store, selection: Selection, metrics: Sequence[str] | None = None
+) -> pd.DataFrame:
+    """``variant, item_id, metric, value, n_samples``: each metric averaged over a
+    variant's successful samples of an item (``metrics``: only those; None = all)."""
+    cond = "g.error IS NULL AND sc.value IS NOT NULL"
+    extra: list[object] = []
+    if metrics is not None:
+        cond += " AND sc.metric IN (SELECT unnest(?))"
+        extra.append(list(metrics))
+    return scope(store, selection).query(
+        f"{_GEN_EXPR['variant']} AS variant, g.item_id, sc.metric, avg(sc.value) AS value, "
+        "count(*) AS n_samples",
+        "GROUP BY 1, 2, 3 ORDER BY 1, 3, 2",
+        extra_where=cond,
+        source=f"scores sc JOIN generations g ON g.gen_key = sc.gen_key {_MODELS}",
+        extra_params=extra,
+    )
+
+
+def latency_values(store: Store, selection: Selection) -> pd.DataFrame:
+    """``variant, latency_s, ttft_s, decode_tps`` of every successful generation."""
+    return scope(store, selection).query(
+        f"{_GEN_EXPR['variant']} AS variant, g.latency_s, g.ttft_s, g.decode_tps",
+        "ORDER BY 1",
+        extra_where="g.error IS NULL",
+    )
+
+
+def conformity(store: Store, selection: Selection, metric: str, tau: float) -> pd.DataFrame:
+    """``variant, item_id, conform``: 1 when sample 0's ``metric`` is >= ``tau``."""
+    df = scope(store, selection).query(
+        f"{_GEN_EXPR['variant']} AS variant, g.item_id, sc.value",
+        "ORDER BY 1, 2",
+        extra_where="g.error IS NULL AND sc.value IS NOT NULL AND g.sample_index = 0 "
+        "AND sc.metric = ?",
+        source=f"scores sc JOIN generations g ON g.gen_key = sc.gen_key {_MODELS}",
+        extra_params=[metric],
+    )
+    df["conform"] = (df["value"].astype(float) >= float(tau)).astype(int)
+    return df[["variant", "item_id", "conform"]]

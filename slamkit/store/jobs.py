@@ -1,0 +1,421 @@
+"""What the jobs read and write: the only SQL of the runner, importers, scorer and judge.
+
+Every job module (``runner``, ``tasks``, ``references``, ``catalog``, ``metrics.score``,
+``judge.run``/``judge.cli``, ``slam_import``) reaches the store through these named
+functions or through :meth:`Store.write <slamkit.store.db.Store.write>`; none of them holds
+the connection or writes SQL. Writes of several tables that must land together (a task, its
+items, its references and the import's ``runs`` row) happen in one
+:meth:`Store.transaction <slamkit.store.db.Store.transaction>` here.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import pandas as pd
+
+from slamkit.errors import TemplateError
+
+if TYPE_CHECKING:
+    from slamkit.store.db import Store
+    from slamkit.tasks import Task
+
+
+# -- tasks and items ---------------------------------------------------------------------
+def task_row(store: Store, task_id: str) -> tuple[Any, ...] | None:
+    """``(task_id, template, system_prompt, description, source)`` of a task, or None."""
+    rows = store.rows(
+        "SELECT task_id, template, system_prompt, description, source FROM tasks WHERE task_id = ?",
+        [task_id],
+    )
+    return rows[0] if rows else None
+
+
+def task_ids(store: Store) -> list[str]:
+    """Ids of every stored task."""
+    return [r[0] for r in store.rows("SELECT task_id FROM tasks")]
+
+
+def task_items(store: Store, task_id: str, limit: int | None = None) -> pd.DataFrame:
+    """Items of a task in position order: task_id, item_id, position, fields (JSON text),
+    prompt; the first ``limit`` when given."""
+    sql = (
+        "SELECT task_id, item_id, position, fields, prompt FROM items WHERE task_id = ? "
+        "ORDER BY position, item_id"
+    )
+    params: list[Any] = [task_id]
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    return store.df(sql, params)
+
+
+def item_prompts(store: Store) -> dict[tuple[str, str], str]:
+    """``{(task_id, item_id): prompt}`` of every stored item."""
+    df = store.df("SELECT task_id, item_id, prompt FROM items")
+    return {(t, i): p for t, i, p in zip(df.task_id, df.item_id, df.prompt, strict=True)}
+
+
+_ITEM_TYPES = {"position": "int32"}
+_REF_TYPES = {"sample_index": "int32", "prompt_tokens": "int64", "completion_tokens": "int64"}
+_REF_TYPES.update(latency_s="float64", ttft_s="float64")
+
+
+def write_task(
+    store: Store,
+    task: Task,
+    prepared: Sequence[Mapping[str, Any]],
+    positions: Sequence[int] | None = None,
+    references: Sequence[Mapping[str, Any]] = (),
+    run: Mapping[str, Any] | None = None,
+) -> tuple[int, int]:
+    """Write a task, its prepared items and their references in one transaction.
+
+    Idempotent: an existing task must have the same template and system prompt (else a
+    TemplateError and nothing is written); items already stored with the same fields are
+    skipped; new items get the given ``positions`` or follow the last stored one.
+    ``references`` are ``reference_outputs`` rows (``ON CONFLICT DO NOTHING``); ``run``,
+    a ``runs`` row of text columns, is written only when a reference was. Returns
+    ``(items written, references written)``.
+    """
+    with store.transaction() as db:
+        found = db.execute(
+            "SELECT template, system_prompt FROM tasks WHERE task_id = ?", [task.task_id]
+        ).fetchall()
+        row = found[0] if found else None
+        if row is None:
+            db.execute(
+                "INSERT INTO tasks (task_id, template, system_prompt, description, source) "
+                "VALUES (?, ?, ?, ?, ?)",
+                [task.task_id, task.template, task.system_prompt, task.description, task.source],
+            )
+        elif (row[0], row[1]) != (task.template, task.system_prompt):
+            raise TemplateError(
+                f"The task {task.task_id!r} is already stored with template {row[0]!r} and "
+                f"system prompt {row[1]!r}, not {task.template!r} / {task.system_prompt!r}. "
+                "Use a new task id for a different prompt."
+            )
+        ids = [p["item_id"] for p in prepared]
+        stored = {
+            r[0]: r[1]
+            for r in db.execute(
+                "SELECT item_id, fields FROM items WHERE task_id = ? "
+                "AND item_id IN (SELECT unnest(?))",
+                [task.task_id, ids],
+            ).fetchall()
+        }
+        next_pos = _scalar(
+            db,
+            "SELECT coalesce(max(position) + 1, 0) FROM items WHERE task_id = ?",
+            [task.task_id],
+        )
+        new_rows: list[dict[str, Any]] = []
+        for i, p in enumerate(prepared):
+            fields_json = json.dumps(p["fields"], sort_keys=True, ensure_ascii=False)
+            if p["item_id"] in stored:
+                if json.loads(stored[p["item_id"]]) != json.loads(fields_json):
+                    raise TemplateError(
+                        f"The item {p['item_id']!r} of task {task.task_id!r} is already stored "
+                        "with different fields. Item ids must keep their content; use a new "
+                        "task id or new item ids."
+                    )
+                continue
+            if positions is not None:
+                pos = positions[i]
+            else:
+                pos, next_pos = next_pos, next_pos + 1
+            new_rows.append(
+                {
+                    "task_id": task.task_id,
+                    "item_id": p["item_id"],
+                    "position": pos,
+                    "fields": fields_json,
+                    "prompt": p["prompt"],
+                }
+            )
+        n_items = _insert(db, "items", new_rows, _ITEM_TYPES)
+        n_refs = _insert(db, "reference_outputs", references, _REF_TYPES)
+        if n_refs and run is not None:
+            _insert(db, "runs", [run])
+    return n_items, n_refs
+
+
+def _insert(
+    db: duckdb.DuckDBPyConnection,
+    table: str,
+    rows: Sequence[Mapping[str, Any]],
+    types: Mapping[str, str] | None = None,
+) -> int:
+    """Insert rows inside the caller's transaction with one statement (ON CONFLICT DO
+    NOTHING). Columns are text unless ``types`` gives an arrow type ('int32', 'float64'...).
+    Returns the number of rows written."""
+    import pyarrow as pa
+
+    if not rows:
+        return 0
+    cols = list(rows[0])
+    types = types or {}
+    schema = pa.schema([(c, pa.type_for_alias(types.get(c, "string"))) for c in cols])
+    arrow = pa.Table.from_pylist([dict(r) for r in rows], schema=schema)
+    col_sql = ", ".join(f'"{c}"' for c in cols)
+    before = _scalar(db, f"SELECT count(*) FROM {table}")
+    db.register("_slamkit_job_rows", arrow)
+    try:
+        db.execute(
+            f"INSERT INTO {table} ({col_sql}) SELECT {col_sql} FROM _slamkit_job_rows "
+            "ON CONFLICT DO NOTHING"
+        )
+    finally:
+        db.unregister("_slamkit_job_rows")
+    return _scalar(db, f"SELECT count(*) FROM {table}") - before
+
+
+def _scalar(db: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | None = None) -> int:
+    # fetchall, not fetchone: DuckDB 2 refuses register() while a result is unfinished
+    rows = db.execute(sql, params or []).fetchall()
+    return int(rows[0][0]) if rows else 0
+
+
+# -- models and runs -----------------------------------------------------------------------
+def register_models(store: Store, rows: Iterable[dict[str, Any]]) -> int:
+    """Write ``models`` rows (ON CONFLICT DO NOTHING). Returns rows written."""
+    return store.write("models", rows)
+
+
+def set_run_params(store: Store, run_id: str, params: Mapping[str, Any]) -> None:
+    """Replace the ``params`` JSON of a ``runs`` row (a capture records its outcome)."""
+    with store.transaction() as db:
+        db.execute(
+            "UPDATE runs SET params = ? WHERE run_id = ?",
+            [json.dumps(params, sort_keys=True, default=str), run_id],
+        )
+
+
+# -- the runner ----------------------------------------------------------------------------
+def stored_generation_keys(store: Store, keys: Iterable[str], ok_only: bool = True) -> set[str]:
+    """Which of a sweep's planned ``gen_key``s are stored (``ok_only``: without an error,
+    so failed cells are planned again)."""
+    return store.existing(
+        "generations", "gen_key", keys, where="t.error IS NULL" if ok_only else ""
+    )
+
+
+# -- references ------------------------------------------------------------------------------
+def referenced_items(store: Store, task_id: str, source_model: str, sample_index: int) -> set[str]:
+    """Item ids of a task that already have a reference from ``source_model`` at
+    ``sample_index`` (what a capture skips)."""
+    rows = store.rows(
+        "SELECT item_id FROM reference_outputs WHERE task_id = ? AND source_model = ? "
+        "AND sample_index = ?",
+        [task_id, source_model, sample_index],
+    )
+    return {r[0] for r in rows}
+
+
+_FIRST_REFS = """
+WITH refs AS (
+    SELECT ref_id, task_id, item_id, text,
+           row_number() OVER (PARTITION BY task_id, item_id
+                              ORDER BY sample_index, ref_id) AS rn
+    FROM reference_outputs
+    WHERE list_contains(CAST(? AS VARCHAR[]), task_id || chr(31) || source_model)
+)
+"""
+
+
+def reference_models_by_task(store: Store, task_id: str | None = None) -> pd.DataFrame:
+    """Columns task_id, models (sorted distinct reference ``source_model``s): ``task_id``,
+    or every task with generations."""
+    return store.df(
+        """
+        SELECT r.task_id, list(DISTINCT r.source_model ORDER BY r.source_model) AS models
+        FROM reference_outputs r
+        WHERE (CAST(? AS VARCHAR) IS NULL AND r.task_id IN (SELECT task_id FROM generations))
+           OR r.task_id = ?
+        GROUP BY r.task_id ORDER BY r.task_id
+        """,
+        [task_id, task_id],
+    )
+
+
+# -- scoring -------------------------------------------------------------------------------
+def generations_to_score(
+    store: Store, sources: Sequence[str], task_id: str | None = None
+) -> pd.DataFrame:
+    """Generations with text and no error, each with its first reference (lowest
+    sample_index, then ref_id) of the task's source model, if any. ``sources`` are
+    ``task_id + '\\x1f' + source_model`` keys. Columns gen_key, text, ref_id, ref_text."""
+    return store.df(
+        _FIRST_REFS
+        + """
+SELECT g.gen_key, g.text, r.ref_id, r.text AS ref_text
+FROM generations g
+LEFT JOIN refs r ON r.task_id = g.task_id AND r.item_id = g.item_id AND r.rn = 1
+WHERE g.text IS NOT NULL AND g.error IS NULL
+  AND (CAST(? AS VARCHAR) IS NULL OR g.task_id = ?)
+ORDER BY g.task_id, g.item_id, g.gen_key
+""",
+        [list(sources), task_id, task_id],
+    )
+
+
+def scored_keys(store: Store, metric: str, version: str) -> set[tuple[str, str]]:
+    """``(gen_key, ref_id)`` pairs already scored with ``metric`` at ``version``."""
+    done = store.df(
+        "SELECT gen_key, ref_id FROM scores WHERE metric = ? AND metric_version = ?",
+        [metric, version],
+    )
+    return set(zip(done["gen_key"], done["ref_id"], strict=True))
+
+
+def joined_scores(
+    store: Store, task_id: str | None = None, source_model: str | None = None
+) -> pd.DataFrame:
+    """Scores joined with their generation, model and reference (see
+    :func:`slamkit.metrics.score.load_scores`)."""
+    return store.df(
+        """
+        SELECT s.gen_key, s.metric, s.metric_version, s.value, s.details,
+               nullif(s.ref_id, '') AS ref_id, r.source_model,
+               g.model_id, coalesce(m.name, g.model_id) AS model, g.task_id, g.item_id,
+               g.sample_index
+        FROM scores s JOIN generations g USING (gen_key)
+        LEFT JOIN models m ON m.model_id = g.model_id
+        LEFT JOIN reference_outputs r ON r.ref_id = s.ref_id
+        WHERE (CAST(? AS VARCHAR) IS NULL OR g.task_id = ?)
+          AND (CAST(? AS VARCHAR) IS NULL OR s.ref_id = '' OR r.source_model = ?)
+        ORDER BY model, s.metric, g.item_id, g.sample_index, r.source_model
+        """,
+        [task_id, task_id, source_model, source_model],
+    )
+
+
+# -- the judge -----------------------------------------------------------------------------
+def judge_pairs(
+    store: Store,
+    sources: Sequence[str],
+    task_id: str | None = None,
+    sample_index: int | None = 0,
+) -> pd.DataFrame:
+    """Candidate-vs-reference pairs: every generation (text, no error) of ``sample_index``
+    (None: every sample) with its first reference of the task's source model (``sources``
+    as in :func:`generations_to_score`). Columns task_id, item_id, a_kind, a_id, b_kind,
+    b_id."""
+    return store.df(
+        _FIRST_REFS
+        + """
+SELECT g.task_id, g.item_id, 'generation' AS a_kind, g.gen_key AS a_id,
+       'reference' AS b_kind, r.ref_id AS b_id
+FROM generations g
+JOIN refs r ON r.task_id = g.task_id AND r.item_id = g.item_id AND r.rn = 1
+WHERE g.text IS NOT NULL AND g.error IS NULL
+  AND (CAST(? AS VARCHAR) IS NULL OR g.task_id = ?)
+  AND (CAST(? AS INTEGER) IS NULL OR g.sample_index = ?)
+ORDER BY g.task_id, g.item_id, g.gen_key
+""",
+        [list(sources), task_id, task_id, sample_index, sample_index],
+    )
+
+
+def generation_keys_of_models(store: Store, model_ids: Sequence[str]) -> set[str]:
+    """Every ``gen_key`` made by one of ``model_ids``."""
+    rows = store.rows(
+        "SELECT gen_key FROM generations WHERE model_id IN (SELECT unnest(?))", [list(model_ids)]
+    )
+    return {r[0] for r in rows}
+
+
+_TEXT_TABLES = {
+    "generation": ("generations", "gen_key"),
+    "reference": ("reference_outputs", "ref_id"),
+}
+
+
+def texts_by_id(store: Store, kind: str, ids: Iterable[str]) -> dict[str, str]:
+    """``{id: text}`` of generations (``kind='generation'``, by gen_key) or references
+    (``kind='reference'``, by ref_id)."""
+    table, key = _TEXT_TABLES[kind]
+    df = store.df(
+        f"SELECT {key} AS k, text FROM {table} WHERE {key} IN (SELECT unnest(?))",
+        [sorted(ids)],
+    )
+    return dict(zip(df.k, df.text, strict=True))
+
+
+def stored_judgments(store: Store, judgment_ids: Sequence[str]) -> pd.DataFrame:
+    """Columns judgment_id, error of the stored judgments among ``judgment_ids``."""
+    return store.df(
+        "SELECT judgment_id, error FROM judgments WHERE judgment_id IN (SELECT unnest(?))",
+        [list(judgment_ids)],
+    )
+
+
+def judge_errors(store: Store, judge_model: str, endpoint: str, n: int = 3) -> pd.DataFrame:
+    """The ``n`` most frequent stored errors of a judge: columns error, n, last."""
+    return store.df(
+        "SELECT error, count(*) AS n, max(created_at) AS last FROM judgments "
+        "WHERE judge_model = ? AND judge_endpoint = ? AND error IS NOT NULL "
+        "GROUP BY error ORDER BY n DESC, last DESC LIMIT ?",
+        [judge_model, endpoint, n],
+    )
+
+
+# -- SLaM imports ------------------------------------------------------------------------
+def item_for_prompt(store: Store, task_id: str, prompt: str) -> str | None:
+    """The item of ``task_id`` whose prompt equals or is contained in ``prompt`` (the
+    longest such), or None."""
+    rows = store.rows(
+        "SELECT item_id FROM items WHERE task_id = ? AND (prompt = ? OR position(prompt IN ?) > 0)"
+        " ORDER BY length(prompt) DESC LIMIT 1",
+        [task_id, prompt, prompt],
+    )
+    return str(rows[0][0]) if rows else None
+
+
+def generation_with_text(
+    store: Store, task_id: str, item_id: str, model_id: str, text: str
+) -> str | None:
+    """``gen_key`` of the first sample of a model's generation with exactly ``text``."""
+    key = store.scalar(
+        "SELECT gen_key FROM generations WHERE task_id = ? AND item_id = ? AND model_id = ?"
+        " AND text = ? ORDER BY sample_index LIMIT 1",
+        [task_id, item_id, model_id, text],
+    )
+    return None if key is None else str(key)
+
+
+def reference_with_text(
+    store: Store, task_id: str, item_id: str, source_model: str, text: str
+) -> str | None:
+    """``ref_id`` of the first sample of a reference with exactly ``text``."""
+    key = store.scalar(
+        "SELECT ref_id FROM reference_outputs WHERE task_id = ? AND item_id = ? AND "
+        "source_model = ? AND text = ? ORDER BY sample_index LIMIT 1",
+        [task_id, item_id, source_model, text],
+    )
+    return None if key is None else str(key)
+
+
+def human_judgment_stored(store: Store, row: Mapping[str, Any], when: Any) -> bool:
+    """Whether ``human_judgments`` holds this choice (annotator, item, sides, criterion,
+    source; and, when ``when`` is given, created at that unix time to the millisecond)."""
+    return bool(
+        store.rows(
+            "SELECT 1 FROM human_judgments WHERE annotator = ? AND item_id = ? AND left_id = ?"
+            " AND right_id = ? AND criterion = ? AND source = ? AND "
+            "(CAST(? AS DOUBLE) IS NULL OR abs(epoch(created_at) - CAST(? AS DOUBLE)) < 0.001)",
+            [
+                row["annotator"],
+                row["item_id"],
+                row["left_id"],
+                row["right_id"],
+                row["criterion"],
+                row["source"],
+                when,
+                when,
+            ],
+        )  # fmt: skip
+    )

@@ -1,0 +1,261 @@
+"""A study: what the analysis notebooks (04-09) share, in one object.
+
+``Study`` names the generations a notebook looks at (task, variants, first N items,
+sampling settings), the reference it compares with, how self-hosting and the API are
+priced (an instance and an API row of ``data/prices.csv``) and the equivalence SMART uses.
+Everything it shows is read from the store when first asked for and kept: aggregates come
+from DuckDB (:mod:`slamkit.store.aggregates`), texts are read only for the sample table.
+The store is opened for each read and closed at once (short-lived mode), so a notebook
+never holds it while a job writes.
+
+>>> import tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "empty.duckdb"
+>>> Study(path, n_items=10).perf.empty
+True
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from slamkit import cost, frames, latency, stats
+from slamkit.display import samples_table
+from slamkit.gguf import quant_bits
+from slamkit.smart.equivalence import EmbeddingSimilarity
+from slamkit.smart.select import Selection as SmartSelection
+from slamkit.smart.stored import smart_from_store
+from slamkit.store import Store, aggregates, readers
+
+
+class Study:
+    """The shared preamble of the analysis notebooks.
+
+    Parameters mirror the notebooks' ``parameters`` cell: ``store_path``, ``task_id``,
+    ``models`` (variant names; empty = all), ``n_items`` (first N items), ``temperature``
+    and ``max_tokens`` (only generations made with these), ``reference_model`` (the
+    references' ``source_model``), ``reference_name`` (its label), ``api_price`` (the row
+    of the price table that prices the reference API), ``instance`` and ``hourly_usd``
+    (None: the instance's price-table row), ``utilization``, ``requests_per_month``,
+    ``conformity_metric``/``conformity_tau`` (SMART's equivalence: an output conforms when
+    its stored metric is at least tau).
+    """
+
+    def __init__(
+        self,
+        store_path: str | Path,
+        task_id: str = "alpaca_eval",
+        models: list[str] | tuple[str, ...] = (),
+        n_items: int | None = None,
+        temperature: float | None = None,
+        max_tokens: int | None = None,
+        reference_model: str = "gpt4_1106_preview",
+        reference_name: str = "GPT-4",
+        api_price: str = "gpt-4",
+        instance: str = "aws-c7i.large",
+        hourly_usd: float | None = None,
+        utilization: float = 0.5,
+        requests_per_month: float = 100_000,
+        conformity_metric: str = "rougeL",
+        conformity_tau: float = 0.3,
+    ) -> None:
+        self.store_path = str(store_path)
+        self.selection = readers.Selection(
+            task_id, tuple(models or ()), n_items, temperature, max_tokens
+        )
+        self.task_id, self.n_items = task_id, n_items
+        self.reference_model, self.reference_name = reference_model, reference_name
+        self.api_price, self.instance = api_price, instance
+        self.utilization = cost.check_utilization(utilization, "Study(utilization=)")
+        self.requests_per_month = requests_per_month
+        self.hourly_usd = float(
+            cost.instance_hourly(instance) if hourly_usd is None else hourly_usd
+        )
+        self.conformity_metric, self.conformity_tau = conformity_metric, conformity_tau
+        self.store = Store(self.store_path, short_lived=True)
+        # fail early on unknown variant names, with the names that are stored
+        readers.scope(self.store, self.selection)
+
+    # -- what is read (once) ---------------------------------------------------------
+    @cached_property
+    def perf(self) -> pd.DataFrame:
+        """Per variant: count, latency percentiles, TTFT, decode/prefill rates, tokens,
+        truncated share, bits per weight (one DuckDB query)."""
+        p = aggregates.variant_summary(self.store, self.selection)
+        return p.assign(bits=[quant_bits(q) for q in p["quant"]])
+
+    @cached_property
+    def scores(self) -> pd.DataFrame:
+        """Per (variant, item, metric) the mean over samples — the input of every CI."""
+        return aggregates.item_means(self.store, self.selection)
+
+    @cached_property
+    def subsets(self) -> pd.DataFrame:
+        """``item_id, position, subset`` of the first ``n_items`` items."""
+        return readers.item_subsets(self.store, self.task_id, n_items=self.n_items)
+
+    @cached_property
+    def refs(self) -> pd.DataFrame:
+        """The reference outputs of the selected items (with texts: they are few)."""
+        return readers.references(
+            self.store, self.task_id, self.reference_model, n_items=self.n_items
+        )
+
+    @cached_property
+    def runs(self) -> pd.DataFrame:
+        return readers.runs(self.store)
+
+    @property
+    def metrics(self) -> list[str]:
+        """The metrics stored for the selected generations."""
+        return sorted(self.scores["metric"].unique()) if len(self.scores) else []
+
+    # -- prices -------------------------------------------------------------------------
+    @cached_property
+    def reference(self) -> dict[str, Any]:
+        """The reference API as a point (cost from its token usage and ``api_price``)."""
+        return cost.reference_point(self.refs, self.api_price, name=self.reference_name)
+
+    @cached_property
+    def unit_costs(self) -> dict[str, float]:
+        """USD per request: each variant (self-hosted) and the reference model (API)."""
+        own = {
+            v: cost.self_hosted_usd_per_request(self.hourly_usd, t, self.utilization)
+            for v, t in zip(self.perf["variant"], self.perf["mean_latency_s"], strict=True)
+        }
+        return own | {self.reference_model: self.reference["usd_per_request"]}
+
+    @property
+    def equivalence(self) -> EmbeddingSimilarity:
+        """SMART's equivalence: the stored ``conformity_metric`` at least ``conformity_tau``."""
+        return EmbeddingSimilarity(tau=self.conformity_tau, column=self.conformity_metric)
+
+    # -- frames ---------------------------------------------------------------------------
+    def quality(self, metric: str, items: list[str] | None = None) -> pd.DataFrame:
+        """Mean ``metric`` per variant with its bootstrap CI (``frames.quality_summary``)."""
+        return frames.quality_summary(self.scores, metric, items=items)
+
+    def metric_means(self) -> pd.DataFrame:
+        """variant x metric table of means over items."""
+        return self.scores.pivot_table(
+            index="variant", columns="metric", values="value", aggfunc="mean"
+        ).round(3)
+
+    def verdicts(self, metric: str, judge_model: str | None = None) -> tuple[pd.DataFrame, str]:
+        """Pairwise verdicts for Bradley-Terry: the LLM judge's when stored, else per-item
+        ``metric``; returns ``(verdicts, source)`` (``source`` names where they came from)."""
+        if judge_model:
+            v = stats.verdicts_from_store(
+                self.store, "judge", self.task_id, judge_model=judge_model
+            )
+            if len(v):
+                return v, f"judge {judge_model}"
+        return frames.verdicts_from_scores(self.scores, metric), (
+            f"per-item {metric} (no judge verdicts)"
+        )
+
+    def ratings(
+        self, metric: str, judge_model: str | None = None, n_boot: int = 200
+    ) -> tuple[pd.DataFrame, str]:
+        """Bradley-Terry ratings with bootstrap CIs (``charts.bt_ratings`` input) and the
+        verdicts' source; no rows when fewer than two models have verdicts."""
+        v, source = self.verdicts(metric, judge_model)
+        if len(set(v["model_a"]) | set(v["model_b"])) < 2:
+            return pd.DataFrame(columns=["model", "rating", "lo", "hi"]), source
+        return frames.bt_frame(stats.bradley_terry(v, n_boot=n_boot)), source
+
+    def tradeoffs(self, metric: str) -> pd.DataFrame:
+        """Quality, latency and cost per variant: the Pareto and ladder charts' input."""
+        return frames.tradeoff_frame(
+            self.perf, self.quality(metric), self.hourly_usd, self.utilization
+        )
+
+    def headline(self, metric: str) -> pd.DataFrame:
+        """The one-table summary (quality CI, latency, speed, cost) per variant + the API."""
+        return frames.headline(
+            self.perf, self.quality(metric), self.reference, self.hourly_usd,
+            self.utilization, metric,
+        )  # fmt: skip
+
+    def latencies(self) -> pd.DataFrame:
+        """Per-request ``variant, latency_s, ttft_s, is_reference`` incl. the reference API."""
+        own = aggregates.latency_values(self.store, self.selection)
+        return frames.latency_frame(own.assign(error=None), self.refs, self.reference_name)
+
+    def latency_inputs(self) -> pd.DataFrame:
+        """Per-request latency rows of the variants and the reference API
+        (``variant, source, latency_s, ttft_s, decode_tps``) for
+        :func:`slamkit.latency.latency_summary`."""
+        own = aggregates.latency_values(self.store, self.selection).assign(source="self-hosted")
+        ref = self.refs.dropna(subset=["latency_s", "ttft_s"], how="all")
+        ref = ref.assign(variant=ref["source_model"], source="reference API")
+        cols = ["variant", "source", "latency_s", "ttft_s"]
+        return pd.concat([own[[*cols, "decode_tps"]], ref[cols]], ignore_index=True)
+
+    def latency_table(self) -> pd.DataFrame:
+        """p50/p90/p95/p99, CV and tail ratio with bootstrap CIs, per variant and the API."""
+        summary = latency.latency_summary(self.latency_inputs(), by="variant")
+        return latency.wide(summary, by="variant").round(3)
+
+    def cost_components(self) -> pd.DataFrame:
+        return cost.cost_components(self.perf, self.reference, self.hourly_usd, self.utilization)
+
+    def break_even(self) -> pd.DataFrame:
+        return cost.break_even_frame(self.perf, self.reference, self.hourly_usd, self.utilization)
+
+    def cost_table(self) -> pd.DataFrame:
+        """:func:`slamkit.cost.cost_table` for every variant and the reference API."""
+        usage = cost.usage_from_summary(self.perf, self.reference, self.hourly_usd)
+        return cost.cost_table(
+            usage, reference=str(self.reference["price_name"]), instance=self.instance,
+            utilization=self.utilization, monthly_requests=self.requests_per_month,
+        )  # fmt: skip
+
+    def conformity(self) -> pd.DataFrame:
+        """``variant, item_id, conform`` of sample 0 under the study's equivalence."""
+        return aggregates.conformity(
+            self.store, self.selection, self.conformity_metric, self.conformity_tau
+        )
+
+    def conformity_counts(self) -> pd.DataFrame:
+        return self.conformity().groupby("variant")["conform"].agg(["sum", "count", "mean"])
+
+    def samples(self, n: int = 3) -> str:
+        """An HTML table of a few outputs beside the reference (texts read only here)."""
+        gens = readers.sample_outputs(self.store, self.selection, n)
+        return samples_table(gens, self.refs, n=n)
+
+    def provenance(self) -> pd.DataFrame:
+        return frames.provenance(self.runs)
+
+    def select(self, delta: float, gamma: float = 0.95, method: str = "anytime") -> SmartSelection:
+        """SMART on the stored generations at this study's unit costs; saved in
+        ``selections``."""
+        return smart_from_store(
+            self.store, self.task_id, self.reference_model, self.equivalence, delta, gamma,
+            cost_per_item=self.unit_costs, method=method,
+            models=list(self.selection.models) or None,
+        )  # fmt: skip
+
+    def parameters(self, **more: Any) -> dict[str, Any]:
+        """What this study was computed with (printed at the end of the report)."""
+        return {
+            "task": self.task_id, "items": self.n_items,
+            "models": list(self.selection.models) or "all",
+            "temperature": self.selection.temperature, "max_tokens": self.selection.max_tokens,
+            "hourly_usd": self.hourly_usd, "utilization": self.utilization,
+            "requests_per_month": self.requests_per_month, "instance": self.instance,
+            **more,
+            "conformity": f"{self.conformity_metric} >= {self.conformity_tau}",
+        }  # fmt: skip
+
+    def __repr__(self) -> str:
+        p = self.perf
+        return (
+            f"<Study of {self.store_path}: task {self.task_id!r}, {len(p)} variants, "
+            f"{int(p['n'].sum()) if len(p) else 0} generations, {len(self.refs)} references "
+            f"({self.reference_model}), {len(self.scores)} item scores>"
+        )
