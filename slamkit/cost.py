@@ -540,3 +540,22 @@ def usage_from_summary(
     if hourly_usd is not None:
         out["hourly_usd"] = [hourly_usd if k == "self-hosted" else np.nan for k in out["kind"]]
     return out
+
+
+def servers_needed(requests_per_month: float, latency_s: float, utilization: float) -> int:
+    """Always-on instances (at least one) that serve ``requests_per_month`` one request at a
+    time at ``utilization`` of capacity.
+
+    >>> servers_needed(100_000, 2.0, 0.5)
+    1
+    """
+    check_utilization(utilization)
+    capacity = 3600.0 / latency_s * utilization * HOURS_PER_MONTH
+    return max(1, int(math.ceil(requests_per_month / capacity)))
+
+
+def monthly_self_hosted(requests_per_month: float, latency_s: float, hourly_usd: float,
+                        utilization: float) -> float:  # fmt: skip
+    """USD per month of the always-on instances :func:`servers_needed` counts."""
+    n = servers_needed(requests_per_month, latency_s, utilization)
+    return n * hourly_usd * HOURS_PER_MONTH

@@ -77,3 +77,20 @@ def samples_table(gens: pd.DataFrame, refs: pd.DataFrame, n: int = 3, width: int
             + "</tr>"
         )
     return f"<table><thead><tr>{head}</tr></thead><tbody>{''.join(body)}</tbody></table>"
+
+
+class HTML:
+    """Ready HTML (already escaped where it holds model text) that a notebook cell shows
+    as a page fragment; ``str()`` is the HTML itself."""
+
+    def __init__(self, html_text: str) -> None:
+        self.html = html_text
+
+    def _repr_html_(self) -> str:
+        return self.html
+
+    def __str__(self) -> str:
+        return self.html
+
+    def __repr__(self) -> str:
+        return f"<HTML: {len(self.html)} characters>"

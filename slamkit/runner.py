@@ -8,6 +8,7 @@ SIGKILL) resumes where it stopped: each row is committed on its own, idempotentl
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import subprocess
@@ -152,6 +153,27 @@ def default_backend_factory(
     return make
 
 
+def mock_variant(model: ModelInfo) -> ModelInfo:
+    """The mock stand-in of a catalog model: same header facts, its own id and name."""
+    return dataclasses.replace(
+        model, sha256=content_key("mock-variant", sha256=model.sha256),
+        name=f"{model.name} [mock]", source="mock",
+    )  # fmt: skip
+
+
+def mock_backend_factory(model: ModelInfo | EndpointModel) -> Backend:
+    """Scripted replies that differ per model: the first k words of the request, with k
+    set by the model's name (so quality and length differ between variants)."""
+    from slamkit.backends.mock import MockBackend
+
+    k = 4 + int(content_key("mock-reply", name=model.name)[:4], 16) % 24
+
+    def reply(user: str) -> str:
+        return " ".join(user.split()[:k]) or "ok"
+
+    return MockBackend(reply, name=model.name)
+
+
 def provenance(
     *,
     n_threads: int | None,
@@ -264,12 +286,17 @@ def run_sweep(
     retry_errors: bool = True,
     progress: bool = True,
     on_row: Callable[[dict[str, Any]], None] | None = None,
+    backend: str = "llamacpp",
 ) -> SweepResult:
     """Generate every missing cell of models x items x samplings x samples.
 
     Models are loaded one at a time and closed before the next loads. A failing cell is
     stored with its error and the sweep goes on; ``retry_errors`` retries such cells on
     the next run. ``on_row`` is called after each row is committed.
+
+    ``backend="mock"`` is a dry run that loads no weights: each GGUF model becomes a
+    separate mock variant (``<name> [mock]``, its own model id, so its rows never pass for
+    the real model's) answering with scripted text — for a fast smoke run of the notebooks.
 
     >>> run_sweep(store, [smollm2_path()], "alpaca_eval", Sampling(max_tokens=64), limit=10)
     ... # doctest: +SKIP
@@ -285,7 +312,12 @@ def run_sweep(
             f"Task {task_id!r} has no items in {store.path}; import references first."
         )
     items = list(zip(items_df["item_id"], items_df["prompt"], strict=True))
+    if backend not in ("llamacpp", "mock"):
+        raise SlamkitError(f"backend must be 'llamacpp' or 'mock', got {backend!r}.")
     resolved = resolve_models(models)
+    if backend == "mock":
+        resolved = [mock_variant(m) for m in resolved if isinstance(m, ModelInfo)]
+        backend_factory = mock_backend_factory
     register(store, [m for m in resolved if isinstance(m, ModelInfo)])
     _register_endpoints(store, [m for m in resolved if isinstance(m, EndpointModel)])
     factory = backend_factory or default_backend_factory(
@@ -332,7 +364,7 @@ def run_sweep(
                 continue
             bar.set_postfix_str(model.name)
             try:
-                backend = factory(model)
+                loaded = factory(model)
             except Exception as exc:  # any load failure: recorded per cell, sweep goes on
                 for cell in todo:  # recorded, never silently dropped
                     row = _row(cell, task_id, run["run_id"], None)
@@ -344,9 +376,9 @@ def run_sweep(
             result.models_loaded.append(model.name)
             try:
                 for cell in todo:
-                    row = _row(cell, task_id, run["run_id"], backend)
+                    row = _row(cell, task_id, run["run_id"], loaded)
                     try:
-                        res = backend.generate(cell.messages, cell.sampling, cell.seed)
+                        res = loaded.generate(cell.messages, cell.sampling, cell.seed)
                         row.update(_result_columns(res))
                         result.generated += 1
                     except Exception as exc:  # per-item: store it and go on
@@ -357,7 +389,7 @@ def run_sweep(
                         on_row(row)
                     bar.update(1)
             finally:
-                backend.close()  # freed before the next model loads
+                loaded.close()  # freed before the next model loads
     finally:
         bar.close()
     return result

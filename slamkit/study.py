@@ -23,7 +23,7 @@ from typing import Any
 import pandas as pd
 
 from slamkit import cost, frames, latency, stats
-from slamkit.display import samples_table
+from slamkit.display import HTML, samples_table
 from slamkit.gguf import quant_bits
 from slamkit.smart.equivalence import EmbeddingSimilarity
 from slamkit.smart.select import Selection as SmartSelection
@@ -223,10 +223,10 @@ class Study:
     def conformity_counts(self) -> pd.DataFrame:
         return self.conformity().groupby("variant")["conform"].agg(["sum", "count", "mean"])
 
-    def samples(self, n: int = 3) -> str:
+    def samples(self, n: int = 3) -> HTML:
         """An HTML table of a few outputs beside the reference (texts read only here)."""
         gens = readers.sample_outputs(self.store, self.selection, n)
-        return samples_table(gens, self.refs, n=n)
+        return HTML(samples_table(gens, self.refs, n=n))
 
     def provenance(self) -> pd.DataFrame:
         return frames.provenance(self.runs)

@@ -205,15 +205,15 @@ class TradeoffExplorer(LinkedFigure):
         front = d[charts.frontier_mask(d)]
         best = front.sort_values("cost_per_1k").iloc[0]
         traffic = v["requests_per_month"]
-        servers = np.ceil(
-            traffic / (3600 / best["mean_latency_s"] * v["utilization"] * cost.HOURS_PER_MONTH)
+        servers = cost.servers_needed(traffic, best["mean_latency_s"], v["utilization"])
+        monthly = cost.monthly_self_hosted(
+            traffic, best["mean_latency_s"], v["hourly_usd"], v["utilization"]
         )
-        monthly = max(servers, 1) * v["hourly_usd"] * cost.HOURS_PER_MONTH
         text = (
             f"Cheapest variant on the frontier: <b>{html.escape(str(best['variant']))}</b>, "
             f"{_fmt_usd(best['cost_per_1k'])} per 1K requests, {v['metric']} "
             f"{best['quality']:.3g}; at {traffic:,.0f} requests/month it needs "
-            f"{int(max(servers, 1))} server(s): {_fmt_usd(monthly)}/month"
+            f"{servers} server(s): {_fmt_usd(monthly)}/month"
         )
         if self.reference:
             api = self.reference["usd_per_request"] * traffic

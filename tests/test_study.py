@@ -310,7 +310,7 @@ def test_study_reads_no_text_but_the_samples(store: Store, monkeypatch: pytest.M
         assert len(frame)
     gen_text = [q for q in sql if "g.text" in q or ("text" in q and "FROM generations" in q)]
     assert sql and not gen_text
-    html = study.samples(2)
+    html = study.samples(2)._repr_html_()
     assert "&lt;b&gt;hi&lt;/b&gt;" in html  # a's output, escaped
     assert study.unit_costs["gpt"] == pytest.approx(study.reference["usd_per_request"])
     assert set(study.unit_costs) == {"a", "b", "gpt"}

@@ -11,7 +11,7 @@ from __future__ import annotations
 from slamkit.judge.analysis import load_judgments, pairwise_outcomes, position_bias
 from slamkit.judge.client import JudgeClient, JudgeConfig, JudgeError, parse_json_answer
 from slamkit.judge.prompts import DEFAULT_CRITERIA, DEFAULT_RUBRIC
-from slamkit.judge.run import MODES, build_pairs, plan_judgments, run_judge
+from slamkit.judge.run import MODES, build_pairs, judge_endpoint, plan_judgments, run_judge
 
 __all__ = [
     "DEFAULT_CRITERIA",
@@ -21,6 +21,7 @@ __all__ = [
     "JudgeConfig",
     "JudgeError",
     "build_pairs",
+    "judge_endpoint",
     "load_judgments",
     "pairwise_outcomes",
     "parse_json_answer",

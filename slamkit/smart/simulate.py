@@ -46,7 +46,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from slamkit.cost import api_price, load_prices
+from slamkit.cost import api_cost_per_request, api_price, load_prices
 from slamkit.smart.bounds import BoundFamily, ClopperPearson, anytime_family, threshold_table
 from slamkit.smart.mix import solve_mix_pairs
 from slamkit.smart.profile import expected_cost_stop
@@ -88,7 +88,7 @@ class Setting:
 
         def c(m: str) -> float:
             pin, pout = prices[m]
-            return (self.tokens_in * pin + self.tokens_out * pout) / 1000
+            return api_cost_per_request(self.tokens_in, self.tokens_out, pin, pout)
 
         return c(REFERENCE), np.array([c(m) for m in CANDIDATES])
 

@@ -30,8 +30,10 @@ def _reference(store: Any, task_id: str, reference_model: str) -> pd.DataFrame:
     return readers.first_references(store, task_id, reference_model)
 
 
-def _generations(store: Any, task_id: str, models: Sequence[str] | None) -> pd.DataFrame:
-    gens = readers.first_generations(store, task_id)
+def _generations(
+    store: Any, task_id: str, models: Sequence[str] | None, with_text: bool = True
+) -> pd.DataFrame:
+    gens = readers.first_generations(store, task_id, with_text=with_text)
     if models:
         gens = gens[gens["model"].isin(models) | gens["model_id"].isin(models)]
     if gens.empty:
@@ -95,7 +97,11 @@ def conformity_frame(
     candidate (``all_items=True``: every item with a reference output).
     """
     ref = _reference(store, task_id, reference_model)
-    gens = _generations(store, task_id, models)
+    # an equivalence over stored scores or verdicts needs no text: read none
+    stored = (isinstance(equivalence, EmbeddingSimilarity) and equivalence.embed is None) or (
+        isinstance(equivalence, JudgeVerdict) and equivalence.judge is None
+    )
+    gens = _generations(store, task_id, models, with_text=not stored)
     gens = gens[gens["item_id"].isin(ref["item_id"])]
     if not all_items:
         ref = ref[ref["item_id"].isin(gens["item_id"])].reset_index(drop=True)
@@ -117,7 +123,7 @@ def conformity_frame(
                 f"{store.path}: run the judge first, or use another equivalence."
             )
         df[equivalence.column] = df["gen_key"].map(out)
-    ok = df["text"].notna() & df["error"].isna()
+    ok = (df["text"].notna() if "text" in df else df["gen_key"].notna()) & df["error"].isna()
     df["conforms"] = False
     if ok.any():
         df.loc[ok, "conforms"] = equivalence.frame(df[ok]).to_numpy()
@@ -151,7 +157,13 @@ def _costs(
             tin = tin.fillna(pd.Series(counted, index=ref.index).astype(float) + 7)
         if tout.isna().any():
             tout = tout.fillna(pd.Series(costmod.count_tokens(ref["ref_text"]), index=ref.index))
-        c = (tin * pr["input_per_1k_usd"] + tout * pr["output_per_1k_usd"]) / 1000
+        p_in, p_out = float(pr["input_per_1k_usd"]), float(pr["output_per_1k_usd"])
+        c = pd.Series(
+            [
+                costmod.api_cost_per_request(a, b, p_in, p_out)
+                for a, b in zip(tin, tout, strict=True)
+            ]
+        )
         ref_cost = pd.Series(c.to_numpy(), index=ref["item_id"])
         info["reference"] = {
             "price_name": name, "price_date": pr["date"].date().isoformat(),
@@ -175,7 +187,9 @@ def _costs(
                 "pass cost_per_item={...} for it."
             )
         lat = lat.fillna(fallback)
-        gen_cost[rows.index] = hourly * lat / (3600.0 * utilization)
+        gen_cost[rows.index] = [
+            costmod.self_hosted_cost_per_request(hourly, t, utilization) for t in lat
+        ]
         info[str(model)] = {
             "instance": instance, "hourly_usd": hourly, "utilization": utilization,
             "mean_latency_s": float(lat.mean()),

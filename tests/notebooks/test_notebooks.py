@@ -66,6 +66,27 @@ def _plant_evil_generation(store_path: Path) -> None:
         )  # fmt: skip
 
 
+def test_series_smoke_runs_on_the_mock_backend(tmp_path: Path) -> None:
+    """The quick loop's run of all 9 notebooks: real catalog, references, metrics, SMART
+    and report, with the mock backend instead of llama.cpp (no weights loaded)."""
+    store = tmp_path / "store.duckdb"
+    params = {
+        "store_path": str(store), "n_items": 3, "max_tokens": 16, "models_dir": str(tmp_path),
+        "quant_types": [], "backend": "mock", "metrics": ["rougeL", "chrf", "max_sentences:4"],
+    }  # fmt: skip
+    res = batch.run_batch(params, tmp_path / "out", log=lambda s: None)
+    assert [p.stem for p in res.notebooks] == EXPECTED
+    html = res.report.read_text(encoding="utf-8") if res.report else ""
+    assert "SmolLM2-135M-Instruct.Q4_1 [mock]" in html and html.count("Plotly.newPlot") >= 4
+    from slamkit.store import Store, readers
+
+    with Store(store, read_only=True) as st:
+        gens = readers.generation_counts(st, "alpaca_eval")
+    assert set(gens["model"]) == {"SmolLM2-135M-Instruct.Q4_1 [mock]",
+                                  "gemma-3-270m-q4_k_m [mock]"} or len(gens) == 2  # fmt: skip
+    assert gens["generations"].tolist() == [3, 3] and gens["errors"].tolist() == [0, 0]
+
+
 @pytest.mark.slow
 def test_series_runs_on_real_models_and_report_is_offline_and_clean(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, llama_server: str
