@@ -5,7 +5,16 @@ from __future__ import annotations
 import argparse
 import sys
 
+from slamkit.backends.llamacpp import CHAT_FORMATS
 from slamkit.errors import SlamkitError
+from slamkit.smart.simulate_args import LIMIT, SEED, number, whole
+
+#: checked value types of the generation flags (argparse prints a one-line error, exit 2)
+MAX_TOKENS = whole(1)
+TEMPERATURE = number(0, 2)
+TOP_P = number(0, 1, lo_open=True)
+THREADS = whole(1)
+TIMEOUT = number(0, lo_open=True, note="seconds")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,10 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     ri.add_argument("--format", help="json, jsonl, csv or parquet (default: by suffix)")
     ri.add_argument("--records-key", help="JSON object key holding the rows")
     ri.add_argument("--system-prompt")
-    ri.add_argument("--limit", type=int)
+    ri.add_argument("--limit", type=LIMIT, help="first N rows of the file (default: all)")
     ri.set_defaults(func=_cmd_refs_import)
     ra = rs.add_parser("alpaca-eval", help="load AlpacaEval's GPT-4 Turbo references (805)")
-    ra.add_argument("--limit", type=int)
+    ra.add_argument("--limit", type=LIMIT, help="first N items (after --subset)")
     ra.add_argument("--subset", help="selfinstruct, oasst, koala, helpful_base or vicuna")
     ra.set_defaults(func=_cmd_refs_alpaca)
     rc = rs.add_parser("capture", help="capture references from an OpenAI-compatible endpoint")
@@ -66,15 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--model", required=True, help="model name sent to the endpoint")
     rc.add_argument("--source-model", help="name stored with the references (default --model)")
     rc.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the key")
-    rc.add_argument("--limit", type=int)
-    rc.add_argument("--max-tokens", type=int, default=512)
-    rc.add_argument("--temperature", type=float, default=0.0)
-    rc.add_argument("--seed", type=int, default=0)
-    rc.add_argument("--timeout", type=float, default=60.0)
+    rc.add_argument("--limit", type=LIMIT, help="first N items of the task (default: all)")
+    rc.add_argument("--max-tokens", type=MAX_TOKENS, default=512, help=">= 1 (default 512)")
+    rc.add_argument("--temperature", type=TEMPERATURE, default=0.0, help="0 to 2 (default 0)")
+    rc.add_argument("--seed", type=SEED, default=0, help=">= 0 (default 0)")
+    rc.add_argument("--timeout", type=TIMEOUT, default=60.0, help="seconds per request (60)")
     rc.set_defaults(func=_cmd_refs_capture)
     g = sub.add_parser("run", help="generate: models x items x sampling x samples (resumable)")
     g.add_argument("--task", default="alpaca_eval", help="task id in the store")
     g.add_argument("--model", action="append", default=[], help="GGUF path (repeatable)")
+    g.add_argument(
+        "--glob", action="append", default=[], metavar="GLOB_OR_FOLDER",
+        help="every .gguf file a glob matches or a folder holds (repeatable, as in catalog)",
+    )  # fmt: skip
     g.add_argument("--defaults", action="store_true", help="add the package-index models")
     g.add_argument(
         "--endpoint",
@@ -85,16 +98,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     g.add_argument("--base-url", help="endpoint of --endpoint models (default: OpenAI)")
     g.add_argument("--api-key-env", default="OPENAI_API_KEY", help="env var holding the key")
-    g.add_argument("--limit", type=int, help="first N items of the task")
-    g.add_argument("--samples", type=int, default=1, help="samples per item")
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--temperature", type=float, action="append", help="repeatable: a sweep")
-    g.add_argument("--top-p", type=float, default=1.0)
-    g.add_argument("--max-tokens", type=int, default=128)
-    g.add_argument("--threads", type=int, help="n_threads (default: half the cores)")
-    g.add_argument("--threads-batch", type=int, help="n_threads_batch (default: --threads)")
-    g.add_argument("--gpu-layers", type=int, default=0, help="n_gpu_layers (-1 = all)")
-    g.add_argument("--n-ctx", type=int, default=2048)
+    g.add_argument(
+        "--timeout", type=TIMEOUT, default=60.0,
+        help="seconds per request to an --endpoint model (default 60; the openai client tries "
+        "a request up to 3 times, so a hanging endpoint costs about 3x this per cell); a "
+        "timed-out cell is stored with its error and retried on the next run",
+    )  # fmt: skip
+    g.add_argument("--limit", type=LIMIT, help="first N items of the task (default: all)")
+    g.add_argument("--samples", type=whole(1), default=1, help="samples per item (default 1)")
+    g.add_argument("--seed", type=SEED, default=0, help="seed of sample 0, >= 0 (default 0)")
+    g.add_argument(
+        "--temperature", type=TEMPERATURE, action="append",
+        help="0 to 2 (default 0); repeatable: a sweep",
+    )  # fmt: skip
+    g.add_argument("--top-p", type=TOP_P, default=1.0, help="in (0, 1] (default 1)")
+    g.add_argument("--max-tokens", type=MAX_TOKENS, default=128, help=">= 1 (default 128)")
+    g.add_argument("--threads", type=THREADS, help="n_threads >= 1 (default: half the cores)")
+    g.add_argument("--threads-batch", type=THREADS, help="n_threads_batch (default: --threads)")
+    g.add_argument(
+        "--gpu-layers", type=whole(-1, "-1 = all layers"), default=0,
+        help="n_gpu_layers: 0 = CPU only (default), -1 = all",
+    )  # fmt: skip
+    g.add_argument("--n-ctx", type=whole(1), default=2048, help="context size (default 2048)")
+    g.add_argument(
+        "--chat-format", default="auto", choices=CHAT_FORMATS,
+        help="chat format of every --model GGUF: auto (its own template, else a fallback) or "
+        "one of slamkit's (chatml, gemma-turns, plain), e.g. when the GGUF's template is "
+        "blocked for safety",
+    )  # fmt: skip
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--print-rows", action="store_true", help="print each stored key")
     g.set_defaults(func=_cmd_run)
@@ -236,16 +267,51 @@ def _cmd_refs_capture(args: argparse.Namespace) -> int:
     return 1 if res.failures else 0
 
 
-def _cmd_run(args: argparse.Namespace) -> int:
-    from slamkit.backends import Sampling
-    from slamkit.catalog import default_model_paths
-    from slamkit.runner import EndpointModel, ModelLike, run_sweep
-    from slamkit.store import open_store
+def _run_models(args: argparse.Namespace) -> list:
+    """The models of ``slamkit run``: --model files, --glob globs and folders, --endpoint
+    models, and the package-index defaults (with --defaults, or when nothing else is named).
+    A folder passed to --model, or a --glob matching no .gguf file, is an error."""
+    import warnings
+    from pathlib import Path
 
+    from slamkit.catalog import default_model_paths, discover
+    from slamkit.runner import EndpointModel, ModelLike
+
+    for m in args.model:
+        if Path(m).is_dir():
+            raise SlamkitError(
+                f"--model {m}: is a folder, not a GGUF file. Pass it as --glob {m} to run "
+                "every .gguf file in it."
+            )
     models: list[ModelLike] = list(args.model)
+    for g in args.glob:
+        folder = Path(g).is_dir()
+        with warnings.catch_warnings():  # "matched no files" becomes the error below
+            warnings.simplefilter("ignore", UserWarning)
+            found = discover(globs=[] if folder else [g], folders=[g] if folder else [],
+                             include_defaults=False)  # fmt: skip
+        if not found:
+            raise SlamkitError(
+                f"--glob {g}: " + ("the folder holds no .gguf file." if folder else
+                                   "matches no .gguf file.") + " Check the path (quote the "
+                "glob so the shell does not expand it, e.g. --glob 'models/*.gguf')."
+            )  # fmt: skip
+        models += found
     if args.defaults or not (models or args.endpoint):
         models = [str(p) for p in default_model_paths().values()] + models
-    models += [EndpointModel(m, args.base_url, args.api_key_env) for m in args.endpoint]
+    models += [
+        EndpointModel(m, args.base_url, args.api_key_env, timeout=args.timeout)
+        for m in args.endpoint
+    ]
+    return models
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from slamkit.backends import Sampling
+    from slamkit.runner import run_sweep
+    from slamkit.store import open_store
+
+    models = _run_models(args)
     samplings = [
         Sampling(temperature=t, top_p=args.top_p, max_tokens=args.max_tokens)
         for t in (args.temperature or [0.0])
@@ -259,9 +325,21 @@ def _cmd_run(args: argparse.Namespace) -> int:
             st, models, args.task, samplings, n_samples=args.samples, seed=args.seed,
             limit=args.limit, n_threads=args.threads, n_threads_batch=args.threads_batch,
             n_gpu_layers=args.gpu_layers, n_ctx=args.n_ctx, progress=not args.quiet,
-            on_row=show if args.print_rows else None,
+            on_row=show if args.print_rows else None, chat_format=args.chat_format,
         )  # fmt: skip
-    print(res)
+    summary = str(res)
+    print(summary)
+    # the first distinct errors, one line each (unless the summary already shows them)
+    errors = [" ".join(str(e).split()) for e in getattr(res, "errors", None) or []]
+    missing = [e for e in errors[:3] if e not in summary]
+    if missing:
+        print("first errors (each failed cell is stored with its error and retried on the "
+              "next run):", file=sys.stderr)  # fmt: skip
+        for err in missing:
+            print(f"  {err}", file=sys.stderr)
+    if res.failed and not (res.generated or res.cached):
+        print(f"every cell failed ({res.failed} of {res.planned}): nothing was generated; "
+              "fix the cause above and run again.", file=sys.stderr)  # fmt: skip
     return 1 if res.failed else 0
 
 

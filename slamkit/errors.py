@@ -26,6 +26,22 @@ class StoreLockedError(StoreError):
     """Another process holds the store open for writing (DuckDB allows one writer)."""
 
 
+class StoreDamagedError(StoreError):
+    """The store file is truncated or damaged (DuckDB found a bad checksum or short read)."""
+
+
+class StoreVersionError(StoreError):
+    """The store was written by a newer slamkit (or DuckDB): migrations this one lacks."""
+
+
+class StoreFullError(StoreError):
+    """No space left on the device holding the store; the failed write was rolled back."""
+
+
+class StoreReadOnlyError(StoreError):
+    """The store cannot be written: read-only file system, no permission, or read_only."""
+
+
 class ReferenceImportError(SlamkitError):
     """A reference file or one of its rows cannot be imported."""
 

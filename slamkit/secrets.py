@@ -18,6 +18,14 @@ NOT_SECRET = frozenset({"sk-no-key-required", "no-key-needed"})
 
 _KEYLIKE = re.compile(r"\b(sk|key|api)[-_][A-Za-z0-9_\-*.]{6,}", re.IGNORECASE)
 _BEARER = re.compile(r"(Bearer\s+)\S+", re.IGNORECASE)
+#: Values shaped like a real credential, whatever they are called: OpenAI / Anthropic
+#: (``sk-...``), Hugging Face (``hf_...``), GitHub (``ghp_...``), AWS access key ids,
+#: Slack tokens, and ``Bearer <token>``. Stricter than :data:`_KEYLIKE`: used to refuse
+#: input, where a false alarm stops a run.
+_KEY_VALUE = re.compile(
+    r"\bsk-[A-Za-z0-9_\-]{16,}|\bhf_[A-Za-z0-9]{20,}|\bgh[pousr]_[A-Za-z0-9]{20,}"
+    r"|\bAKIA[0-9A-Z]{16}\b|\bxox[abprs]-[A-Za-z0-9-]{10,}|\bBearer\s+\S{8,}"
+)
 
 
 def secret_values(*values: str | None) -> tuple[str, ...]:
@@ -25,6 +33,17 @@ def secret_values(*values: str | None) -> tuple[str, ...]:
     return tuple(
         v for v in dict.fromkeys(values) if v and len(v) >= MIN_SECRET_LEN and v not in NOT_SECRET
     )
+
+
+def looks_like_key(text: str) -> bool:
+    """Whether ``text`` holds a literal credential (``sk-...``, ``hf_...``, ``Bearer ...``).
+
+    >>> looks_like_key("sk-proj-0123456789abcdefXYZ"), looks_like_key("gpt-4")
+    (True, False)
+    >>> looks_like_key("sk-no-key-required")  # the placeholder local servers accept
+    False
+    """
+    return any(m.group(0) not in NOT_SECRET for m in _KEY_VALUE.finditer(text))
 
 
 def env_secrets(*names: str) -> tuple[str, ...]:

@@ -20,6 +20,7 @@ from typing import Any
 
 import pandas as pd
 
+from slamkit.backends.base import check_whole
 from slamkit.errors import SlamkitError, TemplateError
 from slamkit.keys import content_key
 from slamkit.store import Store, jobs
@@ -182,11 +183,27 @@ def add_task(
     return jobs.write_task(store, task, prepared)[0]
 
 
+def check_limit(limit: Any, name: str = "limit", what: str = "items") -> None:
+    """Raise SlamkitError unless ``limit`` is None (everything) or a whole number >= 1.
+
+    >>> check_limit(None); check_limit(3)
+    >>> check_limit(0)
+    Traceback (most recent call last):
+    ...
+    slamkit.errors.SlamkitError: limit must be a whole number >= 1, got 0 (the first N items; \
+None for all).
+    """
+    if limit is not None:
+        check_whole(name, limit, 1, f"the first N {what}; None for all")
+
+
 def load_items(store: Store, task_id: str, limit: int | None = None) -> pd.DataFrame:
     """Items of a task in position order: columns task_id, item_id, position, fields, prompt.
 
-    ``fields`` is decoded from JSON into a dict.
+    ``fields`` is decoded from JSON into a dict. ``limit``: the first N items (None: all);
+    anything but a whole number >= 1 raises SlamkitError.
     """
+    check_limit(limit)
     df = jobs.task_items(store, task_id, limit)
     df["fields"] = [json.loads(f) for f in df["fields"]]
     return df

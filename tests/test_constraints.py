@@ -86,7 +86,7 @@ def test_word_limit() -> None:
         0.0,
         {"words": 4, "min_words": None, "max_words": 3},
     )
-    with pytest.raises(SlamkitError, match="min_words or max_words"):
+    with pytest.raises(SlamkitError, match="needs an argument: write word_limit:50"):
         get_metric("word_limit")
 
 
@@ -96,7 +96,7 @@ def test_regex_must_and_must_not() -> None:
     v, d = check("regex_must_not", "As an AI model, I", pattern=r"as an ai", ignore_case=True)
     assert v == 0.0 and d["match"] == "As an AI"
     assert get_metric("regex_must_not:x", label="no_x").metric_name == "regex_must_not:no_x"
-    with pytest.raises(SlamkitError, match="Invalid regex"):
+    with pytest.raises(SlamkitError, match="not a valid regular expression"):
         get_metric("regex_must:(")
 
 
@@ -123,7 +123,7 @@ def test_json_valid_and_schema() -> None:
     assert v == 0.0
     assert "'name' is a required property" in d["error"] and "n: -1 is less" in d["error"]
     assert check("json_schema", "nope", schema=schema)[1]["error"].startswith("not JSON")
-    with pytest.raises(SlamkitError, match="schema for json_schema is invalid"):
+    with pytest.raises(SlamkitError, match="not a valid JSON Schema"):
         get_metric("json_schema", schema={"type": 5})
 
 

@@ -29,12 +29,12 @@ def test_import_score_judge_cli(tmp_path: Path, slam_dir: Path, capsys) -> None:
     verdict = 'ok:{"reasoning": "r", "verdict": "B"}'
     with FakeServer({"pep talk": [verdict]}) as srv:
         rc = main(["--store", db, "judge", "--base-url", srv.base_url, "--model", "fake",
-                   "--quiet", "--limit", "2"])  # fmt: skip
+                   "--quiet", "--limit", "1"])  # fmt: skip
     assert rc == 0
-    out = capsys.readouterr().out
-    assert "planned=4, skipped=0, judged=4, failed=0" in out and "flip_rate" in out
+    out = capsys.readouterr().out  # --limit counts items: the one item's 3 pairs x 2 orders
+    assert "planned=6, skipped=0, judged=6, failed=0" in out and "flip_rate" in out
     with Store(db) as st:
-        assert st.count("judgments", "verdict = 'B'") == 4
+        assert st.count("judgments", "verdict = 'B'") == 6
 
     assert main(["--store", db, "import-slam", str(tmp_path / "missing.json")]) == 2
     assert "missing.json: file not found" in capsys.readouterr().err

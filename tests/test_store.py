@@ -98,3 +98,48 @@ def test_write_replaces_error_rows_atomically(store: Store) -> None:
     assert rows == {"bad": "now fine", "ok": "fine", "bad2": "boom"}
     assert store.count("generations") == 3  # and the store still takes writes
     assert store.insert("generations", _gen("new", text="x")) is True
+
+
+def test_a_failing_write_raises_its_own_error_not_a_secondary_one(store: Store) -> None:
+    """The NOT NULL violation itself, not "transaction is aborted" from the cleanup."""
+    store.write("generations", [_gen("kept", text="x")])
+    with pytest.raises(duckdb.ConstraintException, match="NOT NULL"):
+        store.write("generations", [_gen("a", text="y"), _gen("b", run_id=None)])
+    with pytest.raises(duckdb.ConstraintException, match="NOT NULL"):
+        with store.transaction() as db:
+            db.execute("INSERT INTO tasks (task_id, template) VALUES ('t', '{q}')")
+            db.execute("INSERT INTO tasks (task_id, template) VALUES ('u', NULL)")
+    with pytest.raises(duckdb.ConstraintException, match="NOT NULL"):
+        with store.transaction() as db:  # cleanup that runs after the failure, as jobs do
+            try:
+                db.execute("INSERT INTO tasks (task_id, template) VALUES ('v', NULL)")
+            finally:
+                db.execute("SELECT 1")  # fails: "transaction is aborted" (hides the cause)
+    assert store.rows("SELECT gen_key FROM generations") == [("kept",)]
+    assert store.count("tasks") == 0  # the first insert of the block was rolled back too
+
+
+def test_a_failing_migration_is_rolled_back_and_reported_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import slamkit.store.db as db_module
+
+    path = tmp_path / "s.duckdb"
+    with Store(path) as st:
+        st.insert("tasks", {"task_id": "t", "template": "{q}"})
+
+    def m004_broken(db: duckdb.DuckDBPyConnection) -> None:
+        db.execute("CREATE TABLE half_done (x INTEGER)")
+        db.execute("ALTER TABLE no_such_table ADD COLUMN y INTEGER")
+
+    monkeypatch.setattr(db_module, "MIGRATIONS", [*MIGRATIONS, m004_broken])
+    with pytest.raises(StoreError) as err:
+        Store(path)
+    msg = str(err.value)
+    assert msg.startswith(f"Migration m004_broken failed on {path}: Catalog Error")
+    assert "rollback" not in msg.lower() and "aborted" not in msg.lower()
+    monkeypatch.undo()
+    with Store(path) as st:  # rolled back: no half-made table, not recorded, rows kept
+        assert st.migrations() == sorted(m.__name__ for m in MIGRATIONS)
+        assert st.count("tasks") == 1
+        assert not st.rows("SELECT 1 FROM duckdb_tables() WHERE table_name = 'half_done'")

@@ -332,3 +332,14 @@ def test_selection_and_cost_from_the_price_table(store: Store) -> None:
     )
     with Store(path, read_only=True) as st:
         assert len(readers.selections(st, "t")) == 1
+
+
+def test_summaries_use_each_metrics_newest_version_only(store: Store) -> None:
+    _fill(store)
+    # an older version of rougeL stored beside the current one must not be averaged in
+    store.insert_many("scores", [{"gen_key": "a016", "metric": "rougeL", "metric_version": "0",
+                                  "value": 100.0}])  # fmt: skip
+    sel = Selection("t", max_tokens=16)
+    means = aggregates.item_means(store, sel, ["rougeL"]).set_index(["variant", "item_id"])
+    assert means.loc[("a", "i0"), "value"] == pytest.approx(0.5)
+    assert (readers.item_scores(store, sel)["value"] < 1).all()

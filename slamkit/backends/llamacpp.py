@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import hashlib
 import os
+import re
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -27,8 +32,22 @@ FALLBACK_TEMPLATES: dict[str, str] = {
     ),
     # Plain text: system, then the user's message, then an empty line for the answer.
     "plain": ("{{ bos_token }}{% for m in messages %}{{ m['content'] }}\n\n{% endfor %}"),
+    # ChatML (SmolLM2, Qwen, ...): for a GGUF whose own template cannot be used.
+    "chatml": (
+        "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n"
+        "{% endfor %}<|im_start|>assistant{{ '\\n' }}"
+    ),
 }
-FALLBACK_STOPS: dict[str, list[str]] = {"gemma-turns": ["<end_of_turn>"], "plain": []}
+FALLBACK_STOPS: dict[str, list[str]] = {
+    "gemma-turns": ["<end_of_turn>"],
+    "plain": [],
+    "chatml": ["<|im_end|>"],
+}
+#: what ``chat_format=`` accepts: "auto" (the GGUF's template, else a fallback by
+#: architecture) or the name of one of slamkit's explicit formats
+CHAT_FORMATS: tuple[str, ...] = ("auto", *sorted(FALLBACK_TEMPLATES))
+#: examples named when llama.cpp does not know a GGUF's architecture
+KNOWN_ARCHITECTURES = "llama, gemma3, qwen2, qwen3, phi3, mistral"
 
 
 def default_threads() -> int:
@@ -42,14 +61,63 @@ def fallback_for(architecture: str | None) -> str:
     return "gemma-turns" if architecture and architecture.startswith("gemma") else "plain"
 
 
-def planned_chat_format(has_chat_template: bool, architecture: str | None) -> str:
+def check_chat_format(chat_format: object, where: str = "chat_format") -> str:
+    """``chat_format`` if slamkit knows it, else SlamkitError naming it and the choices.
+
+    >>> check_chat_format("chatml")
+    'chatml'
+    """
+    if not isinstance(chat_format, str) or chat_format not in CHAT_FORMATS:
+        raise BackendError(
+            f"{where} must be one of {', '.join(CHAT_FORMATS)}, got {chat_format!r} "
+            "('auto' = the GGUF's own chat template, else a fallback by architecture)."
+        )
+    return chat_format
+
+
+def planned_chat_format(
+    has_chat_template: bool, architecture: str | None, chat_format: str = "auto"
+) -> str:
     """The chat format a model will use (known before loading it; part of the cell key).
 
-    A fallback carries a hash of its template text, so editing a fallback regenerates.
+    ``chat_format="auto"`` uses the GGUF's template, else a fallback by architecture; an
+    explicit name (e.g. ``"chatml"``) always uses that slamkit template. Any slamkit
+    template is recorded as ``fallback:<name>:<hash of its text>``, so editing one
+    regenerates, and the same template gives the same cells however it was chosen.
+
+    >>> planned_chat_format(True, "llama")
+    'gguf-template'
+    >>> planned_chat_format(True, "llama", "chatml").startswith("fallback:chatml:")
+    True
     """
+    check_chat_format(chat_format)
+    if chat_format != "auto":
+        return _fallback_label(chat_format)
     if has_chat_template:
         return "gguf-template"
     return _fallback_label(fallback_for(architecture))
+
+
+def gguf_label(path: str | Path, name: str | None = None) -> str:
+    """How messages name a GGUF model: its file name, and its catalog name if different.
+
+    >>> gguf_label("/m/evil.gguf", "evil"), gguf_label("/m/a.gguf", "SmolLM2")
+    ('evil.gguf', 'SmolLM2 (a.gguf)')
+    """
+    fname = Path(path).name
+    if not name or name in (fname, fname.removesuffix(".gguf")):
+        return fname
+    return f"{name} ({fname})"
+
+
+def one_line(text: str, limit: int = 300) -> str:
+    """``text`` on one line (whitespace runs become one space), cut to ``limit`` chars.
+
+    >>> one_line("a   b" + "c" * 10, limit=8)
+    'a bcc...'
+    """
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= limit else flat[: limit - 3].rstrip() + "..."
 
 
 def _fallback_label(name: str) -> str:
@@ -62,8 +130,15 @@ class LlamaCppBackend:
 
     The GGUF's own chat template formats the messages; a model without one uses an
     explicit fallback (``chat_format="auto"`` picks by architecture, recorded per row).
+    ``chat_format="chatml"`` (or another name in :data:`CHAT_FORMATS`) uses that slamkit
+    template instead of the GGUF's, e.g. for a GGUF whose template is broken or blocked.
     Each call starts from an empty KV cache, so prefill timings are comparable and
     greedy output is reproducible byte for byte.
+
+    Every error names the model file, says the cause in words and what to do, on one
+    line: an architecture llama.cpp does not know, llama.cpp's own reason for a failed
+    load (captured from its log, which ``verbose=False`` hides), a chat template that is
+    not valid Jinja or that the Jinja sandbox blocks.
     """
 
     def __init__(
@@ -78,11 +153,14 @@ class LlamaCppBackend:
         name: str | None = None,
     ) -> None:
         path = Path(path)
+        self.label = gguf_label(path, name)
+        check_chat_format(chat_format, f"chat_format of {self.label}")
         if not path.exists():
             raise ModelNotFoundError(
                 f"Model file {path} does not exist. Check the path, or list the available "
                 "models with `slamkit catalog`."
             )
+        import jinja2
         import llama_cpp
 
         self._llama_cpp = llama_cpp
@@ -96,20 +174,24 @@ class LlamaCppBackend:
             # CI and most laptops: degrade cleanly to CPU, and say so in the row.
             self.n_gpu_layers = 0
         t0 = time.perf_counter()
+        log: list[tuple[int, str]] = []
+        # llama-cpp-python compiles every chat template of the GGUF while it loads; with an
+        # explicit chat format slamkit never uses them, so a broken one must not stop it
+        tolerant = _tolerant_gguf_templates() if chat_format != "auto" else nullcontext()
         try:
-            self.llm = llama_cpp.Llama(
-                model_path=str(path),
-                n_ctx=n_ctx,
-                n_threads=self.n_threads,
-                n_threads_batch=self.n_threads_batch,
-                n_gpu_layers=self.n_gpu_layers,
-                verbose=False,
-            )
+            with _LOAD_LOCK, _capture_llama_log(log), tolerant:
+                self.llm = llama_cpp.Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_threads=self.n_threads,
+                    n_threads_batch=self.n_threads_batch,
+                    n_gpu_layers=self.n_gpu_layers,
+                    verbose=False,
+                )
+        except jinja2.TemplateError as exc:
+            raise BackendError(self._template_message(exc, _suggest_from_header(path))) from exc
         except Exception as exc:  # llama.cpp gives ValueError with little detail
-            raise BackendError(
-                f"llama.cpp could not load {path}: {exc}. Check the file with "
-                f"`slamkit catalog --path {path}`."
-            ) from exc
+            raise BackendError(self._load_message(exc, log)) from exc
         self.load_time_s: float | None = time.perf_counter() - t0
         self.n_ctx = n_ctx
 
@@ -117,11 +199,80 @@ class LlamaCppBackend:
             self._setup_chat_format(chat_format)
         except Exception as exc:
             self.close()  # never leave a loaded model behind
+            if isinstance(exc, BackendError):
+                raise
             raise BackendError(
-                f"Cannot set up the chat format of {path}: {exc}. Pass chat_format= one of "
-                f"{sorted(FALLBACK_TEMPLATES)} to use an explicit format instead."
+                f"{self.label}: cannot set up the chat format "
+                f"({type(exc).__name__}: {one_line(str(exc), 160)}) — pass an explicit "
+                f"chat format, one of {', '.join(sorted(FALLBACK_TEMPLATES))}."
             ) from exc
         self._rss_peak = _rss_mb()
+
+    # -- messages ------------------------------------------------------------------------
+    def _load_message(self, exc: Exception, log: list[tuple[int, str]]) -> str:
+        """``<model>: <llama.cpp's reason> — <what to do>`` for a failed load."""
+        lines = [text.strip() for _, text in log if text.strip()]
+        text = "\n".join(lines)
+        arch = re.search(r"unknown model architecture: '([^']*)'", text)
+        version = getattr(self._llama_cpp, "__version__", "?")
+        if arch:
+            return (
+                f"{self.label}: llama.cpp (llama-cpp-python {version}) cannot load "
+                f"architecture '{arch.group(1)}' — use a GGUF of an architecture it "
+                f"supports ({KNOWN_ARCHITECTURES}, ...) or a newer llama-cpp-python."
+            )
+        reason = next(
+            (m.group(1) for ln in lines if (m := re.search(r"error loading model: (.*)", ln))),
+            None,
+        )
+        if reason is None:
+            errors = [
+                ln for ln in lines if re.search(r"\b(error|failed|cannot|unable)\b", ln, re.I)
+            ]
+            reason = errors[0] if errors else f"{type(exc).__name__}: {exc}"
+        if re.search(r"alloc|out of memory|\bOOM\b", reason, re.I):
+            hint = "not enough memory: free memory, lower n_ctx (--n-ctx) or n_gpu_layers"
+        else:
+            hint = (
+                f"check the file with `slamkit catalog --path {self.path}`; a file that is "
+                "damaged or cut short must be fetched or converted again"
+            )
+        reason = one_line(reason, 200).rstrip(".")
+        return f"{self.label}: llama.cpp could not load the model ({reason}) — {hint}."
+
+    def _template_message(self, exc: Exception, suggest: str) -> str:
+        """``<model>: the GGUF's chat template ... — pass an explicit chat format``."""
+        import jinja2
+        from jinja2.sandbox import SecurityError
+
+        fix = (
+            "pass an explicit chat format instead of the GGUF's template, e.g. "
+            f'--chat-format {suggest} / chat_format="{suggest}" '
+            f"(one of {', '.join(sorted(FALLBACK_TEMPLATES))})"
+        )
+        detail = f"{type(exc).__name__}: {one_line(str(exc), 160).rstrip('.')}"
+        if isinstance(exc, SecurityError):
+            attr = re.search(r"attribute '([^']*)'", str(exc))
+            what = f": it tries attribute access '{attr.group(1)}'" if attr else ""
+            cause = (
+                f"the GGUF's chat template was blocked for safety{what}, which the Jinja "
+                "sandbox forbids"
+            )
+        elif isinstance(exc, jinja2.TemplateSyntaxError):
+            line = f" on line {exc.lineno}" if exc.lineno else ""
+            detail = f"{type(exc).__name__}: {one_line(exc.message or str(exc), 160)}{line}"
+            cause = "the GGUF's chat template is not valid Jinja"
+        else:
+            cause = "the GGUF's chat template fails on this conversation"
+        return f"{self.label}: {cause} ({detail}) — {fix}."
+
+    def _suggested_format(self) -> str:
+        """The explicit format most likely right for this model's tokens."""
+        arch = self.llm.metadata.get("general.architecture")
+        if arch and arch.startswith("gemma"):
+            return "gemma-turns"
+        ids = self.llm.tokenize(b"<|im_start|>", add_bos=False, special=True)
+        return "chatml" if len(ids) == 1 else "plain"
 
     def _setup_chat_format(self, chat_format: str) -> None:
         meta = self.llm.metadata
@@ -131,26 +282,31 @@ class LlamaCppBackend:
         bos_id = model.token_bos()
         eos = model.token_get_text(eos_id) if eos_id != -1 else ""
         bos = model.token_get_text(bos_id) if bos_id != -1 else ""
-        if chat_format == "auto" and template:
+        # a blank template counts as none, as in the catalog (planned_chat_format)
+        if chat_format == "auto" and template and template.strip():
             self.chat_format = "gguf-template"
             stops: list[str] = []
         else:
             arch = meta.get("general.architecture")
             fmt = fallback_for(arch) if chat_format == "auto" else chat_format
-            if fmt not in FALLBACK_TEMPLATES:
-                raise BackendError(
-                    f"Unknown chat_format {chat_format!r} for {self.name}; use 'auto' or one "
-                    f"of {sorted(FALLBACK_TEMPLATES)}."
-                )
             template = FALLBACK_TEMPLATES[fmt]
             self.chat_format = _fallback_label(fmt)
             stops = FALLBACK_STOPS[fmt]
+        import jinja2
         from llama_cpp import llama_chat_format
 
-        self._formatter = llama_chat_format.Jinja2ChatFormatter(
-            template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id]
-        )
-        self._extra_stops = stops
+        try:
+            self._formatter = llama_chat_format.Jinja2ChatFormatter(
+                template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id]
+            )
+            self._extra_stops = stops
+            if self.chat_format == "gguf-template":
+                # fail at load, once, rather than in every cell: the simplest conversation
+                self._formatter(messages=[{"role": "user", "content": "Hello"}])
+        except (jinja2.TemplateError, TypeError, ValueError) as exc:
+            if self.chat_format != "gguf-template":
+                raise
+            raise BackendError(self._template_message(exc, self._suggested_format())) from exc
 
     # ------------------------------------------------------------------
     def format(self, messages: list[dict[str, str]]) -> tuple[list[int], set[int], list[str]]:
@@ -178,11 +334,20 @@ class LlamaCppBackend:
         lc = self._llama_cpp
         llm = self.llm
         t0 = time.perf_counter()
-        prompt_tokens, stop_ids, stops = self.format(messages)
+        try:
+            prompt_tokens, stop_ids, stops = self.format(messages)
+        except Exception as exc:
+            import jinja2
+
+            if self.chat_format != "gguf-template" or not isinstance(
+                exc, (jinja2.TemplateError, TypeError, ValueError)
+            ):
+                raise
+            raise BackendError(self._template_message(exc, self._suggested_format())) from exc
         if len(prompt_tokens) + 1 >= self.n_ctx:
             raise BackendError(
-                f"Prompt of {len(prompt_tokens)} tokens does not fit the context of "
-                f"{self.n_ctx} for {self.name}; raise n_ctx or shorten the item."
+                f"{self.label}: the prompt of {len(prompt_tokens)} tokens does not fit the "
+                f"context of {self.n_ctx} tokens — raise n_ctx (--n-ctx) or shorten the item."
             )
         max_tokens = min(sampling.max_tokens, self.n_ctx - len(prompt_tokens))
         llm.reset()  # empty KV cache: full prefill every call, reproducible greedy text
@@ -251,6 +416,68 @@ class LlamaCppBackend:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: llama.cpp's log callback and llama-cpp-python's template classes are process-wide
+_LOAD_LOCK = threading.Lock()
+
+
+@contextmanager
+def _capture_llama_log(lines: list[tuple[int, str]]) -> Iterator[None]:
+    """Collect llama.cpp's log lines (level, text) while loading: with ``verbose=False``
+    llama-cpp-python sends them to /dev/null, and its exception says only "Failed to load
+    model from file". The library's own callback is restored afterwards."""
+    import llama_cpp
+    from llama_cpp import _logger
+
+    @llama_cpp.llama_log_callback  # type: ignore[untyped-decorator,misc]
+    def record(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+        lines.append((level, text.decode("utf-8", "replace")))
+
+    llama_cpp.llama_log_set(record, ctypes.c_void_p(0))
+    try:
+        yield
+    finally:
+        llama_cpp.llama_log_set(_logger.llama_log_callback, ctypes.c_void_p(0))
+
+
+@contextmanager
+def _tolerant_gguf_templates() -> Iterator[None]:
+    """While a model loads, a GGUF chat template that is not valid Jinja compiles to an
+    empty one instead of raising (llama-cpp-python compiles them all in ``Llama()``;
+    slamkit formats with its own formatter, so those compiled copies go unused)."""
+    import jinja2
+    from llama_cpp import llama_chat_format
+
+    real = llama_chat_format.Jinja2ChatFormatter
+
+    class Tolerant(real):  # type: ignore[misc,valid-type]
+        def __init__(self, template: str, *args: Any, **kwargs: Any) -> None:
+            try:
+                super().__init__(template, *args, **kwargs)
+            except jinja2.TemplateError:
+                super().__init__("", *args, **kwargs)
+
+    llama_chat_format.Jinja2ChatFormatter = Tolerant  # type: ignore[misc]
+    try:
+        yield
+    finally:
+        llama_chat_format.Jinja2ChatFormatter = real  # type: ignore[misc]
+
+
+def _suggest_from_header(path: Path) -> str:
+    """The explicit chat format to suggest for a GGUF not loaded (read from its header)."""
+    from slamkit.gguf import read_gguf
+
+    try:
+        meta = read_gguf(path).metadata
+    except Exception:  # the message about the template matters more than this hint
+        return "chatml"
+    arch = meta.get("general.architecture")
+    if isinstance(arch, str) and arch.startswith("gemma"):
+        return "gemma-turns"
+    tokens = meta.get("tokenizer.ggml.tokens") or []
+    return "chatml" if "<|im_start|>" in tokens else "plain"
 
 
 def _rate(n: int, ms: float) -> float | None:

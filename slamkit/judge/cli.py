@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
+from slamkit.smart.simulate_args import LIMIT, number, whole
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     j = sub.add_parser("judge", help="LLM judge via any OpenAI-compatible endpoint")
@@ -20,11 +22,27 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    "(default: the task's only reference model)")  # fmt: skip
     j.add_argument("--model-id", action="append", help="only these candidate model ids")
     j.add_argument("--all-samples", action="store_true", help="judge every sample, not only 0")
-    j.add_argument("--limit", type=int, help="first N pairs")
-    j.add_argument("--max-tokens", type=int, default=512)
-    j.add_argument("--temperature", type=float, default=0.0)
-    j.add_argument("--timeout", type=float, default=120.0, help="seconds per request")
-    j.add_argument("--max-attempts", type=int, default=4)
+    j.add_argument(
+        "--limit", type=LIMIT,
+        help="the first N items of each task by position, with every pair of those items "
+        "(all models; default: every item)",
+    )  # fmt: skip
+    j.add_argument("--max-tokens", type=whole(1), default=512, help=">= 1 (default 512)")
+    j.add_argument("--temperature", type=number(0, 2), default=0.0, help="0 to 2 (default 0)")
+    j.add_argument(
+        "--timeout", type=number(0, lo_open=True, note="seconds"), default=60.0,
+        help="seconds per request (default 60)",
+    )  # fmt: skip
+    j.add_argument(
+        "--max-attempts", type=whole(1), default=4,
+        help="tries per call on 429, 5xx, timeouts, connection errors (default 4)",
+    )  # fmt: skip
+    j.add_argument(
+        "--max-total", type=number(0, lo_open=True, note="seconds"),
+        help="seconds one call may take with all its attempts and waits (default: twice "
+        "--timeout, at least 120): a hanging judge costs at most this per call, and a "
+        "pairwise pair is two calls",
+    )  # fmt: skip
     j.add_argument(
         "--response-format",
         default="auto",
@@ -48,7 +66,8 @@ def run(args: argparse.Namespace) -> int:
     cfg = JudgeConfig(
         base_url=args.base_url, model=args.model, api_key_env=args.api_key_env,
         temperature=args.temperature, max_tokens=args.max_tokens, timeout_s=args.timeout,
-        max_attempts=args.max_attempts, response_format=args.response_format,
+        max_attempts=args.max_attempts, max_total_s=args.max_total,
+        response_format=args.response_format,
         reasoning=not args.no_reasoning,
     )  # fmt: skip
     with open_store(args.store) as st:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+from slamkit.backends.base import number_error, whole_error
 from slamkit.errors import SlamkitError
 from slamkit.secrets import scrub, secret_values
 
@@ -37,6 +38,13 @@ class JudgeConfig:
     ``api_key_env`` names the environment variable holding the key (never the key
     itself). ``response_format``: ``auto`` (fall back through :data:`FORMATS` when the
     server rejects one) or one of :data:`FORMATS`.
+
+    Time bounds: each request may take ``timeout_s``; a call retries up to
+    ``max_attempts`` times (429, 5xx, timeouts, connection errors) with exponential
+    backoff, but never past ``max_total_s`` for the call as a whole (None: twice
+    ``timeout_s``, at least 120 s) — so a hanging judge costs at most 120 s per call with
+    the defaults (two 60 s attempts), and a pairwise judgment is two calls (both orders).
+    None of these is part of a judgment's id.
     """
 
     base_url: str
@@ -45,8 +53,9 @@ class JudgeConfig:
     temperature: float = 0.0
     max_tokens: int = 512
     seed: int | None = 0
-    timeout_s: float = 120.0
+    timeout_s: float = 60.0
     max_attempts: int = 4
+    max_total_s: float | None = None
     backoff_s: float = 1.0
     max_backoff_s: float = 30.0
     response_format: str = "auto"
@@ -61,6 +70,28 @@ class JudgeConfig:
             )
         if not urlsplit(self.base_url).scheme.startswith("http"):
             raise JudgeError(f"base_url {self.base_url!r} must start with http:// or https://")
+        for name, value, hint in (
+            ("timeout_s", self.timeout_s, "seconds per request"),
+            ("max_total_s", self.total_s, "seconds per call, all attempts together"),
+        ):
+            if err := number_error(value, 0, lo_open=True):
+                raise JudgeError(f"JudgeConfig {name} {err} ({hint}).")
+        for name, value, least in (("max_attempts", self.max_attempts, 1),
+                                   ("max_tokens", self.max_tokens, 1)):  # fmt: skip
+            if err := whole_error(value, least):
+                raise JudgeError(f"JudgeConfig {name} {err}.")
+        if err := number_error(self.temperature, 0, 2):
+            raise JudgeError(f"JudgeConfig temperature {err} (0 = greedy).")
+        for name, value in (("backoff_s", self.backoff_s), ("max_backoff_s", self.max_backoff_s)):
+            if err := number_error(value, 0):
+                raise JudgeError(f"JudgeConfig {name} {err}.")
+
+    @property
+    def total_s(self) -> float:
+        """Seconds one call may take, all attempts and backoff waits together."""
+        if self.max_total_s is None:
+            return max(2 * self.timeout_s, 120.0)
+        return self.max_total_s
 
     @property
     def endpoint(self) -> str:
@@ -185,7 +216,9 @@ class JudgeClient:
         return min(delay, self.config.max_backoff_s)
 
     def call(self, messages: list[dict[str, str]], schema: dict) -> CallResult:
-        """Send ``messages``; retry on 429, 5xx, timeouts and connection errors.
+        """Send ``messages``; retry on 429, 5xx, timeouts and connection errors, at most
+        ``max_attempts`` times and never past ``max_total_s`` for the whole call (each
+        request's timeout is cut to the time left).
 
         A response_format the server rejects (400/422, or a 500 naming response_format as
         llama_cpp.server sends) switches to the next format
@@ -203,17 +236,20 @@ class JudgeClient:
 
         cfg, res = self.config, CallResult()
         last: Exception | None = None
+        deadline = time.monotonic() + cfg.total_s
         while res.attempts < cfg.max_attempts:
             kind = self._formats[0]
             fmt = self._response_format(kind, schema)
             res.attempts += 1
             t0 = time.perf_counter()
+            timeout = max(min(cfg.timeout_s, deadline - time.monotonic()), 0.001)
             try:
                 resp = self._client.chat.completions.create(
                     model=cfg.model,
                     messages=messages,  # type: ignore[arg-type]
                     temperature=cfg.temperature,
                     max_tokens=cfg.max_tokens,
+                    timeout=timeout,
                     **({"seed": cfg.seed} if cfg.seed is not None else {}),
                     **({"response_format": fmt} if fmt else {}),
                 )
@@ -242,7 +278,7 @@ class JudgeClient:
             except openai.APITimeoutError as exc:
                 res.errors.append("timeout")
                 last = exc
-                res.error = f"timed out after {cfg.timeout_s}s ({res.attempts} attempts)"
+                res.error = f"timed out after {timeout:g}s ({res.attempts} attempts)"
             except openai.APIConnectionError as exc:
                 res.errors.append("connection error")
                 last = exc
@@ -258,7 +294,14 @@ class JudgeClient:
                 res.response_format = kind
                 return self._finish(res, resp, schema)
             if res.attempts < cfg.max_attempts:
-                time.sleep(self._backoff(res.attempts, last))
+                wait = self._backoff(res.attempts, last)
+                if deadline - time.monotonic() - wait < min(cfg.timeout_s, 1.0):
+                    res.error = (
+                        f"{res.error}; gave up: the call reached its limit of "
+                        f"{cfg.total_s:g}s for all attempts (max_total_s / --max-total)"
+                    )
+                    break
+                time.sleep(wait)
         return res
 
     def _finish(self, res: CallResult, resp: Any, schema: dict) -> CallResult:

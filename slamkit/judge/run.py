@@ -19,6 +19,7 @@ from slamkit.judge import prompts
 from slamkit.judge.client import CallResult, JudgeClient, JudgeConfig
 from slamkit.keys import content_key
 from slamkit.store import jobs
+from slamkit.tasks import check_limit
 
 if TYPE_CHECKING:
     from slamkit.store import Store
@@ -50,6 +51,18 @@ def build_pairs(
         keep = jobs.generation_keys_of_models(store, model_ids)
         pairs = pairs[pairs["a_id"].isin(keep)]
     return pairs.reset_index(drop=True)
+
+
+def first_items(store: Store, pairs: pd.DataFrame, limit: int) -> pd.DataFrame:
+    """The pairs whose item is among the first ``limit`` items of its task by position
+    (``items.position``, as :func:`slamkit.tasks.load_items` orders them)."""
+    keep = []
+    for task in pairs["task_id"].drop_duplicates():
+        first = set(jobs.task_items(store, str(task), limit)["item_id"])
+        keep.append(pairs[(pairs["task_id"] == task) & pairs["item_id"].isin(first)])
+    if not keep:
+        return pairs.iloc[0:0]
+    return pd.concat(keep).reset_index(drop=True)
 
 
 def _texts(store: Store, pairs: pd.DataFrame) -> dict[tuple[str, str], str]:
@@ -134,15 +147,21 @@ def run_judge(
     """Judge every planned call not yet stored; return counts.
 
     ``pairs`` defaults to :func:`build_pairs` (each generation vs its reference).
+    ``limit`` counts items, not pairs: the first N items of each task by position (the
+    items a sweep with the same ``limit`` generated), with every pair of those items —
+    all models, all samples asked for (None: every item; else a whole number >= 1).
     Returns ``{"planned", "skipped" (already stored), "judged" (parsed verdicts),
     "failed" (rows written with an error)}``.
     """
     from tqdm.auto import tqdm
 
+    check_limit(limit)
+    if mode not in MODES:
+        raise SlamkitError(f"Unknown judge mode {mode!r}: use one of {', '.join(MODES)}.")
     if pairs is None:
         pairs = build_pairs(store, task_id, source_model, sample_index, model_ids)
     if limit is not None:
-        pairs = pairs.head(limit)
+        pairs = first_items(store, pairs, limit)
     plan = plan_judgments(pairs, config, mode, criteria, rubric, rubric_with_reference)
     ids = [c["judgment_id"] for c in plan]
     stored = jobs.stored_judgments(store, ids)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -27,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from slamkit.metrics import DEFAULT_METRICS, get_metric
+    from slamkit.metrics import DEFAULT_METRICS, get_metric, load_json_schema, parse_metric_specs
     from slamkit.metrics.score import load_scores, pass_rates, score_generations, summarize_scores
     from slamkit.store import open_store
 
@@ -37,8 +36,8 @@ def run(args: argparse.Namespace) -> int:
     if args.banned:
         specs.append(get_metric("banned_phrases", phrases=args.banned))
     if args.json_schema:
-        with open(args.json_schema) as fh:
-            specs.append(get_metric("json_schema", schema=json.load(fh)))
+        specs.append(get_metric("json_schema", schema=load_json_schema(args.json_schema)))
+    parse_metric_specs(specs)  # every spec checked before the store is opened
     with open_store(args.store) as st:
         counts = score_generations(
             st, specs, task_id=args.task, source_model=args.source_model,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import operator
 import re
 from typing import Any
 
@@ -29,6 +30,16 @@ _LIST_MARKER = re.compile(r"^\s*(?:\d{1,3}[.)]|[a-zA-Z][)]|[-*+\u2022\u2013]|#{1
 _ACRONYM = re.compile(r"^(?:[A-Za-z]\.)+[A-Za-z]$")  # U.S, e.g, Ph.D-like tokens
 _FENCE = re.compile(r"^\s*```[a-zA-Z]*\s*\n(.*?)\n\s*```\s*$", re.S)
 _FENCE_LINE = re.compile(r"^\s*(```|~~~)")
+
+
+def _whole(v: Any) -> int | None:
+    """``v`` as an int when it is a whole number (numpy ints too; not bool, float, str)."""
+    if isinstance(v, bool):
+        return None
+    try:
+        return operator.index(v)
+    except TypeError:
+        return None
 
 
 def _short_hash(obj: Any) -> str:
@@ -91,7 +102,13 @@ class MaxSentences(ItemMetric):
     needs_reference = False
 
     def __init__(self, n: int = 4, **kwargs: Any) -> None:
-        self.n = int(n)
+        whole = _whole(n)
+        if whole is None or whole < 1:
+            raise SlamkitError(
+                f"max_sentences: the sentence limit must be a whole number >= 1 (got {n!r}), "
+                "e.g. max_sentences:4 or n=4."
+            )
+        self.n = whole
         super().__init__(label=str(self.n), **kwargs)
 
     @property
@@ -115,8 +132,20 @@ class WordLimit(ItemMetric):
     ) -> None:
         if min_words is None and max_words is None:
             raise SlamkitError("word_limit needs min_words or max_words (e.g. max_words=120).")
+        for key, v in (("min_words", min_words), ("max_words", max_words)):
+            if v is not None and ((w := _whole(v)) is None or w < 0):
+                raise SlamkitError(
+                    f"word_limit: {key} must be a whole number >= 0 or None (got {v!r})."
+                )
+        min_words = None if min_words is None else _whole(min_words)
+        max_words = None if max_words is None else _whole(max_words)
+        if min_words is not None and max_words is not None and min_words > max_words:
+            raise SlamkitError(
+                f"word_limit: min_words={min_words} is above max_words={max_words}; the low "
+                "limit must not exceed the high one (e.g. word_limit:20-50)."
+            )
         self.min_words, self.max_words = min_words, max_words
-        label = f"{min_words if min_words is not None else ''}-{max_words or ''}"
+        label = f"{'' if min_words is None else min_words}-{'' if max_words is None else max_words}"
         super().__init__(label=label, **kwargs)
 
     @property
@@ -177,8 +206,15 @@ class BannedPhrases(ItemMetric):
         label: str | None = None,
         **kwargs: Any,
     ) -> None:
+        if isinstance(phrases, str):
+            phrases = [phrases]
         if not phrases:
             raise SlamkitError("banned_phrases needs at least one phrase.")
+        if not all(isinstance(p, str) and p.strip() for p in phrases):
+            raise SlamkitError(
+                f"banned_phrases: every phrase must be non-empty text (got {list(phrases)!r}); "
+                "an empty phrase would match every output."
+            )
         self.phrases, self.ignore_case = list(phrases), ignore_case
         super().__init__(label=label or _short_hash([self.phrases, ignore_case]), **kwargs)
 
@@ -234,12 +270,21 @@ class JsonSchema(ItemMetric):
     ) -> None:
         import jsonschema
 
+        if not isinstance(schema, dict | bool):
+            raise SlamkitError(
+                f"json_schema: the schema must be a JSON object (a dict) or true/false, not a "
+                f"{type(schema).__name__}; load it with slamkit.metrics.load_json_schema(FILE)."
+            )
         try:
             cls = jsonschema.validators.validator_for(schema)
             cls.check_schema(schema)
         except jsonschema.SchemaError as exc:
-            msg = f"The JSON schema for json_schema is invalid: {exc.message}"
-            raise SlamkitError(msg) from None
+            loc = "/" + "/".join(map(str, exc.path)) if exc.path else "the top level"
+            msg = " ".join(str(exc.message).split())[:200]
+            raise SlamkitError(
+                f"json_schema: the schema is not a valid JSON Schema ({msg}, at {loc}); "
+                "fix that keyword."
+            ) from None
         self._validator = cls(schema)
         self.schema, self.allow_fence = schema, allow_fence
         super().__init__(label=label or _short_hash(schema), **kwargs)

@@ -8,7 +8,12 @@ differences in this metric, not by its absolute level. Texts longer than the con
 (``n_ctx``, default 512 tokens) are truncated. Cost: single-threaded prefill on a shared
 2-core machine ran at ~45 tokens/s, i.e. ~10 s per 500-token reference; each distinct text
 is embedded once per scoring call (cached in memory). Point ``model_path`` at a real embedding GGUF
-(e.g. a nomic-embed or bge model) for a better semantic signal.
+(e.g. a nomic-embed or bge model) for a better semantic signal; the file is checked to be a
+GGUF (:func:`slamkit.metrics.check_embedder`) before llama.cpp loads it.
+
+Empty texts: an empty (or whitespace-only) output or reference scores 0.0 with
+``{"empty_output": true}`` / ``{"empty_reference": true}`` in the details; it is never
+embedded (version 1 embedded it as ``" "``, which scored ~0.86 against real references).
 """
 
 from __future__ import annotations
@@ -40,7 +45,7 @@ class EmbeddingCosine(ItemMetric):
     """
 
     base_name = "embed_cosine"
-    version = "1"
+    version = "2"  # 2: empty outputs/references score 0.0 (were embedded as " ")
 
     def __init__(
         self,
@@ -54,14 +59,9 @@ class EmbeddingCosine(ItemMetric):
             from slamkit.catalog import smollm2_path
 
             model_path = smollm2_path()
-        self.model_path = Path(model_path)
-        if not self.model_path.is_file():
-            from slamkit.errors import ModelNotFoundError
+        from slamkit.metrics import check_embedder
 
-            raise ModelNotFoundError(
-                f"Embedding model {self.model_path} does not exist: pass model_path= (or "
-                "embed_cosine:/path/model.gguf) pointing at a GGUF file."
-            )
+        self.model_path = check_embedder(model_path, "embed_cosine model_path")
         self.n_ctx, self.n_threads, self.n_threads_batch = n_ctx, n_threads, n_threads_batch
         self._llm: Any = None
         self._cache: dict[str, list[float]] = {}
@@ -93,20 +93,26 @@ class EmbeddingCosine(ItemMetric):
         return self._llm
 
     def embed(self, texts: list[str]) -> list[list[float]]:
-        """One mean-pooled vector per text (texts over ``n_ctx`` tokens are truncated)."""
+        """One mean-pooled vector per text (texts over ``n_ctx`` tokens are truncated).
+
+        An empty or whitespace-only text gets the zero vector (cosine 0.0 to anything).
+        """
         llm = self._model()
         out = []
         for t in texts:  # one text per call keeps each sequence within one ubatch
             if t not in self._cache:
                 if len(self._cache) > 20_000:
                     self._cache.clear()
-                self._cache[t] = list(llm.embed(t or " ", truncate=True))
+                empty = not (t or "").strip()
+                vec = [0.0] * int(llm.n_embd()) if empty else llm.embed(t, truncate=True)
+                self._cache[t] = list(vec)
             out.append(self._cache[t])
         return out
 
     def score_batch(
         self, predictions: list[str], references: list[str | None]
     ) -> list[tuple[float | None, Details]]:
+        # compute() has already taken out empty texts (ItemMetric.score_empty)
         unique = list(dict.fromkeys([*predictions, *(r or "" for r in references)]))
         vecs = dict(zip(unique, self.embed(unique), strict=True))
         return [

@@ -45,15 +45,36 @@ def reference_models(
     return out
 
 
-def _resolve(metrics: Sequence[str | ItemMetric] | None) -> list[ItemMetric]:
-    from slamkit.metrics import DEFAULT_METRICS, get_metric
+def _resolve(
+    metrics: str | Sequence[str | ItemMetric] | None,
+) -> tuple[list[ItemMetric], list[ItemMetric]]:
+    """``(metrics, those built here from specs)``: every spec is checked before any is built.
 
-    return [get_metric(m) if isinstance(m, str) else m for m in (metrics or DEFAULT_METRICS)]
+    A single string is one spec; None or an empty list means :data:`DEFAULT_METRICS`.
+    """
+    from slamkit.metrics import DEFAULT_METRICS, get_metric, parse_metric_specs
+
+    items = [metrics] if isinstance(metrics, str) else list(metrics or DEFAULT_METRICS)
+    parse_metric_specs(items)  # one bad spec among good ones: nothing built, nothing scored
+    built: list[ItemMetric] = []
+    owned: list[ItemMetric] = []
+    try:
+        for item in items:
+            if isinstance(item, str):
+                owned.append(get_metric(item))
+                built.append(owned[-1])
+            else:
+                built.append(item)
+    except BaseException:
+        for m in owned:
+            m.close()
+        raise
+    return built, owned
 
 
 def score_generations(
     store: Store,
-    metrics: Sequence[str | ItemMetric] | None = None,
+    metrics: str | Sequence[str | ItemMetric] | None = None,
     task_id: str | None = None,
     source_model: str | None = None,
     chunk_size: int = 64,
@@ -68,12 +89,15 @@ def score_generations(
     computes nothing, and scoring against another reference adds rows.
     Generations without a reference are skipped by reference metrics (a warning says how
     many). Returns ``{metric name: rows computed}``. Metrics built here are closed after.
+
+    Every spec is checked (:func:`slamkit.metrics.parse_metric_spec`) before anything is
+    scored: a bad one raises a SlamkitError naming it and nothing is written. An empty
+    (or whitespace-only) output or reference scores 0.0 on the reference metrics, with
+    ``empty_output`` / ``empty_reference`` in the details (see ``ItemMetric.score_empty``).
     """
     from tqdm.auto import tqdm
 
-    built = _resolve(metrics)
-    specs = list(metrics) if metrics else [None] * len(built)
-    owned = [m for m, spec in zip(built, specs, strict=True) if not _is_obj(spec)]
+    built, owned = _resolve(metrics)
     try:
         sources = (
             reference_models(store, task_id, source_model)
@@ -139,10 +163,6 @@ def score_generations(
     return counts
 
 
-def _is_obj(spec: object) -> bool:
-    return spec is not None and not isinstance(spec, str)
-
-
 def _clean(v: Any) -> float | None:
     if v is None:
         return None
@@ -165,9 +185,29 @@ def load_scores(
     return jobs.joined_scores(store, task_id, source_model)
 
 
+def latest_versions(scores: pd.DataFrame) -> pd.DataFrame:
+    """Only the newest ``metric_version`` of each (generation, metric, reference) (pure).
+
+    A metric whose version was bumped keeps its old rows in the store; summaries must not
+    average them with the new ones. Versions compare as numbers when they are numbers.
+    Frames without ``gen_key``/``metric_version`` columns are returned as they are.
+    """
+    if scores.empty or not {"gen_key", "metric", "metric_version"} <= set(scores.columns):
+        return scores
+    keys = ["gen_key", "metric"] + (["ref_id"] if "ref_id" in scores.columns else [])
+    version = scores["metric_version"].astype(str)
+    numeric = pd.to_numeric(version, errors="coerce")
+    order = pd.DataFrame({"n": numeric.fillna(float("-inf")), "s": version}, index=scores.index)
+    ranked = scores.assign(_n=order["n"], _s=order["s"]).sort_values(["_n", "_s"], kind="stable")
+    newest = ranked.drop_duplicates(subset=keys, keep="last").drop(columns=["_n", "_s"])
+    return newest.sort_index()
+
+
 def summarize_scores(scores: pd.DataFrame, by: str = "model") -> pd.DataFrame:
-    """Mean, std and count of each metric per ``by`` (pure; input from :func:`load_scores`)."""
+    """Mean, std and count of each metric per ``by`` (pure; input from :func:`load_scores`;
+    only each metric's newest version per generation, see :func:`latest_versions`)."""
     cols = [by, "metric", "n", "mean", "std"]
+    scores = latest_versions(scores)
     if scores.empty:
         return pd.DataFrame(columns=cols)
     out = scores.groupby([by, "metric"])["value"].agg(n="count", mean="mean", std="std")
@@ -184,9 +224,11 @@ def pass_rates(scores: pd.DataFrame, by: str = "model") -> pd.DataFrame:
     """Pass rate per ``by`` and constraint metric (pure; input from ``load_scores``).
 
     Expects columns ``by``, ``metric`` and ``value`` (1 pass / 0 fail). Returns
-    ``[by, metric, n, passed, pass_rate]``; only constraint metrics are kept.
+    ``[by, metric, n, passed, pass_rate]``; only constraint metrics are kept, each at its
+    newest version per generation (:func:`latest_versions`).
     """
     cols = [by, "metric", "n", "passed", "pass_rate"]
+    scores = latest_versions(scores)
     df = scores.dropna(subset=["value"]) if not scores.empty else scores
     if df.empty:
         return pd.DataFrame(columns=cols)

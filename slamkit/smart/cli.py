@@ -10,7 +10,13 @@ from slamkit.errors import SlamkitError
 
 # The simulator's arguments come from a stdlib-only module, so building the CLI parser does
 # not import scipy; slamkit.smart.simulate itself is imported only when the command runs.
-from slamkit.smart.simulate_args import SIM_SETTINGS, add_simulate_arguments
+from slamkit.smart.simulate_args import (
+    PROBABILITY,
+    SEED,
+    SIM_SETTINGS,
+    add_simulate_arguments,
+    number,
+)
 
 __all__ = ["SIM_SETTINGS", "add_parser", "add_simulate_arguments"]
 
@@ -45,7 +51,10 @@ def add_parser(sub: Any) -> None:
         help="conformity function (default: embedding similarity >= --tau)",
     )  # fmt: skip
     m.add_argument("--pattern", default=r"(\w+)", help="regex for --equivalence label")
-    m.add_argument("--tau", type=float, default=0.8, help="threshold for embedding similarity")
+    m.add_argument(
+        "--tau", type=number(-1, 1, note="a cosine similarity"), default=0.8,
+        help="threshold for embedding similarity, in [-1, 1] (default 0.8)",
+    )  # fmt: skip
     m.add_argument(
         "--metric",
         default="embed_cosine",
@@ -59,8 +68,11 @@ def add_parser(sub: Any) -> None:
         help="judge outcomes that count as equivalent",
     )
     m.add_argument("--judge-model", help="stored judge to read (for --equivalence judge)")
-    m.add_argument("--delta", type=float, default=0.1, help="allowed disagreement (default 0.1)")
-    m.add_argument("--gamma", type=float, default=0.95, help="confidence (default 0.95)")
+    m.add_argument(
+        "--delta", type=PROBABILITY, default=0.1,
+        help="allowed disagreement, in (0, 1) (default 0.1)",
+    )  # fmt: skip
+    m.add_argument("--gamma", type=PROBABILITY, default=0.95, help="confidence, in (0, 1) (0.95)")
     m.add_argument("--method", default="anytime", choices=["smart", "smart-mix", "anytime"])
     m.add_argument("--models", nargs="*", help="candidate model names (default: all generated)")
     m.add_argument(
@@ -76,8 +88,11 @@ def add_parser(sub: Any) -> None:
         "derived from its name, e.g. gpt-4-1106-preview)",
     )
     m.add_argument("--instance", default="aws-c7i.large", help="instance row for self-hosted")
-    m.add_argument("--utilization", type=float, default=0.5)
-    m.add_argument("--seed", type=int, default=0)
+    m.add_argument(
+        "--utilization", type=number(0, 1, lo_open=True), default=0.5,
+        help="share of the instance's time serving requests, in (0, 1] (default 0.5)",
+    )  # fmt: skip
+    m.add_argument("--seed", type=SEED, default=0, help=">= 0 (default 0)")
     m.add_argument("--json", action="store_true", help="print the full selection as JSON")
     m.set_defaults(func=_cmd_smart)
 

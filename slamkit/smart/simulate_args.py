@@ -1,8 +1,10 @@
 """The command-line arguments of the SMART simulator (``slamkit simulate`` and
-``python -m slamkit.smart.simulate``).
+``python -m slamkit.smart.simulate``), and the checked argparse value types every
+``slamkit`` subcommand uses for its numeric flags (:func:`whole`, :func:`number`).
 
-Standard library only, so that building the ``slamkit`` parser does not import scipy (or
-numpy): :mod:`slamkit.smart.simulate` and :mod:`slamkit.smart.cli` both import from here.
+Standard library only (plus :mod:`slamkit.backends.base`, which is too), so that building
+the ``slamkit`` parser does not import scipy (or numpy): :mod:`slamkit.smart.simulate` and
+:mod:`slamkit.smart.cli` both import from here.
 
 >>> import argparse
 >>> ap = argparse.ArgumentParser()
@@ -15,16 +17,72 @@ numpy): :mod:`slamkit.smart.simulate` and :mod:`slamkit.smart.cli` both import f
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+
+from slamkit.backends.base import number_error, number_rule, whole_error, whole_rule
 
 #: the simulator's settings (``SETTINGS`` of :mod:`slamkit.smart.simulate`, then 'Boundary');
 #: a test checks that the two agree
 SIM_SETTINGS = ["IMDB", "SMS Spam", "AG News", "Boundary"]
 
 
+def _bad(rule: str, shown: str, note: str) -> argparse.ArgumentTypeError:
+    tail = f" ({note})" if note else ""
+    return argparse.ArgumentTypeError(f"must be {rule}, got {shown}{tail}")
+
+
+def whole(minimum: int, note: str = "") -> Callable[[str], int]:
+    """An argparse ``type=``: a whole number >= ``minimum``, else argparse's one-line error
+    ``argument --limit: must be a whole number >= 1, got -1`` (exit status 2)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text.strip())
+        except ValueError:
+            raise _bad(whole_rule(minimum), repr(text), note) from None
+        if whole_error(value, minimum):
+            raise _bad(whole_rule(minimum), text.strip(), note)
+        return value
+
+    parse.__name__ = "whole number"
+    return parse
+
+
+def number(
+    lo: float | None = None,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+    note: str = "",
+) -> Callable[[str], float]:
+    """An argparse ``type=``: a finite number in the range (``lo_open`` / ``hi_open``: the
+    bound itself excluded), else argparse's one-line error naming the flag and the value."""
+    rule = number_rule(lo, hi, lo_open, hi_open)
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text.strip())
+        except ValueError:
+            raise _bad(rule, repr(text), note) from None
+        if number_error(value, lo, hi, lo_open, hi_open):
+            raise _bad(rule, text.strip(), note)
+        return value
+
+    parse.__name__ = "number"
+    return parse
+
+
+#: checked types shared by the subcommands
+LIMIT = whole(1)
+SEED = whole(0)
+PROBABILITY = number(0, 1, lo_open=True, hi_open=True)
+
+
 def add_simulate_arguments(ap: argparse.ArgumentParser) -> None:
-    ap.add_argument("--seeds", type=int, default=1000, help="replicas per cell (default 1000)")
-    ap.add_argument("--gamma", type=float, default=0.95)
-    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--seeds", type=whole(1), default=1000, help="replicas per cell (default 1000)")
+    ap.add_argument("--gamma", type=PROBABILITY, default=0.95, help="confidence, in (0, 1)")
+    ap.add_argument("--seed", type=SEED, default=0, help="random seed, >= 0 (default 0)")
     ap.add_argument(
         "--settings", nargs="*", default=SIM_SETTINGS, choices=SIM_SETTINGS,
         help="the SMART paper's settings, and 'Boundary': a candidate at 1 - delta - 0.005 "

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from slamkit.store.db import Store
-from slamkit.store.readers import _GEN_EXPR, _MODELS, Selection, scope
+from slamkit.store.readers import _CURRENT_SCORES, _GEN_EXPR, Selection, scope
 
 #: the columns of :func:`variant_summary`
 SUMMARY_COLUMNS = [
@@ -83,7 +83,7 @@ def item_means(
         "count(*) AS n_samples",
         "GROUP BY 1, 2, 3 ORDER BY 1, 3, 2",
         extra_where=cond,
-        source=f"scores sc JOIN generations g ON g.gen_key = sc.gen_key {_MODELS}",
+        source=_CURRENT_SCORES,
         extra_params=extra,
     )
 
@@ -104,7 +104,7 @@ def conformity(store: Store, selection: Selection, metric: str, tau: float) -> p
         "ORDER BY 1, 2",
         extra_where="g.error IS NULL AND sc.value IS NOT NULL AND g.sample_index = 0 "
         "AND sc.metric = ?",
-        source=f"scores sc JOIN generations g ON g.gen_key = sc.gen_key {_MODELS}",
+        source=_CURRENT_SCORES,
         extra_params=[metric],
     )
     df["conform"] = (df["value"].astype(float) >= float(tau)).astype(int)

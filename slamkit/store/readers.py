@@ -34,6 +34,14 @@ GENERATION_COLUMNS = (
 
 _MODELS = "LEFT JOIN models m ON m.model_id = g.model_id"
 
+#: scores of each metric's newest version only (a metric whose scoring changed bumps its
+#: version; older values are left in the table but never mixed into a summary)
+_CURRENT_SCORES = (
+    "scores sc JOIN (SELECT metric, max(metric_version) AS v FROM scores GROUP BY metric) lv "
+    "ON lv.metric = sc.metric AND lv.v = sc.metric_version "
+    f"JOIN generations g ON g.gen_key = sc.gen_key {_MODELS}"
+)
+
 _GEN_EXPR = {
     "variant": "coalesce(m.name, g.model_id)",
     "family": "coalesce(m.family, m.architecture, m.name)",
@@ -373,7 +381,7 @@ def item_scores(store: Store, selection: Selection) -> pd.DataFrame:
         f"sc.gen_key, {_GEN_EXPR['variant']} AS variant, g.model_id, g.item_id, "
         "g.sample_index, sc.metric, sc.metric_version, sc.value",
         extra_where="g.error IS NULL AND sc.value IS NOT NULL",
-        source=f"scores sc JOIN generations g ON g.gen_key = sc.gen_key {_MODELS}",
+        source=_CURRENT_SCORES,
     )
 
 
