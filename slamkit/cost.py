@@ -17,14 +17,14 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from slamkit.errors import SlamkitError, require
+from slamkit.errors import SlamkitError
+from slamkit.tokens import count_tokens
 
 PRICES_CSV = Path(__file__).resolve().parent.parent / "data" / "prices.csv"
 PRICE_COLUMNS = [
@@ -86,13 +86,6 @@ def price_name_for(reference_model: str) -> str:
     if s.startswith("gpt4"):
         s = "gpt-4" + s[4:]
     return s
-
-
-def count_tokens(texts: Iterable[str | None], encoding: str = "cl100k_base") -> list[int]:
-    """Token counts with the offline OpenAI tokenizer (``bpe-openai``); None counts 0."""
-    bpe = require("bpe_openai", "bpe-openai")
-    enc = bpe.get_encoding(encoding)  # type: ignore[attr-defined]
-    return [len(enc.encode(t)) if isinstance(t, str) else 0 for t in texts]
 
 
 def api_cost_per_request(
@@ -438,11 +431,15 @@ def reference_point(
         p_in, p_out = float(row["input_per_1k_usd"]), float(row["output_per_1k_usd"])
         date, source = row["date"].date().isoformat(), "price table"
     comp = refs["completion_tokens"].astype(float)
+    if comp.isna().any() and "completion_tokens_counted" in refs:  # counted at import
+        comp = comp.fillna(refs["completion_tokens_counted"].astype(float))
     if comp.isna().any() and "text" in refs:
         comp = comp.fillna(pd.Series(count_tokens(list(refs["text"])), index=refs.index))
     ptok = prompt_tokens
     if ptok is None:
         p = refs["prompt_tokens"].astype(float)
+        if p.isna().any() and "prompt_tokens_counted" in refs:  # counted at import (+ framing)
+            p = p.fillna(refs["prompt_tokens_counted"].astype(float) + 7)
         if p.isna().any() and "prompt" in refs:
             counted = pd.Series(count_tokens(list(refs["prompt"].fillna(""))), index=refs.index)
             p = p.fillna(counted + 7)

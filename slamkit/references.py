@@ -455,7 +455,24 @@ def _import_rows(
         references=[{**r, "run_id": run_id} for r in refs],
         run=run,
     )
+    count_reference_tokens(store, task_id)
     return ImportResult(task_id, len(rows), n_items, n_refs, run_id if n_refs else None)
+
+
+def count_reference_tokens(store: Store, task_id: str) -> int:
+    """Count (cl100k, offline) the reference texts and prompts of ``task_id`` that have no
+    stored count yet and store the counts, so analysis prices the API without loading the
+    tokenizer. Returns how many texts were counted (0 when all were)."""
+    from slamkit.tokens import ENCODING, count_tokens
+
+    todo = jobs.uncounted_reference_texts(store, task_id, ENCODING)
+    if not todo:
+        return 0
+    counts = count_tokens([t for _, t in todo], ENCODING)
+    rows = [{"text_sha256": h, "encoding": ENCODING, "tokens": int(n)}
+            for (h, _), n in zip(todo, counts, strict=True)]  # fmt: skip
+    jobs.write_token_counts(store, rows)
+    return len(rows)
 
 
 def _version() -> str:
@@ -711,6 +728,8 @@ def capture_references(
         bar.close()
         params.update(captured=result.captured, failures=result.failures)
         jobs.set_run_params(store, run_id, params)
+    if result.captured:
+        count_reference_tokens(store, task_id)
     return result
 
 

@@ -23,7 +23,7 @@ from slamkit import __version__
 from slamkit.backends.base import Backend, GenerationResult, Sampling, check_number, check_whole
 from slamkit.catalog import ModelInfo, inspect_gguf, register
 from slamkit.errors import SlamkitError
-from slamkit.keys import content_key, generation_key
+from slamkit.keys import content_key, generation_keys
 from slamkit.store import Store, jobs
 from slamkit.tasks import check_limit, get_task, load_items, messages_for
 
@@ -248,16 +248,20 @@ def plan_cells(
     """Every cell of one model. The seed of sample k is ``seed + k`` (same for all items).
 
     ``chat_format`` (for a GGUF model) is part of every key: "auto" keys stay as before."""
-    cells = []
+    cells: list[Cell] = []
     fmt = chat_format_of(model, chat_format)
+    samples = [(seed + k, k) for k in range(n_samples)]
     for sampling in samplings:
+        as_dict = sampling.as_dict()
         for item_id, prompt in items:
             messages = messages_for(prompt, system_prompt)
-            for k in range(n_samples):
-                key = generation_key(
-                    model.model_id, task_id, item_id, messages, fmt, sampling.as_dict(), seed + k, k
-                )
-                cells.append(Cell(key, model.model_id, item_id, messages, sampling, seed + k, k))
+            keys = generation_keys(
+                model.model_id, task_id, item_id, messages, fmt, as_dict, samples
+            )
+            cells.extend(
+                Cell(key, model.model_id, item_id, messages, sampling, sd, k)
+                for key, (sd, k) in zip(keys, samples, strict=True)
+            )
     return cells
 
 

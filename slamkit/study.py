@@ -76,21 +76,22 @@ class Study:
         )
         self.conformity_metric, self.conformity_tau = conformity_metric, conformity_tau
         self.store = Store(self.store_path, short_lived=True)
-        # fail early on unknown variant names, with the names that are stored
-        readers.scope(self.store, self.selection)
+        self._quality: dict[tuple[str, tuple[str, ...] | None], pd.DataFrame] = {}
+        # compiled once (fails early on unknown variant names, naming the stored ones)
+        self.scope: readers.Scope = readers.scope(self.store, self.selection)
 
     # -- what is read (once) ---------------------------------------------------------
     @cached_property
     def perf(self) -> pd.DataFrame:
         """Per variant: count, latency percentiles, TTFT, decode/prefill rates, tokens,
         truncated share, bits per weight (one DuckDB query)."""
-        p = aggregates.variant_summary(self.store, self.selection)
+        p = aggregates.variant_summary(self.store, self.scope)
         return p.assign(bits=[quant_bits(q) for q in p["quant"]])
 
     @cached_property
     def scores(self) -> pd.DataFrame:
         """Per (variant, item, metric) the mean over samples — the input of every CI."""
-        return aggregates.item_means(self.store, self.selection)
+        return aggregates.item_means(self.store, self.scope)
 
     @cached_property
     def subsets(self) -> pd.DataFrame:
@@ -135,8 +136,12 @@ class Study:
 
     # -- frames ---------------------------------------------------------------------------
     def quality(self, metric: str, items: list[str] | None = None) -> pd.DataFrame:
-        """Mean ``metric`` per variant with its bootstrap CI (``frames.quality_summary``)."""
-        return frames.quality_summary(self.scores, metric, items=items)
+        """Mean ``metric`` per variant with its bootstrap CI (``frames.quality_summary``;
+        seeded, so computed once per metric and item set and kept)."""
+        key = (metric, tuple(items) if items is not None else None)
+        if key not in self._quality:
+            self._quality[key] = frames.quality_summary(self.scores, metric, items=items)
+        return self._quality[key].copy()
 
     def metric_means(self) -> pd.DataFrame:
         """variant x metric table of means over items."""
@@ -182,14 +187,14 @@ class Study:
 
     def latencies(self) -> pd.DataFrame:
         """Per-request ``variant, latency_s, ttft_s, is_reference`` incl. the reference API."""
-        own = aggregates.latency_values(self.store, self.selection)
+        own = aggregates.latency_values(self.store, self.scope)
         return frames.latency_frame(own.assign(error=None), self.refs, self.reference_name)
 
     def latency_inputs(self) -> pd.DataFrame:
         """Per-request latency rows of the variants and the reference API
         (``variant, source, latency_s, ttft_s, decode_tps``) for
         :func:`slamkit.latency.latency_summary`."""
-        own = aggregates.latency_values(self.store, self.selection).assign(source="self-hosted")
+        own = aggregates.latency_values(self.store, self.scope).assign(source="self-hosted")
         ref = self.refs.dropna(subset=["latency_s", "ttft_s"], how="all")
         ref = ref.assign(variant=ref["source_model"], source="reference API")
         cols = ["variant", "source", "latency_s", "ttft_s"]
@@ -217,7 +222,7 @@ class Study:
     def conformity(self) -> pd.DataFrame:
         """``variant, item_id, conform`` of sample 0 under the study's equivalence."""
         return aggregates.conformity(
-            self.store, self.selection, self.conformity_metric, self.conformity_tau
+            self.store, self.scope, self.conformity_metric, self.conformity_tau
         )
 
     def conformity_counts(self) -> pd.DataFrame:
@@ -225,7 +230,7 @@ class Study:
 
     def samples(self, n: int = 3) -> HTML:
         """An HTML table of a few outputs beside the reference (texts read only here)."""
-        gens = readers.sample_outputs(self.store, self.selection, n)
+        gens = readers.sample_outputs(self.store, self.scope, n)
         return HTML(samples_table(gens, self.refs, n=n))
 
     def provenance(self) -> pd.DataFrame:

@@ -29,6 +29,7 @@ NOTEBOOKS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
 #: layer or a lower one
 LAYERS = {
     "slamkit.errors": 0, "slamkit.keys": 0, "slamkit.secrets": 0, "slamkit.gguf": 0,
+    "slamkit.tokens": 0,
     "slamkit.store": 1,
     "slamkit.catalog": 2, "slamkit.quantize": 2, "slamkit.tasks": 2, "slamkit.backends": 2,
     "slamkit.runner": 3, "slamkit.references": 3, "slamkit.slam_import": 3,

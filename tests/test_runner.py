@@ -267,3 +267,19 @@ def test_sigkill_mid_sweep_resumes_without_loss_or_duplicates(
     assert "10 cells: 7 cached, 3 generated" in done.stdout
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert "10 cells: 10 cached, 0 generated" in again.stdout
+
+
+def test_batched_generation_keys_are_byte_identical() -> None:
+    """plan_cells hashes the parts shared by an item's samples once; the keys must be the
+    ones generation_key gives for every kind of value (unicode, quotes, nested sampling)."""
+    from slamkit.keys import generation_key, generation_keys
+
+    messages = [{"role": "system", "content": 'Be "brief" \u00e9\u4e2d'},
+                {"role": "user", "content": "line\nbreak \\ tab\t"}]  # fmt: skip
+    for sampling in ({"temperature": 0.7, "max_tokens": 64, "stop": ["\n", "</s>"]}, {}):
+        samples = [(s + 3, s) for s in range(5)]
+        got = generation_keys("sha", "t\u00e9", "item \"1\"", messages, "gemma-turns",
+                              sampling, samples)  # fmt: skip
+        want = [generation_key("sha", "t\u00e9", "item \"1\"", messages, "gemma-turns",
+                               sampling, sd, k) for sd, k in samples]  # fmt: skip
+        assert got == want and len(set(got)) == 5

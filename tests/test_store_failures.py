@@ -31,7 +31,7 @@ from slamkit.errors import (
     StoreReadOnlyError,
     StoreVersionError,
 )
-from slamkit.store import Store
+from slamkit.store import MIGRATIONS, Store
 from slamkit.store.db import explain
 
 #: DuckDB's file layout: three 4 KiB headers, then blocks whose first 8 bytes are a checksum
@@ -100,7 +100,9 @@ def test_damaged_block_is_found_on_open_with_the_fix(tmp_path: Path) -> None:
     _damage_generations(path)
     # the damage is latent: DuckDB opens the file and reads the migrations as before ...
     db = duckdb.connect(str(path))
-    assert db.execute("SELECT count(*) FROM _slamkit_migrations").fetchall()[0][0] == 3
+    assert db.execute("SELECT count(*) FROM _slamkit_migrations").fetchall()[0][0] == len(
+        MIGRATIONS
+    )
     with pytest.raises(duckdb.Error, match="Corrupt database file"):  # ... until text is read
         db.execute("SELECT max(text) FROM generations").fetchall()
     db.close()
@@ -186,14 +188,14 @@ def test_store_from_a_newer_slamkit_is_refused(
 ) -> None:
     path = _filled(tmp_path / "s.duckdb")
     db = duckdb.connect(str(path))
-    db.execute("INSERT INTO _slamkit_migrations (name) VALUES ('m004_future'), ('m005_later')")
+    db.execute("INSERT INTO _slamkit_migrations (name) VALUES ('m104_future'), ('m105_later')")
     db.close()
     content = _content(path)
     for read_only in (False, True):
         with pytest.raises(StoreVersionError) as err:
             Store(path, read_only=read_only)
         assert str(err.value) == (
-            f"{path} was written by a newer slamkit (migrations m004_future, m005_later "
+            f"{path} was written by a newer slamkit (migrations m104_future, m105_later "
             "unknown to slamkit 0.1.0): upgrade slamkit (pip install -U slamkit) or use a copy "
             "of the store made with this version; nothing was written."
         )

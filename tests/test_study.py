@@ -343,3 +343,27 @@ def test_summaries_use_each_metrics_newest_version_only(store: Store) -> None:
     means = aggregates.item_means(store, sel, ["rougeL"]).set_index(["variant", "item_id"])
     assert means.loc[("a", "i0"), "value"] == pytest.approx(0.5)
     assert (readers.item_scores(store, sel)["value"] < 1).all()
+
+
+def test_reference_tokens_counted_once_at_import(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Jobs store cl100k counts of reference texts and prompts; the analysis then prices the
+    API from them without loading the tokenizer (same figures as counting on the fly)."""
+    from slamkit import references
+
+    _fill(store)
+    counted_live = cost.reference_point(readers.references(store, "t"), "gpt-4")
+    assert references.count_reference_tokens(store, "t") == 2  # "Hello there", "Say hi"
+    assert references.count_reference_tokens(store, "t") == 0  # each text once
+    refs = readers.references(store, "t")
+    assert refs["completion_tokens_counted"].tolist() == [2, 2, 2]
+    assert refs["prompt_tokens_counted"].tolist() == [2, 2, 2]
+
+    def no_tokenizer(*a: object, **k: object) -> list[int]:
+        raise AssertionError("the tokenizer was loaded")
+
+    monkeypatch.setattr(cost, "count_tokens", no_tokenizer)
+    ref = cost.reference_point(refs, "gpt-4")
+    assert ref["usd_per_request"] == pytest.approx(counted_live["usd_per_request"])
+    assert ref["prompt_tokens"] == 9 and ref["completion_tokens"] == 2

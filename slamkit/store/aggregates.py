@@ -21,7 +21,7 @@ from collections.abc import Sequence
 import pandas as pd
 
 from slamkit.store.db import Store
-from slamkit.store.readers import _CURRENT_SCORES, _GEN_EXPR, Selection, scope
+from slamkit.store.readers import _CURRENT_SCORES, _GEN_EXPR, Scope, Selection, scope
 
 #: the columns of :func:`variant_summary`
 SUMMARY_COLUMNS = [
@@ -31,7 +31,7 @@ SUMMARY_COLUMNS = [
 ]  # fmt: skip
 
 
-def variant_summary(store: Store, selection: Selection) -> pd.DataFrame:
+def variant_summary(store: Store, selection: Selection | Scope) -> pd.DataFrame:
     """One row per variant (failed generations left out), ordered by variant.
 
     ``truncated_share`` is the share of outputs that stopped at the token limit:
@@ -69,26 +69,39 @@ def variant_summary(store: Store, selection: Selection) -> pd.DataFrame:
 
 
 def item_means(
-    store: Store, selection: Selection, metrics: Sequence[str] | None = None
+    store: Store, selection: Selection | Scope, metrics: Sequence[str] | None = None
 ) -> pd.DataFrame:
     """``variant, item_id, metric, value, n_samples``: each metric averaged over a
-    variant's successful samples of an item (``metrics``: only those; None = all)."""
-    cond = "g.error IS NULL AND sc.value IS NOT NULL"
-    extra: list[object] = []
-    if metrics is not None:
-        cond += " AND sc.metric IN (SELECT unnest(?))"
-        extra.append(list(metrics))
-    return scope(store, selection).query(
-        f"{_GEN_EXPR['variant']} AS variant, g.item_id, sc.metric, avg(sc.value) AS value, "
-        "count(*) AS n_samples",
-        "GROUP BY 1, 2, 3 ORDER BY 1, 3, 2",
-        extra_where=cond,
-        source=_CURRENT_SCORES,
-        extra_params=extra,
-    )
+    variant's successful samples of an item (``metrics``: only those; None = all), of each
+    metric's newest stored version only.
+
+    Grouped by model id and item before the model names are joined (the join of a million
+    scores to a million generations is the cost; everything after it is small)."""
+    sc = scope(store, selection)
+    only = " AND sc.metric IN (SELECT unnest(?))" if metrics is not None else ""
+    gens = sc.generations_in_scope("g.gen_key, g.item_id, g.model_id", "g.error IS NULL")
+    sql = f"""
+        WITH gg AS ({gens}),
+        agg AS (
+            SELECT gg.model_id, gg.item_id, sc.metric, sc.metric_version,
+                   sum(sc.value) AS total, count(*) AS n
+            FROM scores sc JOIN gg ON gg.gen_key = sc.gen_key
+            WHERE sc.value IS NOT NULL{only}
+            GROUP BY 1, 2, 3, 4
+        )
+        SELECT coalesce(m.name, a.model_id) AS variant, a.item_id, a.metric,
+               a.total / a.n AS value, a.n AS n_samples
+        FROM agg a
+        JOIN (SELECT metric, max(metric_version) AS v FROM agg GROUP BY 1) lv
+          ON lv.metric = a.metric AND lv.v = a.metric_version
+        LEFT JOIN models m ON m.model_id = a.model_id
+        ORDER BY 1, 3, 2
+    """
+    params = [*sc.params, *([list(metrics)] if metrics is not None else [])]
+    return sc.run(sql, params)
 
 
-def latency_values(store: Store, selection: Selection) -> pd.DataFrame:
+def latency_values(store: Store, selection: Selection | Scope) -> pd.DataFrame:
     """``variant, latency_s, ttft_s, decode_tps`` of every successful generation."""
     return scope(store, selection).query(
         f"{_GEN_EXPR['variant']} AS variant, g.latency_s, g.ttft_s, g.decode_tps",
@@ -97,7 +110,7 @@ def latency_values(store: Store, selection: Selection) -> pd.DataFrame:
     )
 
 
-def conformity(store: Store, selection: Selection, metric: str, tau: float) -> pd.DataFrame:
+def conformity(store: Store, selection: Selection | Scope, metric: str, tau: float) -> pd.DataFrame:
     """``variant, item_id, conform``: 1 when sample 0's ``metric`` is >= ``tau``."""
     df = scope(store, selection).query(
         f"{_GEN_EXPR['variant']} AS variant, g.item_id, sc.value",

@@ -25,6 +25,11 @@ from slamkit.errors import (
 )
 from slamkit.store.migrations import MIGRATIONS
 
+#: DuckDB's memory limit on analysis connections (read-only or short-lived): a summary
+#: joins a million scores to a million generations; past this DuckDB partitions the join
+#: (and spills to disk) instead of holding it all, which keeps a notebook's footprint small
+ANALYSIS_MEMORY_LIMIT = "224MB"
+
 _LOCK_RE = re.compile(r"PID (\d+)")
 
 
@@ -107,6 +112,8 @@ class Store:
                 raise self._bad_file(exc, "reading it") from exc
             if not self.read_only:
                 self._migrate(db)
+            if not self._verifies:  # analysis: bound DuckDB's memory (it spills beyond)
+                db.execute(f"SET memory_limit = '{ANALYSIS_MEMORY_LIMIT}'")
         except BaseException:
             db.close()
             raise

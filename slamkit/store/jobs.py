@@ -419,3 +419,26 @@ def human_judgment_stored(store: Store, row: Mapping[str, Any], when: Any) -> bo
             ],
         )  # fmt: skip
     )
+
+
+def uncounted_reference_texts(store: Store, task_id: str, encoding: str) -> list[tuple[str, str]]:
+    """``(sha256, text)`` of the reference texts and item prompts of ``task_id`` that have no
+    stored token count in ``encoding`` yet (each distinct text once)."""
+    rows = store.rows(
+        """
+        WITH t AS (
+            SELECT text FROM reference_outputs WHERE task_id = ? AND text IS NOT NULL
+            UNION SELECT prompt FROM items WHERE task_id = ? AND prompt IS NOT NULL
+        )
+        SELECT sha256(t.text), t.text FROM t
+        LEFT JOIN token_counts c ON c.text_sha256 = sha256(t.text) AND c.encoding = ?
+        WHERE c.tokens IS NULL
+        """,
+        [task_id, task_id, encoding],
+    )
+    return [(str(h), str(t)) for h, t in rows]
+
+
+def write_token_counts(store: Store, counts: list[dict[str, object]]) -> int:
+    """Store ``text_sha256, encoding, tokens`` rows (idempotent)."""
+    return store.write("token_counts", counts)

@@ -225,4 +225,17 @@ def m003_analysis(db: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_core, m002_quality, m003_analysis]
+def m004_token_counts(db: duckdb.DuckDBPyConnection) -> None:
+    db.execute(
+        """
+        CREATE TABLE token_counts (
+            text_sha256 VARCHAR NOT NULL,          -- sha256 of the UTF-8 text
+            encoding VARCHAR NOT NULL,             -- e.g. 'cl100k_base'
+            tokens INTEGER NOT NULL,
+            PRIMARY KEY (text_sha256, encoding)
+        )
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [m001_core, m002_quality, m003_analysis, m004_token_counts]

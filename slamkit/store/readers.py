@@ -42,6 +42,12 @@ _CURRENT_SCORES = (
     f"JOIN generations g ON g.gen_key = sc.gen_key {_MODELS}"
 )
 
+#: the stored cl100k count of a text column (``token_counts`` keyed by the text's sha256)
+_COUNTED = (
+    "LEFT JOIN token_counts {alias} ON {alias}.encoding = 'cl100k_base' "
+    "AND {alias}.text_sha256 = sha256({text})"
+)
+
 _GEN_EXPR = {
     "variant": "coalesce(m.name, g.model_id)",
     "family": "coalesce(m.family, m.architecture, m.name)",
@@ -83,7 +89,7 @@ def _max_tokens(js: Any) -> float | None:
     return float(mt) if isinstance(mt, int | float) else None
 
 
-class _Scope:
+class Scope:
     """A Selection compiled against one store: a WHERE clause over ``generations g`` (joined
     with ``models m`` and the registered sampling table ``_sk_sampling s``) plus params."""
 
@@ -135,17 +141,33 @@ class _Scope:
             f"SELECT {select} FROM {src} JOIN _sk_sampling s ON s.sampling = g.sampling "
             f"WHERE {cond} {tail}"
         )
+        return self.run(sql, [*self.params, *extra_params])
+
+    def generations_in_scope(self, columns: str, extra_where: str = "") -> str:
+        """A subquery of the scope's generations (``columns`` of ``g``/``m``); its
+        parameters are :attr:`params`, to be placed first."""
+        cond = self.where + (f" AND {extra_where}" if extra_where else "")
+        return (
+            f"SELECT {columns} FROM generations g {_MODELS} "
+            f"JOIN _sk_sampling s ON s.sampling = g.sampling WHERE {cond}"
+        )
+
+    def run(self, sql: str, params: Sequence[Any]) -> pd.DataFrame:
+        """Execute ``sql`` (which may use the scope's sampling table) and return a frame."""
         with self.store.connection() as db:
             db.register("_sk_sampling", self.sampling)
             try:
-                return db.execute(sql, [*self.params, *extra_params]).df()
+                return db.execute(sql, list(params)).df()
             finally:
                 db.unregister("_sk_sampling")
 
 
-def scope(store: Store, selection: Selection) -> _Scope:
-    """Compile ``selection`` for ``store`` (checks the variant names exist)."""
-    return _Scope(store, selection)
+def scope(store: Store, selection: Selection | Scope) -> Scope:
+    """Compile ``selection`` for ``store`` (checks the variant names exist); a compiled
+    scope is returned as it is, so a study compiles its selection once."""
+    if isinstance(selection, Scope):
+        return selection
+    return Scope(store, selection)
 
 
 # -- catalog ------------------------------------------------------------------------------
@@ -220,7 +242,7 @@ def item_prompt(store: Store, task_id: str, item_id: str) -> str:
 
 # -- generations --------------------------------------------------------------------------
 def generations(
-    store: Store, selection: Selection, columns: Sequence[str] = GENERATION_COLUMNS
+    store: Store, selection: Selection | Scope, columns: Sequence[str] = GENERATION_COLUMNS
 ) -> pd.DataFrame:
     """Generation rows of ``selection`` with the model's variant/family/quant — only the
     ``columns`` asked for (add ``"text"`` only to show texts)."""
@@ -242,7 +264,7 @@ def generation_counts(store: Store, task_id: str) -> pd.DataFrame:
     )
 
 
-def sample_outputs(store: Store, selection: Selection, n_items: int = 3) -> pd.DataFrame:
+def sample_outputs(store: Store, selection: Selection | Scope, n_items: int = 3) -> pd.DataFrame:
     """``variant, item_id, text`` of sample 0 on the first ``n_items`` items (by item id)
     of the selection: the texts a sample table shows, and no more."""
     sc = scope(store, selection)
@@ -321,7 +343,9 @@ def references(
 ) -> pd.DataFrame:
     """Reference outputs (e.g. GPT-4) with usage, latency and the item's prompt:
     ``ref_id, task_id, item_id, source_model, sample_index, [text], prompt_tokens,
-    completion_tokens, latency_s, ttft_s, prompt`` (first ``n_items`` items by position)."""
+    completion_tokens, latency_s, ttft_s, prompt, completion_tokens_counted,
+    prompt_tokens_counted`` (first ``n_items`` items by position; ``*_counted``: the
+    cl100k counts stored when the references were imported, see :mod:`slamkit.tokens`)."""
     clauses: list[str] = []
     params: list[Any] = []
     if task_id:
@@ -339,8 +363,11 @@ def references(
     text = "r.text, " if with_text else ""
     return store.df(
         f"SELECT r.ref_id, r.task_id, r.item_id, r.source_model, r.sample_index, {text}"
-        f"r.prompt_tokens, r.completion_tokens, r.latency_s, r.ttft_s, i.prompt "
-        f"FROM reference_outputs r LEFT JOIN items i USING (task_id, item_id) {where} "
+        f"r.prompt_tokens, r.completion_tokens, r.latency_s, r.ttft_s, i.prompt, "
+        f"tc.tokens AS completion_tokens_counted, tp.tokens AS prompt_tokens_counted "
+        f"FROM reference_outputs r LEFT JOIN items i USING (task_id, item_id) "
+        f"{_COUNTED.format(text='r.text', alias='tc')} "
+        f"{_COUNTED.format(text='i.prompt', alias='tp')} {where} "
         f"ORDER BY r.item_id, r.sample_index",
         params,
     )
@@ -373,7 +400,7 @@ def first_references(store: Store, task_id: str, source_model: str) -> pd.DataFr
 
 
 # -- scores -------------------------------------------------------------------------------
-def item_scores(store: Store, selection: Selection) -> pd.DataFrame:
+def item_scores(store: Store, selection: Selection | Scope) -> pd.DataFrame:
     """Per-generation metric values of the selection: ``gen_key, variant, model_id,
     item_id, sample_index, metric, metric_version, value`` (failed generations and missing
     values excluded)."""

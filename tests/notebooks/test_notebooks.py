@@ -98,14 +98,15 @@ def test_series_runs_on_real_models_and_report_is_offline_and_clean(
         "store_path": str(store), "n_items": 2, "max_tokens": 16, "models_dir": str(tmp_path),
         "metrics": ["rougeL", "chrf", "max_sentences:4"], "quality_metric": "rougeL",
         "conformity_metric": "rougeL",
-        # a real OpenAI-compatible judge (llama_cpp.server with SmolLM2): 2 pairs x 2 orders
+        # a real OpenAI-compatible judge (llama_cpp.server with SmolLM2): the first 2 items,
+        # 2 models each against the reference, in both orders
         "judge_base_url": llama_server, "judge_model": "smollm2", "judge_max_tokens": 96,
     }  # fmt: skip
     out = tmp_path / "out"
     res = batch.run_batch(params, out, log=lambda s: None)
     assert [p.stem for p in res.notebooks] == EXPECTED
     quality = json.dumps(nbformat.read(out / "04_quality.ipynb", as_version=4).cells)
-    assert "'planned': 4" in quality and "verdicts: judge smollm2" in quality
+    assert "'planned': 8" in quality and "verdicts: judge smollm2" in quality
     gen = nbformat.read(out / "03_generate.ipynb", as_version=4)
     assert "errors" in json.dumps(gen.cells[-1].outputs)
     html = res.report.read_text(encoding="utf-8") if res.report else ""
