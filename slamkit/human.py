@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
-from statsmodels.stats import inter_rater
 
 from slamkit.errors import SlamkitError
 from slamkit.keys import content_key
@@ -309,6 +308,8 @@ def cohen_kappa(a: Sequence[Any], b: Sequence[Any]) -> float:
     pos = {c: k for k, c in enumerate(labels)}
     table = np.zeros((len(labels), len(labels)))
     np.add.at(table, ([pos[x] for x in a], [pos[y] for y in b]), 1)
+    from statsmodels.stats import inter_rater
+
     return float(inter_rater.cohens_kappa(table, return_results=False))
 
 
@@ -329,6 +330,8 @@ def fleiss_kappa(counts: Any) -> float:
         )
     if np.count_nonzero(m.sum(axis=0)) < 2:  # every rating in one category: chance agreement 1
         return float("nan")
+    from statsmodels.stats import inter_rater
+
     return float(inter_rater.fleiss_kappa(m, method="fleiss"))
 
 

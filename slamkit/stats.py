@@ -23,10 +23,10 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from scipy import optimize, special
-from scipy import stats as sps
-from statsmodels.stats import contingency_tables, multitest
+from scipy import special
 
+# scipy.stats, scipy.optimize and statsmodels are imported where they are used: importing
+# them costs ~100 MB and a second, and a summary table needs neither
 from slamkit.errors import SlamkitError
 from slamkit.store import readers
 
@@ -286,6 +286,8 @@ def mcnemar(a: Sequence[bool] | np.ndarray, b: Sequence[bool] | np.ndarray) -> d
     n01 = int(np.sum(a & ~b))  # a passes, b fails
     n10 = int(np.sum(~a & b))
     table = [[int(np.sum(a & b)), n01], [n10, int(np.sum(~a & ~b))]]
+    from statsmodels.stats import contingency_tables
+
     p = float(contingency_tables.mcnemar(table, exact=True).pvalue)  # 1.0 without discordance
     return {"a_only": n01, "b_only": n10, "n": len(a), "p_value": p, "test": "mcnemar"}
 
@@ -295,6 +297,8 @@ def sign_test(diff: Sequence[float] | np.ndarray) -> dict[str, Any]:
     d = np.asarray(diff, dtype=float)
     d = d[~np.isnan(d)]
     pos, neg = int(np.sum(d > 0)), int(np.sum(d < 0))
+    from scipy import stats as sps
+
     p = 1.0 if pos + neg == 0 else float(sps.binomtest(pos, pos + neg, 0.5).pvalue)
     return {"positive": pos, "negative": neg, "n": len(d), "p_value": p, "test": "sign"}
 
@@ -302,12 +306,16 @@ def sign_test(diff: Sequence[float] | np.ndarray) -> dict[str, Any]:
 def holm(p: Sequence[float] | np.ndarray) -> np.ndarray:
     """Holm-Bonferroni adjusted p-values (family-wise error control; statsmodels
     ``multipletests(method='holm')``)."""
+    from statsmodels.stats import multitest
+
     return multitest.multipletests(np.asarray(p, dtype=float), method="holm")[1]
 
 
 def benjamini_hochberg(p: Sequence[float] | np.ndarray) -> np.ndarray:
     """Benjamini-Hochberg adjusted p-values (false discovery rate control; statsmodels
     ``multipletests(method='fdr_bh')``)."""
+    from statsmodels.stats import multitest
+
     return multitest.multipletests(np.asarray(p, dtype=float), method="fdr_bh")[1]
 
 
@@ -455,6 +463,8 @@ def _fit_bt(counts: np.ndarray, m: int, ties: str, ridge: float) -> tuple[np.nda
         return float(val), g
 
     x0 = np.zeros(m + (1 if davidson else 0))
+    from scipy import optimize
+
     r = optimize.minimize(nll, x0, jac=True, method="L-BFGS-B")
     th = r.x[:m] - r.x[:m].mean()
     return th, float(np.exp(r.x[m])) if davidson else 0.0

@@ -30,7 +30,7 @@ from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
-from scipy import special, stats
+from scipy import special
 
 ArrayLike = np.ndarray | int | float
 
@@ -62,6 +62,8 @@ def clopper_pearson(
     n = np.asarray(n, dtype=float)
     a = (1 - conf) / 2 if sided == "two" else (1 - conf)
     with np.errstate(invalid="ignore", divide="ignore"):
+        from scipy import stats  # lazy: ~65 MB, needed only when bounds are computed
+
         lo = np.where(k > 0, stats.beta.ppf(a, np.maximum(k, 1e-300), n - k + 1), 0.0)
         hi = np.where(k < n, stats.beta.ppf(1 - a, k + 1, np.maximum(n - k, 1e-300)), 1.0)
     lo = np.where(n > 0, lo, 0.0)
@@ -124,6 +126,8 @@ class AlphaSpendingCP:
         k = np.asarray(k, dtype=float)
         n = np.asarray(n, dtype=float)
         a = (1 - self._conf(n)) / 2
+        from scipy import stats  # lazy: ~65 MB, needed only when bounds are computed
+
         with np.errstate(invalid="ignore", divide="ignore"):
             lo = np.where(k > 0, stats.beta.ppf(a, np.maximum(k, 1e-300), n - k + 1), 0.0)
             hi = np.where(k < n, stats.beta.ppf(1 - a, k + 1, np.maximum(n - k, 1e-300)), 1.0)

@@ -25,7 +25,6 @@ import itertools
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import optimize
 
 from slamkit.errors import SlamkitError
 
@@ -108,6 +107,8 @@ def solve_mix_milp(
         rows.append(r)
         lb.append(-np.inf)
         ub.append(0.0)
+    from scipy import optimize
+
     res = optimize.milp(
         c,
         constraints=optimize.LinearConstraint(np.array(rows), lb, ub),
@@ -131,6 +132,8 @@ def solve_mix_milp(
 
 
 def _lp(u: np.ndarray, a: np.ndarray, a_star: float) -> tuple[float, np.ndarray] | None:
+    from scipy import optimize
+
     res = optimize.linprog(
         u, A_ub=-a[None, :], b_ub=[-a_star], A_eq=np.ones((1, len(u))), b_eq=[1.0],
         bounds=[(0, None)] * len(u), method="highs",

@@ -28,7 +28,7 @@ from slamkit.store.migrations import MIGRATIONS
 #: DuckDB's memory limit on analysis connections (read-only or short-lived): a summary
 #: joins a million scores to a million generations; past this DuckDB partitions the join
 #: (and spills to disk) instead of holding it all, which keeps a notebook's footprint small
-ANALYSIS_MEMORY_LIMIT = "224MB"
+ANALYSIS_MEMORY_LIMIT = "256MB"
 
 _LOCK_RE = re.compile(r"PID (\d+)")
 
