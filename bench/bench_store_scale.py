@@ -352,14 +352,9 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float:
 def machine() -> str:
     import psutil
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from slamkit.runner import hardware_info
+
+    cpu = hardware_info()["cpu"]
     ram = psutil.virtual_memory().total / 2**30
     py = platform.python_version()
     return f"{cpu}, {os.cpu_count()} logical cores, {ram:.1f} GiB RAM, Python {py}"
