@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from slamkit.backends.base import MAX_TOKENS_LIMIT
 from slamkit.errors import SlamkitError, require
 from slamkit.secrets import environment_secrets, looks_like_key, redact
 
@@ -167,19 +168,21 @@ def _number_of(v: Any) -> float | int:
     return v
 
 
-def _whole(lo: int, example: int, null: str = "") -> Rule:
-    """A whole number >= ``lo``; ``null``: what None means (None refused when empty)."""
+def _whole(lo: int, example: int, null: str = "", hi: int | None = None) -> Rule:
+    """A whole number >= ``lo`` (and <= ``hi``); ``null``: what None means (None refused
+    when empty)."""
 
     def convert(v: Any) -> int | None:
         if v is None and null:
             return None
         n = _number_of(v)
-        if n != int(n) or n < lo:
+        if n != int(n) or n < lo or (hi is not None and n > hi):
             raise ValueError(v)
         return int(n)
 
     tail = f", or null for {null}" if null else ""
-    return Rule(f"a whole number >= {lo} (e.g. {example}){tail}", convert)
+    most = f" and <= {hi:,}" if hi is not None else ""
+    return Rule(f"a whole number >= {lo}{most} (e.g. {example}){tail}", convert)
 
 
 def _real(
@@ -343,7 +346,7 @@ PARAMETERS: dict[str, Rule] = {
     "n_samples": _whole(1, 1),
     "seed": _whole(0, 0),
     "temperature": _real(0, 2, "0.0 for greedy decoding, 0.7 for varied samples"),
-    "max_tokens": _whole(1, 128),
+    "max_tokens": _whole(1, 128, hi=MAX_TOKENS_LIMIT),
     "n_threads": _whole(1, 1),
     "backend": _text("llamacpp", choices=("llamacpp", "mock")),
     # quality
@@ -547,7 +550,8 @@ def validate_params(
     ...     validate_params({"max_tokens": "abc"}, {"03": {"max_tokens": "128"}}, "my.yaml")
     ... except BatchError as exc:
     ...     print(exc)
-    my.yaml: max_tokens = 'abc' is not allowed: a whole number >= 1 (e.g. 128). Nothing was run.
+    my.yaml: max_tokens = 'abc' is not allowed: a whole number >= 1 and <= 65,536 (e.g. 128).
+    Nothing was run.
     """
     where = source or getattr(params, "source", None) or "parameters"
     known = set().union(*[set(d) for d in declared.values()]) if declared else set()

@@ -55,6 +55,8 @@ def _modules() -> dict[str, Path]:
 
 
 MODULES = _modules()
+#: what ``from slamkit import X`` really imports (the facade's lazy names and modules)
+FACADE = {**slamkit._NAMES, **{m: f"slamkit.{m}" for m in slamkit._MODULES}}
 
 
 def _is_type_checking(node: ast.If) -> bool:
@@ -83,9 +85,24 @@ def _imports(name: str, path: Path) -> set[str]:
                 base = ".".join([*up, base] if base else up)
             for a in node.names:
                 sub = f"{base}.{a.name}"
-                found.add(sub if sub in MODULES else base)
-    # "slamkit" itself is the lazy public API facade (``__version__`` and re-exports)
-    return {m for m in found if m in MODULES and m not in (name, "slamkit")}
+                if base == "slamkit" and a.name in FACADE:  # the lazy public API
+                    found.add(FACADE[a.name])
+                else:
+                    found.add(sub if sub in MODULES else base)
+        elif (
+            isinstance(node, ast.Call)
+            and getattr(node.func, "attr", getattr(node.func, "id", "")) == "import_module"
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.add(node.args[0].value)
+    # "slamkit" itself (``__version__``) is the lazy facade; its names are resolved above
+    return {
+        m
+        for m in found
+        if m not in (name, "slamkit") and (m in MODULES or m.startswith("slamkit."))
+    }
 
 
 GRAPH = {name: _imports(name, path) for name, path in MODULES.items()}
@@ -157,12 +174,22 @@ def test_cycle_and_layer_checks_can_fail() -> None:
 
 
 # -- SQL lives in the store -------------------------------------------------------------
-SQL = re.compile(
-    r"\b(SELECT\s+[\w*(]|INSERT\s+INTO|DELETE\s+FROM|UPDATE\s+\w+\s+SET|CREATE\s+TABLE|"
-    r"ALTER\s+TABLE|DROP\s+TABLE|BEGIN\s+TRANSACTION|COMMIT|ROLLBACK)\b"
+TABLES = (
+    "generations|scores|models|items|tasks|reference_outputs|runs|judgments|human_judgments|"
+    "selections|token_counts|_slamkit_migrations"
 )
-CONNECTION = re.compile(r"\.db\b|\bduckdb\.|\bimport duckdb\b|\.execute\(|\.df\(|\.rows\(|"
-                        r"\.scalar\(|\.connection\(|\.transaction\(")  # fmt: skip
+SQL = re.compile(
+    r"\bselect\b[\s\S]*\bfrom\b|\binsert\s+(or\s+(replace|ignore)\s+)?into\b|"
+    r"\bdelete\s+from\b|\bupdate\s+\w+\s+set\b|"
+    r"\b(create|drop|alter)\s+(or\s+replace\s+)?(temp\s+|temporary\s+)?(table|view|index)\b|"
+    r"\bbegin\s+transaction\b|^\s*(commit|rollback)\s*;?\s*$|"
+    rf"\bfrom\s+({TABLES})\s+(\w+\s+)?(where|join|left|group|order|limit|using)\b",
+    re.I | re.M,
+)
+CONNECTION = re.compile(
+    r"\.db\b|\bduckdb\.|\bimport duckdb\b|\bfrom duckdb\b|\.execute\(|\.sql\(|\.df\(|"
+    r"\.rows\(|\.scalar\(|\.connection\(|\.transaction\("
+)
 
 
 def _strings_and_code(path: Path) -> tuple[list[tuple[int, str]], list[tuple[int, str]]]:
@@ -204,9 +231,28 @@ def test_no_sql_or_connection_outside_the_store() -> None:
 
 def test_the_sql_check_catches_sql(tmp_path: Path) -> None:
     p = tmp_path / "m.py"
-    p.write_text('def f(st):\n    return st.db.execute("SELECT 1")\n', encoding="utf-8")
+    p.write_text('def f(st):\n    return st.db.execute("SELECT 1 FROM x")\n', encoding="utf-8")
     found = _sql_outside_store({"slamkit.m": p})
     assert len(found) == 2 and "SQL" in found[0]
+    for planted in (
+        'Q = "select count(*) from generations"',
+        "from duckdb import connect as c",
+        'Q = "INSERT OR REPLACE INTO scores VALUES (1)"',
+        'Q = "CREATE OR REPLACE TABLE t AS FROM generations"',
+        "x = con.sql('anything')",
+    ):
+        p.write_text(planted + "\n", encoding="utf-8")
+        assert _sql_outside_store({"slamkit.m": p}), planted
+
+
+def test_the_graph_sees_facade_and_importlib_edges(tmp_path: Path) -> None:
+    p = tmp_path / "m.py"
+    p.write_text(
+        "def f():\n    from slamkit import Study\n    import importlib\n"
+        "    importlib.import_module('slamkit.widgets')\n",
+        encoding="utf-8",
+    )
+    assert {"slamkit.study", "slamkit.widgets"} <= _imports("slamkit.store.m", p)
 
 
 # -- notebooks ---------------------------------------------------------------------------

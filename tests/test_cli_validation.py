@@ -428,3 +428,21 @@ def test_help_states_the_judge_worst_case_and_limit_meaning(capsys) -> None:
     text = " ".join(capsys.readouterr().out.split())
     assert "a hanging judge costs at most this per call" in text
     assert "the first N items of each task by position" in text
+
+
+def test_unknown_task_and_absurd_max_tokens_are_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from slamkit.backends import Sampling
+    from slamkit.cli import main
+    from slamkit.errors import SlamkitError
+    from slamkit.store import Store
+
+    db = str(tmp_path / "s.duckdb")
+    Store(db).close()
+    assert main(["--store", db, "score", "--task", "nosuch", "--metrics", "rougeL"]) == 2
+    assert "No task 'nosuch'" in capsys.readouterr().err
+    with Store(db) as st:
+        assert st.count("scores") == 0
+    with pytest.raises(SlamkitError, match="at most 65,536"):
+        Sampling(max_tokens=10_000_000_000_000)

@@ -58,7 +58,8 @@ def _batch(
 
 BAD = [
     # (line in the file, what the message must say)
-    ('max_tokens: "abc"', "max_tokens = 'abc' is not allowed: a whole number >= 1 (e.g. 128)"),
+    ('max_tokens: "abc"',
+     "max_tokens = 'abc' is not allowed: a whole number >= 1 and <= 65,536 (e.g. 128)"),
     ("temperature: hot", "temperature = 'hot' is not allowed: a number from 0 to 2"),
     ("n_items: -1", "n_items = -1 is not allowed: a whole number >= 1 (e.g. 10), or null"),
     ("n_items: 0", "n_items = 0 is not allowed: a whole number >= 1"),
@@ -70,8 +71,10 @@ BAD = [
     ("instance: my-laptop", "instance = 'my-laptop' is not allowed: the name of an instance "
                             "row of data/prices.csv: aws-c7i.large"),
     ("max_tokens: true", "max_tokens = True is not allowed: a whole number >= 1"),
-    ('max_tokens: "128"', "max_tokens = '128' is not allowed: a whole number >= 1 (e.g. 128); "
-                          "this is text, not a number: write it without quotes"),
+    ("max_tokens: 10000000000000", "is not allowed: a whole number >= 1 and <= 65,536"),
+    ('max_tokens: "128"',
+     "max_tokens = '128' is not allowed: a whole number >= 1 and <= 65,536 (e.g. 128); "
+     "this is text, not a number: write it without quotes"),
     ("requests_per_month: 1e5", "requests_per_month = '1e5' is not allowed: a number > 0 "
                                 "(e.g. 100000); YAML reads 1e5 as text"),
     ("temperature: 2.5", "temperature = 2.5 is not allowed: a number from 0 to 2"),

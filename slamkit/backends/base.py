@@ -62,6 +62,10 @@ def number_error(
     return f"must be {rule}, got {value}" if bad else None
 
 
+#: the most tokens one generation may ask for (longer than any context slamkit runs)
+MAX_TOKENS_LIMIT = 65_536
+
+
 def check_whole(name: str, value: Any, minimum: int, hint: str = "") -> None:
     """Raise SlamkitError naming ``name`` unless ``value`` is a whole number >= ``minimum``.
 
@@ -121,6 +125,12 @@ class Sampling:
 
     def __post_init__(self) -> None:
         check_whole("Sampling max_tokens", self.max_tokens, 1, "the most tokens to generate")
+        if self.max_tokens > MAX_TOKENS_LIMIT:
+            raise SlamkitError(
+                f"Sampling max_tokens must be at most {MAX_TOKENS_LIMIT:,}, got "
+                f"{self.max_tokens:,}: no model slamkit runs has a context that long (a "
+                "generation stops at the end of its context anyway); use e.g. 128 or 512."
+            )
         check_number("Sampling temperature", self.temperature, 0, 2, hint="0 = greedy")
         check_number("Sampling top_p", self.top_p, 0, 1, lo_open=True, hint="1 = no cut")
         check_whole("Sampling top_k", self.top_k, 0, "0 = no top-k cut")

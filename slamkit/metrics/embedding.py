@@ -59,7 +59,7 @@ class EmbeddingCosine(ItemMetric):
             from slamkit.catalog import smollm2_path
 
             model_path = smollm2_path()
-        from slamkit.metrics import check_embedder
+        from slamkit.metrics.registry import check_embedder
 
         self.model_path = check_embedder(model_path, "embed_cosine model_path")
         self.n_ctx, self.n_threads, self.n_threads_batch = n_ctx, n_threads, n_threads_batch

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from slamkit.errors import SlamkitError
 from slamkit.store import jobs
 
 if TYPE_CHECKING:
@@ -52,7 +53,7 @@ def _resolve(
 
     A single string is one spec; None or an empty list means :data:`DEFAULT_METRICS`.
     """
-    from slamkit.metrics import DEFAULT_METRICS, get_metric, parse_metric_specs
+    from slamkit.metrics.registry import DEFAULT_METRICS, get_metric, parse_metric_specs
 
     items = [metrics] if isinstance(metrics, str) else list(metrics or DEFAULT_METRICS)
     parse_metric_specs(items)  # one bad spec among good ones: nothing built, nothing scored
@@ -97,6 +98,11 @@ def score_generations(
     """
     from tqdm.auto import tqdm
 
+    if task_id is not None and task_id not in (known := jobs.task_ids(store)):
+        raise SlamkitError(
+            f"No task {task_id!r} in {store.path}; stored tasks: "
+            f"{', '.join(sorted(known)) or 'none'}. Import references first (slamkit refs ...)."
+        )
     built, owned = _resolve(metrics)
     try:
         sources = (
