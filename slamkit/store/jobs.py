@@ -375,28 +375,35 @@ def item_for_prompt(store: Store, task_id: str, prompt: str) -> str | None:
     return str(rows[0][0]) if rows else None
 
 
+def _first_with_text(
+    store: Store, table: str, key: str, owner: str, task_id: str, item_id: str,
+    owner_value: str, text: str,
+) -> str | None:  # fmt: skip
+    found = store.scalar(
+        f"SELECT {key} FROM {table} WHERE task_id = ? AND item_id = ? AND {owner} = ? "
+        "AND text = ? ORDER BY sample_index LIMIT 1",
+        [task_id, item_id, owner_value, text],
+    )
+    return None if found is None else str(found)
+
+
 def generation_with_text(
     store: Store, task_id: str, item_id: str, model_id: str, text: str
 ) -> str | None:
     """``gen_key`` of the first sample of a model's generation with exactly ``text``."""
-    key = store.scalar(
-        "SELECT gen_key FROM generations WHERE task_id = ? AND item_id = ? AND model_id = ?"
-        " AND text = ? ORDER BY sample_index LIMIT 1",
-        [task_id, item_id, model_id, text],
+    return _first_with_text(
+        store, "generations", "gen_key", "model_id", task_id, item_id, model_id, text
     )
-    return None if key is None else str(key)
 
 
 def reference_with_text(
     store: Store, task_id: str, item_id: str, source_model: str, text: str
 ) -> str | None:
     """``ref_id`` of the first sample of a reference with exactly ``text``."""
-    key = store.scalar(
-        "SELECT ref_id FROM reference_outputs WHERE task_id = ? AND item_id = ? AND "
-        "source_model = ? AND text = ? ORDER BY sample_index LIMIT 1",
-        [task_id, item_id, source_model, text],
-    )
-    return None if key is None else str(key)
+    return _first_with_text(
+        store, "reference_outputs", "ref_id", "source_model", task_id, item_id, source_model,
+        text,
+    )  # fmt: skip
 
 
 def human_judgment_stored(store: Store, row: Mapping[str, Any], when: Any) -> bool:
