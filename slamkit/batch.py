@@ -349,6 +349,9 @@ PARAMETERS: dict[str, Rule] = {
     "max_tokens": _whole(1, 128, hi=MAX_TOKENS_LIMIT),
     "n_threads": _whole(1, 1),
     "backend": _text("llamacpp", choices=("llamacpp", "mock")),
+    "executor": _text("sequential", choices=("sequential", "server")),
+    "parallel": _whole(1, 2, null="2 slots"),
+    "timings": _text("isolated", choices=("isolated", "all")),
     # quality
     "metrics": _names("[rougeL, chrf, max_sentences:4]", _metric_name, "metrics"),
     "quality_metric": _text("rougeL"),

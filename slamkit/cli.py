@@ -7,7 +7,7 @@ import sys
 
 from slamkit.backends.llamacpp import CHAT_FORMATS
 from slamkit.errors import SlamkitError
-from slamkit.smart.simulate_args import LIMIT, SEED, number, whole
+from slamkit.smart.simulate_args import LIMIT, SEED, add_executor_arguments, number, whole
 
 #: checked value types of the generation flags (argparse prints a one-line error, exit 2)
 MAX_TOKENS = whole(1)
@@ -80,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     rc.add_argument("--temperature", type=TEMPERATURE, default=0.0, help="0 to 2 (default 0)")
     rc.add_argument("--seed", type=SEED, default=0, help=">= 0 (default 0)")
     rc.add_argument("--timeout", type=TIMEOUT, default=60.0, help="seconds per request (60)")
+    add_executor_arguments(rc)
     rc.set_defaults(func=_cmd_refs_capture)
     g = sub.add_parser("run", help="generate: models x items x sampling x samples (resumable)")
     g.add_argument("--task", default="alpaca_eval", help="task id in the store")
@@ -126,6 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
         "one of slamkit's (chatml, gemma-turns, plain), e.g. when the GGUF's template is "
         "blocked for safety",
     )  # fmt: skip
+    add_executor_arguments(g, server=True)
     g.add_argument("--quiet", action="store_true", help="no progress bar")
     g.add_argument("--print-rows", action="store_true", help="print each stored key")
     g.set_defaults(func=_cmd_run)
@@ -256,15 +258,12 @@ def _cmd_refs_capture(args: argparse.Namespace) -> int:
         with open_store(args.store) as st:
             res = capture_references(
                 st, backend, args.task, args.source_model or args.model, sampling, args.seed,
-                limit=args.limit,
+                limit=args.limit, executor=args.executor, concurrency=args.concurrency,
             )  # fmt: skip
     finally:
         backend.close()
-    print(f"captured {res.captured}, already stored {res.skipped}, failed {len(res.failures)} "
-          f"from {backend.base_url} into task {args.task!r}")  # fmt: skip
-    for item_id, err in list(res.failures.items())[:5]:
-        print(f"  {item_id}: {err}", file=sys.stderr)
-    return 1 if res.failures else 0
+    print(f"{res}\nfrom {backend.base_url} into task {args.task!r}")
+    return 1 if res.failed else 0
 
 
 def _run_models(args: argparse.Namespace) -> list:
@@ -326,6 +325,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             limit=args.limit, n_threads=args.threads, n_threads_batch=args.threads_batch,
             n_gpu_layers=args.gpu_layers, n_ctx=args.n_ctx, progress=not args.quiet,
             on_row=show if args.print_rows else None, chat_format=args.chat_format,
+            executor=args.executor, concurrency=args.concurrency, parallel=args.parallel,
+            server_binary=args.server_binary,
         )  # fmt: skip
     summary = str(res)
     print(summary)

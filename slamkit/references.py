@@ -18,13 +18,14 @@ import csv
 import importlib.util
 import json
 import math
-import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from slamkit import engine
 from slamkit.catalog import hash_file
+from slamkit.engine import JobResult
 from slamkit.errors import MissingDependencyError, ReferenceImportError, SlamkitError
 from slamkit.keys import content_key
 from slamkit.store import Store, jobs
@@ -59,19 +60,6 @@ class ImportResult:
     rows: int
     items_added: int
     refs_added: int
-    run_id: str | None = None
-
-
-@dataclass
-class CaptureResult:
-    """What a capture did; ``failures`` maps item_id -> error message."""
-
-    task_id: str
-    source_model: str
-    attempted: int = 0
-    captured: int = 0
-    skipped: int = 0
-    failures: dict[str, str] = field(default_factory=dict)
     run_id: str | None = None
 
 
@@ -638,6 +626,15 @@ def load_alpaca_eval(
 
 
 # -- capture -----------------------------------------------------------------------
+@dataclass
+class _CaptureCell:
+    """One reference to capture: an item's prompt; ``key`` names the cell in job_errors."""
+
+    key: str
+    item_id: str
+    prompt: str
+
+
 def capture_references(
     store: Store,
     backend: Any,
@@ -648,30 +645,70 @@ def capture_references(
     limit: int | None = None,
     sample_index: int = 0,
     progress: bool = True,
-) -> CaptureResult:
+    executor: str | engine.Executor = "sequential",
+    concurrency: int | None = None,
+) -> JobResult:
     """Ask ``backend`` for reference outputs of a task's items not captured yet.
 
-    Resumable: items that already have a reference from ``source_model`` (at
-    ``sample_index``) are skipped, and each new row is committed on its own, so an
-    interrupted capture continues where it stopped. A failing item is recorded in the
-    result's ``failures`` and in the ``runs`` row (``params.failures``), and the loop
-    goes on; it is retried on the next call. ``origin`` is the endpoint's base_url
-    (never the key). ``limit``: the first N items of the task (None: all; else a whole
-    number >= 1).
+    Runs on the job engine (:mod:`slamkit.engine`): ``executor="concurrent"`` keeps
+    ``concurrency`` requests in flight (an API or server that serves many at once; the
+    backend waits out 429 answers' ``Retry-After``). Resumable: items that already have a
+    reference from ``source_model`` (at ``sample_index``) are skipped, and rows are
+    committed in small batches, so an interrupted capture continues where it stopped. A
+    failing item is stored in ``job_errors`` (job ``capture``) with a one-line message,
+    counted in the returned :class:`~slamkit.engine.JobResult`, and retried on the next
+    call. Each row records ``origin`` (the endpoint's base_url, never the key), the
+    executor and how many requests were in flight while it was timed. ``limit``: the first
+    N items of the task (None: all; else a whole number >= 1).
     """
-    from tqdm.auto import tqdm
+    from slamkit.backends.llamacpp import one_line
 
     check_limit(limit)
+    runner = engine.make_executor(executor, concurrency)
     task = get_task(store, task_id)
     items = load_items(store, task_id, limit)
     done = jobs.referenced_items(store, task_id, source_model, sample_index)
     todo = items[~items["item_id"].isin(done)]
-    result = CaptureResult(task_id, source_model, skipped=len(items) - len(todo))
-    if todo.empty:
-        return result
     origin = getattr(backend, "base_url", None) or f"backend:{backend.name}"
+    label = getattr(backend, "label", None) or f"{origin} model {backend.name!r}"
     sampling_dict = sampling.as_dict() if hasattr(sampling, "as_dict") else dict(sampling)
-    run_id = "capture-" + uuid.uuid4().hex[:24]
+    cells = [
+        _CaptureCell(f"{task_id}\x1f{item}\x1f{source_model}\x1f{sample_index}", item, prompt)
+        for item, prompt in zip(todo["item_id"], todo["prompt"], strict=True)
+    ]
+
+    def call(lent: engine.Lent, batch: list[_CaptureCell]) -> list[dict[str, Any]]:
+        (cell,) = batch
+        messages = messages_for(cell.prompt, task.system_prompt)
+        gen = lent.resource.generate(messages, sampling, seed)
+        if not isinstance(gen.text, str):
+            raise SlamkitError(f"the backend returned no text ({gen.text!r})")
+        return [
+            {
+                "ref_id": _ref_id(task_id, cell.item_id, source_model, sample_index, gen.text),
+                "task_id": task_id,
+                "item_id": cell.item_id,
+                "source_model": source_model,
+                "sample_index": sample_index,
+                "text": gen.text,
+                "prompt_tokens": gen.prompt_tokens,
+                "completion_tokens": gen.completion_tokens,
+                "latency_s": gen.latency_s,
+                "ttft_s": gen.ttft_s,
+                "origin": origin,
+            }
+        ]
+
+    def fail(cell: _CaptureCell, exc: BaseException, stage: str) -> dict[str, Any]:
+        if isinstance(exc, SlamkitError):
+            message = one_line(str(exc), 600)
+        else:
+            message = one_line(f"{type(exc).__name__}: {exc}", 300)
+        if not message.startswith(label):
+            message = f"{label}: {message}"
+        return {"error": f"item {cell.item_id}: {message}"}
+
+    group = engine.Group(source_model, cells, lambda _: engine.Lent(backend), call, fail)
     params: dict[str, Any] = {
         "task_id": task_id,
         "source_model": source_model,
@@ -681,54 +718,16 @@ def capture_references(
         "limit": limit,
         "sample_index": sample_index,
     }
-    store.insert(
-        "runs",
-        {
-            "run_id": run_id,
-            "kind": "capture",
-            "slamkit_version": _version(),
-            "sampling": json.dumps([sampling_dict], sort_keys=True),
-            "seed": seed,
-            "params": params,
-        },
-    )
-    result.run_id = run_id
-    bar = tqdm(total=len(todo), desc=f"capture {source_model}", disable=not progress)
-    try:
-        for item_id, prompt in zip(todo["item_id"], todo["prompt"], strict=True):
-            result.attempted += 1
-            try:
-                gen = backend.generate(messages_for(prompt, task.system_prompt), sampling, seed)
-                if not isinstance(gen.text, str):
-                    raise SlamkitError(f"the backend returned no text ({gen.text!r})")
-            except Exception as exc:  # per-item failure: record and go on
-                result.failures[item_id] = f"{type(exc).__name__}: {exc}"
-                bar.update(1)
-                continue
-            store.insert(
-                "reference_outputs",
-                {
-                    "ref_id": _ref_id(task_id, item_id, source_model, sample_index, gen.text),
-                    "task_id": task_id,
-                    "item_id": item_id,
-                    "source_model": source_model,
-                    "sample_index": sample_index,
-                    "text": gen.text,
-                    "prompt_tokens": gen.prompt_tokens,
-                    "completion_tokens": gen.completion_tokens,
-                    "latency_s": gen.latency_s,
-                    "ttft_s": gen.ttft_s,
-                    "origin": origin,
-                    "run_id": run_id,
-                },
-            )
-            result.captured += 1
-            bar.update(1)
-    finally:
-        bar.close()
-        params.update(captured=result.captured, failures=result.failures)
-        jobs.set_run_params(store, run_id, params)
-    if result.captured:
+    spec = engine.JobSpec(
+        "capture", "reference_outputs", "ref_id", f"capture {source_model}", unit="ref",
+        errors_in_table=False, timed=True, run_column=True,
+        run={"sampling": [sampling_dict], "seed": seed, "params": params},
+    )  # fmt: skip
+    result = engine.run(
+        store, spec, [group] if cells else [], runner, planned=len(items),
+        cached=len(items) - len(todo), progress=progress,
+    )  # fmt: skip
+    if result.done:
         count_reference_tokens(store, task_id)
     return result
 
@@ -752,7 +751,7 @@ def capture_from_endpoint(
     max_tokens: int = 256,
     seed: int = 0,
     limit: int | None = None,
-) -> CaptureResult | str:
+) -> JobResult | str:
     """Capture references of ``task_id`` from the OpenAI-compatible ``base_url`` serving
     ``model`` (the key is read from ``OPENAI_API_KEY``); nothing when either is unset."""
     if not (base_url and model):

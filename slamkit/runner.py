@@ -9,19 +9,15 @@ SIGKILL) resumes where it stopped: each row is committed on its own, idempotentl
 from __future__ import annotations
 
 import dataclasses
-import os
-import platform
-import subprocess
-import time
-import uuid
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from slamkit import __version__
+from slamkit import engine
 from slamkit.backends.base import Backend, GenerationResult, Sampling, check_number, check_whole
 from slamkit.catalog import ModelInfo, inspect_gguf, register
+from slamkit.engine import Executor, Group, JobResult, JobSpec, Placement, hardware_info
 from slamkit.errors import SlamkitError
 from slamkit.keys import content_key, generation_keys
 from slamkit.store import Store, jobs
@@ -76,60 +72,6 @@ class Cell:
     sampling: Sampling
     seed: int
     sample_index: int
-
-
-@dataclass
-class SweepResult:
-    run_id: str | None
-    planned: int = 0  # cells in the sweep
-    cached: int = 0  # already stored: skipped without a model call
-    generated: int = 0
-    failed: int = 0
-    models_loaded: list[str] = field(default_factory=list)
-    #: the distinct error messages of failed cells, in order of first appearance (each
-    #: names the model, the cause and what to do, as stored in ``generations.error``)
-    errors: list[str] = field(default_factory=list)
-    #: how many cells failed with each of :attr:`errors`
-    error_counts: dict[str, int] = field(default_factory=dict)
-
-    #: distinct errors :meth:`__str__` shows
-    SHOWN_ERRORS = 3
-
-    @property
-    def model_calls(self) -> int:
-        return self.generated + self.failed
-
-    def add_error(self, message: str) -> None:
-        """Count one failed cell with ``message``."""
-        self.failed += 1
-        if message not in self.error_counts:
-            self.errors.append(message)
-            self.error_counts[message] = 0
-        self.error_counts[message] += 1
-
-    def __str__(self) -> str:
-        """The summary line, then the first distinct errors, one per line.
-
-        >>> r = SweepResult("run-1", planned=3, generated=1)
-        >>> for _ in range(2): r.add_error("m.gguf: it broke — fix it")
-        >>> print(r)
-        3 cells: 0 cached, 1 generated, 2 failed (run run-1)
-          error (2 cells): m.gguf: it broke — fix it
-        """
-        lines = [
-            f"{self.planned} cells: {self.cached} cached, {self.generated} generated, "
-            f"{self.failed} failed (run {self.run_id or '-'})"
-        ]
-        for message in self.errors[: self.SHOWN_ERRORS]:
-            n = self.error_counts.get(message, 1)
-            lines.append(f"  error ({n} cell{'s' if n != 1 else ''}): {message}")
-        if len(self.errors) > self.SHOWN_ERRORS:
-            more = len(self.errors) - self.SHOWN_ERRORS
-            lines.append(
-                f"  ... and {more} more distinct error{'s' if more != 1 else ''} "
-                "(all in generations.error of the store)"
-            )
-        return "\n".join(lines)
 
 
 def resolve_models(models: Iterable[ModelLike]) -> list[ModelInfo | EndpointModel]:
@@ -329,20 +271,16 @@ def provenance(
     seed: int,
     params: dict[str, Any],
 ) -> dict[str, Any]:
-    """The ``runs`` row: versions, hardware, thread settings, sampling, seed, git revision."""
+    """The sweep's ``runs`` columns beyond the engine's: llama.cpp build, threads, GPU
+    layers, sampling, seed, parameters."""
     from slamkit.backends.llamacpp import default_threads
 
     row: dict[str, Any] = {
-        "run_id": "run-" + time.strftime("%Y%m%d-%H%M%S") + "-" + uuid.uuid4().hex[:8],
-        "kind": "generate",
-        "slamkit_version": __version__,
-        "hardware": hardware_info(),
         "n_threads": n_threads or default_threads(),
         "n_threads_batch": n_threads_batch or n_threads or default_threads(),
         "n_gpu_layers": n_gpu_layers,
         "sampling": [s.as_dict() for s in samplings],
         "seed": seed,
-        "git_revision": git_revision(),
         "params": params,
         "llama_cpp_python_version": None,
         "llama_cpp_system_info": None,
@@ -353,51 +291,15 @@ def provenance(
         info = llama_cpp_info()
         row["llama_cpp_python_version"] = info["llama_cpp_python"]
         row["llama_cpp_system_info"] = info["system_info"]
-        row["hardware"]["gpu_offload_supported"] = info["gpu_offload"]
+        row["hardware"] = {**hardware_info(), "gpu_offload_supported": info["gpu_offload"]}
     except ImportError:  # endpoint-only sweeps work without llama-cpp-python
         pass
     return row
 
 
-def hardware_info() -> dict[str, Any]:
-    import psutil
-
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {
-        "cpu": cpu,
-        "logical_cores": os.cpu_count(),
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "platform": platform.platform(),
-        "python": platform.python_version(),
-        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),
-    }
-
-
-def git_revision() -> str | None:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"],
-            cwd=Path(__file__).resolve().parent,
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return out.stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        return None
-
-
-def _row(cell: Cell, task_id: str, run_id: str, backend: Backend | None) -> dict[str, Any]:
+def _row(cell: Cell, task_id: str, backend: Backend | None) -> dict[str, Any]:
     return {
         "gen_key": cell.key,
-        "run_id": run_id,
         "model_id": cell.model_id,
         "task_id": task_id,
         "item_id": cell.item_id,
@@ -407,12 +309,6 @@ def _row(cell: Cell, task_id: str, run_id: str, backend: Backend | None) -> dict
         "load_time_s": getattr(backend, "load_time_s", None),
         "backend": type(backend).__name__ if backend is not None else None,
     }
-
-
-def _store_cell(store: Store, row: dict[str, Any]) -> None:
-    """Commit one row; a stored error row for the same key is replaced (a retry), in the
-    same transaction."""
-    store.write("generations", [row], replace_errors_of="gen_key")
 
 
 def check_sweep_args(
@@ -465,12 +361,24 @@ def run_sweep(
     on_row: Callable[[dict[str, Any]], None] | None = None,
     backend: str = "llamacpp",
     chat_format: ChatFormatArg = "auto",
-) -> SweepResult:
+    executor: str | Executor = "sequential",
+    concurrency: int | None = None,
+    parallel: int | None = None,
+    server_binary: str | Path | None = None,
+) -> JobResult:
     """Generate every missing cell of models x items x samplings x samples.
 
-    Models are loaded one at a time and closed before the next loads. A failing cell is
+    Models run one at a time, each closed before the next loads. A failing cell is
     stored with its error and the sweep goes on; ``retry_errors`` retries such cells on
     the next run. ``on_row`` is called after each row is committed.
+
+    ``executor`` (see :mod:`slamkit.engine`): ``"sequential"`` (default) makes one
+    request at a time, so every timing is measured in isolation; ``"concurrent"`` sends
+    ``concurrency`` requests at once to endpoint models; ``"server"`` serves each GGUF
+    model with a managed llama.cpp server of ``parallel`` slots (continuous batching;
+    ``server_binary``: your own ``llama-server``, e.g. a CUDA build). Every row records
+    the executor and how many requests were in flight while it ran; the cell keys do not
+    depend on the executor, so a sweep resumes under any of them.
 
     ``backend="mock"`` is a dry run that loads no weights: each GGUF model becomes a
     separate mock variant (``<name> [mock]``, its own model id, so its rows never pass for
@@ -481,7 +389,7 @@ def run_sweep(
     per model with a mapping ``{"evil.gguf": "chatml"}``; it is part of those cells' keys.
 
     Every failed cell is stored with a one-line error naming the model, the cause and what
-    to do; ``SweepResult.errors`` lists the distinct ones.
+    to do; ``JobResult.errors`` lists the distinct ones.
 
     >>> run_sweep(store, [smollm2_path()], "alpaca_eval", Sampling(max_tokens=64), limit=10)
     ... # doctest: +SKIP
@@ -491,6 +399,10 @@ def run_sweep(
     check_sweep_args(
         samplings, n_samples, seed, limit, n_threads, n_threads_batch, n_gpu_layers, n_ctx
     )
+    runner = engine.make_executor(
+        executor, concurrency, parallel, binary=server_binary, n_threads=n_threads,
+        n_threads_batch=n_threads_batch, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx,
+    )  # fmt: skip
     task = get_task(store, task_id)
     items_df = load_items(store, task_id, limit)
     if items_df.empty:
@@ -511,8 +423,8 @@ def run_sweep(
         n_threads, n_threads_batch, n_gpu_layers, n_ctx, chat_format=chat_format
     )
 
-    plans = []
-    result = SweepResult(run_id=None)
+    groups: list[Group] = []
+    planned = cached = 0
     for model in resolved:
         cells = plan_cells(
             model, task_id, items, task.system_prompt, samplings, n_samples, seed,
@@ -520,71 +432,75 @@ def run_sweep(
         )  # fmt: skip
         done = _done_keys(store, [c.key for c in cells], retry_errors)
         todo = [c for c in cells if c.key not in done]
-        result.planned += len(cells)
-        result.cached += len(cells) - len(todo)
-        plans.append((model, todo))
-    total = sum(len(t) for _, t in plans)
-    if total == 0:
-        return result
+        planned += len(cells)
+        cached += len(cells) - len(todo)
+        if todo:
+            served = isinstance(model, ModelInfo) and backend == "llamacpp"
+            groups.append(_sweep_group(model, todo, task_id, factory, chat_format, n_ctx, served))
 
-    run = provenance(
-        n_threads=n_threads,
-        n_threads_batch=n_threads_batch,
-        n_gpu_layers=n_gpu_layers,
-        samplings=samplings,
-        seed=seed,
-        params={
-            "task_id": task_id,
-            "models": [m.name for m in resolved],
-            "n_samples": n_samples,
-            "limit": limit,
-            "n_ctx": n_ctx,
-            "retry_errors": retry_errors,
-            **({} if chat_format == "auto" else {"chat_format": _jsonable(chat_format)}),
-        },
-    )
-    store.insert("runs", run)
-    result.run_id = run["run_id"]
+    run_params = {
+        "task_id": task_id,
+        "models": [m.name for m in resolved],
+        "n_samples": n_samples,
+        "limit": limit,
+        "n_ctx": n_ctx,
+        "retry_errors": retry_errors,
+        **({} if chat_format == "auto" else {"chat_format": _jsonable(chat_format)}),
+    }
+    spec = JobSpec(
+        "generate", "generations", "gen_key", "generating", unit="gen", timed=True,
+        run_column=True,
+        run=provenance(
+            n_threads=n_threads, n_threads_batch=n_threads_batch, n_gpu_layers=n_gpu_layers,
+            samplings=samplings, seed=seed, params=run_params,
+        ),
+    )  # fmt: skip
+    return engine.run(
+        store, spec, groups, runner, planned=planned, cached=cached, progress=progress,
+        on_row=on_row,
+    )  # fmt: skip
 
-    from tqdm.auto import tqdm
 
-    bar = tqdm(total=total, disable=not progress, unit="gen", desc="generating")
-    try:
-        for model, todo in plans:
-            if not todo:
-                continue
-            bar.set_postfix_str(model.name)
-            try:
-                loaded = factory(model)
-            except Exception as exc:  # any load failure: recorded per cell, sweep goes on
-                message = cell_error(model, exc, "load")
-                for cell in todo:  # recorded, never silently dropped
-                    row = _row(cell, task_id, run["run_id"], None)
-                    row["error"] = message
-                    _store_cell(store, row)
-                    result.add_error(message)
-                    bar.update(1)
-                continue
-            result.models_loaded.append(model.name)
-            try:
-                for cell in todo:
-                    row = _row(cell, task_id, run["run_id"], loaded)
-                    try:
-                        res = loaded.generate(cell.messages, cell.sampling, cell.seed)
-                        row.update(_result_columns(res))
-                        result.generated += 1
-                    except Exception as exc:  # per-item: store it and go on
-                        row["error"] = cell_error(model, exc, "generate")
-                        result.add_error(row["error"])
-                    _store_cell(store, row)
-                    if on_row is not None:
-                        on_row(row)
-                    bar.update(1)
-            finally:
-                loaded.close()  # freed before the next model loads
-    finally:
-        bar.close()
-    return result
+def _sweep_group(
+    model: ModelInfo | EndpointModel,
+    cells: list[Cell],
+    task_id: str,
+    factory: BackendFactory,
+    chat_format: ChatFormatArg,
+    n_ctx: int,
+    servable: bool,
+) -> Group:
+    """One model's cells: opened in process (or over HTTP), or through a managed server."""
+
+    def open_backend(placement: Placement) -> Backend:
+        if placement.server is None:
+            return factory(model)
+        from slamkit.backends.server import ServerBackend
+
+        assert isinstance(model, ModelInfo)
+        return ServerBackend(
+            placement.server, model.path, chat_format=chat_format_for(model, chat_format),
+            name=model.name, n_ctx=n_ctx,
+        )  # fmt: skip
+
+    def call(loaded: Backend, batch: list[Cell]) -> list[dict[str, Any]]:
+        (cell,) = batch
+        row = _row(cell, task_id, loaded)
+        try:
+            row.update(_result_columns(loaded.generate(cell.messages, cell.sampling, cell.seed)))
+        except Exception as exc:  # per cell: stored with its error, the sweep goes on
+            row["error"] = cell_error(model, exc, "generate")
+        return [row]
+
+    def fail(cell: Cell, exc: BaseException, stage: str) -> dict[str, Any]:
+        row = _row(cell, task_id, None)
+        row["error"] = cell_error(model, exc, "load" if stage == "load" else "generate")
+        return row
+
+    return Group(
+        model.name, cells, open_backend, call, fail,
+        servable=model if servable else None,
+    )  # fmt: skip
 
 
 def _result_columns(res: GenerationResult) -> dict[str, Any]:

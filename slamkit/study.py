@@ -41,7 +41,9 @@ class Study:
     of the price table that prices the reference API), ``instance`` and ``hourly_usd``
     (None: the instance's price-table row), ``utilization``, ``requests_per_month``,
     ``conformity_metric``/``conformity_tau`` (SMART's equivalence: an output conforms when
-    its stored metric is at least tau).
+    its stored metric is at least tau), ``timings`` (``"isolated"``: latencies, rates and
+    the self-hosted cost from requests timed with no other in flight — the default, see
+    :func:`timings_note`; ``"all"``: requests timed under load too).
     """
 
     def __init__(
@@ -61,10 +63,11 @@ class Study:
         requests_per_month: float = 100_000,
         conformity_metric: str = "rougeL",
         conformity_tau: float = 0.3,
+        timings: str = "isolated",
     ) -> None:
         self.store_path = str(store_path)
         self.selection = readers.Selection(
-            task_id, tuple(models or ()), n_items, temperature, max_tokens
+            task_id, tuple(models or ()), n_items, temperature, max_tokens, timings
         )
         self.task_id, self.n_items = task_id, n_items
         self.reference_model, self.reference_name = reference_model, reference_name
@@ -253,14 +256,36 @@ class Study:
             "temperature": self.selection.temperature, "max_tokens": self.selection.max_tokens,
             "hourly_usd": self.hourly_usd, "utilization": self.utilization,
             "requests_per_month": self.requests_per_month, "instance": self.instance,
+            "timings": self.selection.timings,
             **more,
             "conformity": f"{self.conformity_metric} >= {self.conformity_tau}",
         }  # fmt: skip
+
+    def timings_note(self) -> str:
+        """Which requests the latencies, rates and self-hosted costs come from, in words
+        (every table of them says it)."""
+        counts = aggregates.timing_counts(self.store, self.scope)
+        total = int(counts["n"].sum()) if len(counts) else 0
+        alone = int(counts.loc[counts["in_flight"] == 1, "n"].sum()) if len(counts) else 0
+        loaded = total - alone
+        if self.selection.timings == "all":
+            return (
+                f"Timings: all {total} requests, {loaded} of them timed under load (other "
+                "requests in flight) — latencies and costs mix isolated and loaded requests."
+            )
+        left_out = (
+            f"; {loaded} timed under load (other requests in flight) are left out of the "
+            "timings (timings='all' shows them)" if loaded else ""
+        )
+        return (
+            f"Timings: {alone} of {total} requests, each measured in isolation (one "
+            f"request in flight){left_out}."
+        )
 
     def __repr__(self) -> str:
         p = self.perf
         return (
             f"<Study of {self.store_path}: task {self.task_id!r}, {len(p)} variants, "
             f"{int(p['n'].sum()) if len(p) else 0} generations, {len(self.refs)} references "
-            f"({self.reference_model}), {len(self.scores)} item scores>"
+            f"({self.reference_model}), {len(self.scores)} item scores>\n{self.timings_note()}"
         )

@@ -16,11 +16,12 @@ from helpers import TENSORS, FakeServer, add_synthetic, write_gguf
 from slamkit.backends.base import Sampling
 from slamkit.backends.mock import MockBackend
 from slamkit.cli import main
+from slamkit.engine import JobResult
 from slamkit.errors import SlamkitError
 from slamkit.judge import JudgeConfig, JudgeError, run_judge
 from slamkit.judge.client import JudgeClient
 from slamkit.references import capture_references, import_references, load_alpaca_eval
-from slamkit.runner import EndpointModel, SweepResult, default_backend_factory, run_sweep
+from slamkit.runner import EndpointModel, default_backend_factory, run_sweep
 from slamkit.store import Store
 from slamkit.tasks import load_items
 
@@ -342,7 +343,7 @@ def test_run_prints_at_most_three_distinct_errors(db: str, capsys, monkeypatch) 
     line shows, each of the first three appears once and the fourth does not)."""
     import slamkit.runner
 
-    res = SweepResult("run-x", planned=5, failed=5)
+    res = JobResult(run_id="run-x", planned=5, failed=5)
     res.errors = [f"m{i}.gguf: cause {i}" for i in range(4)]  # type: ignore[attr-defined]
     monkeypatch.setattr(slamkit.runner, "run_sweep", lambda *a, **kw: res)
     assert main(["--store", db, "run", "--task", "t", "--endpoint", "m", "--quiet"]) == 1
@@ -400,9 +401,9 @@ def test_judge_limit_counts_items_not_pairs(store: Store) -> None:
         counts_ = run_judge(store, cfg, limit=2, progress=False)
         judged = store.df("SELECT DISTINCT item_id FROM judgments")["item_id"].tolist()
         # 2 items (by position: i3, i1) x 2 models x 2 orders
-        assert counts_ == {"planned": 8, "skipped": 0, "judged": 8, "failed": 0}
+        assert counts_.counts() == {"planned": 8, "cached": 0, "done": 8, "failed": 0}
         assert sorted(judged) == ["i1", "i3"]
-        assert run_judge(store, cfg, limit=3, progress=False)["judged"] == 4  # i2's pairs
+        assert run_judge(store, cfg, limit=3, progress=False).done == 4  # i2's pairs
     with pytest.raises(SlamkitError, match="limit must be a whole number >= 1, got -1"):
         run_judge(store, cfg, limit=-1, progress=False)
     assert store.count("judgments") == 12
@@ -417,7 +418,7 @@ def test_judge_cli_limit_counts_items(tmp_path: Path, capsys) -> None:
         rc = main(["--store", db, "judge", "--base-url", srv.base_url, "--model", "j",
                    "--quiet", "--limit", "1"])  # fmt: skip
     assert rc == 0
-    assert "planned=4, skipped=0, judged=4, failed=0" in capsys.readouterr().out
+    assert "4 cells: 0 cached, 4 judged, 0 failed" in capsys.readouterr().out
     with Store(db) as st:
         assert st.df("SELECT DISTINCT item_id FROM judgments")["item_id"].tolist() == ["i3"]
 

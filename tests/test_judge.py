@@ -54,7 +54,7 @@ def test_retries_timeouts_and_failures_are_recorded(two_items, monkeypatch) -> N
     script = {"i1": ["429", "500", A, B], "i2": ["malformed", "hang"]}
     with FakeServer(script) as srv:
         counts = run_judge(store, config(srv.base_url), progress=False)
-    assert counts == {"planned": 4, "skipped": 0, "judged": 2, "failed": 2}
+    assert counts.counts() == {"planned": 4, "cached": 0, "done": 2, "failed": 2}
     df = load_judgments(store).set_index(["item_id", "order_swapped"])
     assert len(df) == 4  # nothing dropped
 
@@ -84,11 +84,11 @@ def test_retries_timeouts_and_failures_are_recorded(two_items, monkeypatch) -> N
     # replaced (still one row each)
     with FakeServer({"i1": [A], "i2": [A]}, port=srv.port) as srv2:
         again = run_judge(store, config(srv2.base_url), progress=False)
-    assert again == {"planned": 4, "skipped": 2, "judged": 2, "failed": 0}
+    assert again.counts() == {"planned": 4, "cached": 2, "done": 2, "failed": 0}
     assert len(srv2.requests) == 2
     assert store.count("judgments") == 4 and store.count("judgments", "error IS NULL") == 4
     with FakeServer({"i1": [A], "i2": [A]}, port=srv.port) as srv3:
-        assert run_judge(store, config(srv3.base_url), progress=False)["skipped"] == 4
+        assert run_judge(store, config(srv3.base_url), progress=False).cached == 4
     assert srv3.requests == []
 
 
@@ -97,7 +97,7 @@ def test_key_echoed_by_the_server_never_reaches_the_store(two_items, monkeypatch
     # i1: 401 echoing the key (not retried); i2: 500 echoing it (retried, then given up)
     with FakeServer({"i1": ["echo401"], "i2": ["echo500"]}) as srv:
         counts = run_judge(two_items, config(srv.base_url), progress=False)
-    assert counts == {"planned": 4, "skipped": 0, "judged": 0, "failed": 4}
+    assert counts.counts() == {"planned": 4, "cached": 0, "done": 0, "failed": 4}
     assert srv.headers[0]["authorization"] == "Bearer abcd1234SECRETKEYVALUE9876"
     df = load_judgments(two_items).set_index("item_id")
     dump = two_items.df("SELECT * FROM judgments").to_json()
@@ -110,13 +110,13 @@ def test_key_echoed_by_the_server_never_reaches_the_store(two_items, monkeypatch
 def test_judgment_ids_include_the_endpoint(two_items) -> None:
     # the same judge model name behind another server is a different judge
     with FakeServer({"i": [A]}) as one, FakeServer({"i": [B]}) as two:
-        assert run_judge(two_items, config(one.base_url), progress=False)["judged"] == 4
+        assert run_judge(two_items, config(one.base_url), progress=False).done == 4
         again = run_judge(two_items, config(two.base_url), progress=False)
-        assert again == {"planned": 4, "skipped": 0, "judged": 4, "failed": 0}
+        assert again.counts() == {"planned": 4, "cached": 0, "done": 4, "failed": 0}
         assert len(two.requests) == 4
         # the same endpoint written with credentials or a trailing slash is the same judge
         url = one.base_url.replace("http://", "http://u:pw@") + "/"
-        assert run_judge(two_items, config(url), progress=False)["skipped"] == 4
+        assert run_judge(two_items, config(url), progress=False).cached == 4
     df = load_judgments(two_items)
     assert sorted(df.judge_endpoint.value_counts().tolist()) == [4, 4]
     assert set(df.judge_endpoint) == {one.base_url, two.base_url}
@@ -128,7 +128,7 @@ def test_code_in_judge_answer_is_never_executed(two_items, tmp_path: Path) -> No
     evil_json = json.dumps({"reasoning": evil, "verdict": "tie"})
     with FakeServer({"i1": ["ok:" + evil], "i2": ["ok:" + evil_json]}) as srv:
         counts = run_judge(two_items, config(srv.base_url), progress=False)
-    assert counts["failed"] == 2 and counts["judged"] == 2
+    assert counts.failed == 2 and counts.done == 2
     df = load_judgments(two_items).set_index("item_id")
     for row in df.loc[["i1"]].itertuples():
         assert pd.isna(row.verdict) and row.error.startswith("answer is not JSON")
@@ -162,7 +162,7 @@ def test_rubric_and_criteria_modes(two_items) -> None:
     grade = 'ok:{"reasoning": "fine", "score": 7}'
     with FakeServer({"i1": [grade], "i2": ['ok:{"reasoning": "", "score": 11}']}) as srv:
         counts = run_judge(two_items, config(srv.base_url), mode="rubric", progress=False)
-    assert counts == {"planned": 2, "skipped": 0, "judged": 1, "failed": 1}
+    assert counts.counts() == {"planned": 2, "cached": 0, "done": 1, "failed": 1}
     assert (
         "[Reference answer, for guidance]\nthe cat is on the mat"
         in (srv.requests[0]["messages"][1]["content"])
@@ -176,7 +176,7 @@ def test_rubric_and_criteria_modes(two_items) -> None:
             two_items, config(srv.base_url), mode="criteria", criteria=["clarity", "overall"],
             progress=False,
         )  # fmt: skip
-    assert counts["judged"] == 8  # 2 items x 2 criteria x 2 orders
+    assert counts.done == 8  # 2 items x 2 criteria x 2 orders
     crit = load_judgments(two_items).query("mode == 'criteria'")
     assert sorted(set(crit.criterion)) == ["clarity", "overall"]
     assert "clearer" in srv.requests[0]["messages"][1]["content"]

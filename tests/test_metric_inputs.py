@@ -51,7 +51,7 @@ def scored_db(tmp_path: Path) -> Path:
     db = tmp_path / "s.duckdb"
     with Store(db) as st:
         add_synthetic(st)
-        assert score_generations(st, ["exact_match"], progress=False) == {"exact_match": 4}
+        assert score_generations(st, ["exact_match"], progress=False).by_label == {"exact_match": 4}
     return db
 
 
@@ -129,7 +129,7 @@ def test_bad_spec_through_the_api_writes_nothing(store) -> None:
         assert "max_sentences:abc" in str(err.value) or "metric 5 is a int" in str(err.value)
         assert store.count("scores") == 0
     # a single string is one spec, not a list of characters
-    assert score_generations(store, "rougeL", progress=False) == {"rougeL": 4}
+    assert score_generations(store, "rougeL", progress=False).by_label == {"rougeL": 4}
 
 
 @pytest.mark.parametrize(
@@ -271,7 +271,7 @@ def test_empty_generation_scored_and_flagged_in_store(store) -> None:
     gens = {("m1", "i1"): "", ("m1", "i2"): "a b c d e", ("m2", "i1"): "   "}
     add_synthetic(store, gens=gens)
     specs = ["rougeL", "chrf", "exact_match", "max_sentences:4"]
-    assert score_generations(store, specs, progress=False) == {s: 3 for s in specs}
+    assert score_generations(store, specs, progress=False).by_label == {s: 3 for s in specs}
     df = load_scores(store)
     empty = df[df.gen_key.isin(["g-m1-i1", "g-m2-i1"])]
     assert len(empty) == 8
@@ -289,7 +289,7 @@ def test_bumped_version_replaces_old_values_in_summaries(store) -> None:
           "ref_id": "r-i1", "value": 1.0}],
     )  # fmt: skip
     assert get_metric("exact_match").version == "2"
-    assert score_generations(store, ["exact_match"], progress=False) == {"exact_match": 1}
+    assert score_generations(store, ["exact_match"], progress=False).by_label == {"exact_match": 1}
     df = load_scores(store)
     assert sorted(df.metric_version) == ["1", "2"]
     summary = summarize_scores(df)

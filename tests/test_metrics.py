@@ -77,9 +77,9 @@ def test_score_generations_stores_and_resumes(store) -> None:
     )  # fmt: skip
     specs = ["rougeL", "bleu", "exact_match", "length_ratio", "max_sentences:4"]
     counts = score_generations(store, specs, task_id=TASK, progress=False)
-    assert counts == {s: 4 for s in specs}
+    assert counts.by_label == {s: 4 for s in specs}
     assert store.count("scores") == 20
-    assert score_generations(store, specs, progress=False) == {s: 0 for s in specs}
+    assert score_generations(store, specs, progress=False).by_label == {s: 0 for s in specs}
     assert store.count("scores") == 20
 
     df = load_scores(store)
@@ -92,7 +92,7 @@ def test_score_generations_stores_and_resumes(store) -> None:
     # a new metric version is computed again, the old rows stay
     m = get_metric("exact_match")
     m.version = str(int(m.version) + 1)
-    assert score_generations(store, [m], progress=False) == {"exact_match": 4}
+    assert score_generations(store, [m], progress=False).by_label == {"exact_match": 4}
     assert store.count("scores", "metric = 'exact_match'") == 8
 
 
@@ -100,7 +100,7 @@ def test_score_without_reference_warns_and_skips(store) -> None:
     add_synthetic(store, refs={"i1": "x"}, gens={("m1", "i1"): "x", ("m1", "i2"): "y"})
     with pytest.warns(UserWarning, match="1 generations have no reference"):
         counts = score_generations(store, ["exact_match", "max_sentences"], progress=False)
-    assert counts == {"exact_match": 1, "max_sentences:4": 2}
+    assert counts.by_label == {"exact_match": 1, "max_sentences:4": 2}
 
 
 def test_choose_reference_by_source_model(store) -> None:
@@ -125,18 +125,18 @@ def test_scores_are_keyed_by_reference(store) -> None:
          "sample_index": 0, "text": "the cat sat on the mat"},
     )  # fmt: skip
     specs = ["exact_match", "max_sentences:4"]
-    assert score_generations(store, specs, source_model="gpt-4", progress=False) == {
+    assert score_generations(store, specs, source_model="gpt-4", progress=False).by_label == {
         "exact_match": 4, "max_sentences:4": 4,
     }  # fmt: skip
     # another reference: the reference metric is computed again, the reference-free one not
     with pytest.warns(UserWarning, match="2 generations have no reference from 'gpt-4o'"):
         counts = score_generations(store, specs, source_model="gpt-4o", progress=False)
-    assert counts == {"exact_match": 2, "max_sentences:4": 0}
+    assert counts.by_label == {"exact_match": 2, "max_sentences:4": 0}
     for src in ("gpt-4", "gpt-4o"):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # gpt-4o still has no reference for i2
             again = score_generations(store, specs, source_model=src, progress=False)
-        assert again == {"exact_match": 0, "max_sentences:4": 0}
+        assert again.by_label == {"exact_match": 0, "max_sentences:4": 0}
     df = load_scores(store, source_model="gpt-4o")
     em = df[df.metric == "exact_match"].set_index("gen_key")
     assert set(em.ref_id) == {"r-4o"} and set(em.source_model) == {"gpt-4o"}
@@ -149,7 +149,7 @@ def test_scores_are_keyed_by_reference(store) -> None:
 def test_default_reference_is_the_tasks_only_reference_model(store) -> None:
     add_synthetic(store)
     # one reference model ('gpt-4'): used without being named
-    assert score_generations(store, ["exact_match"], progress=False) == {"exact_match": 4}
+    assert score_generations(store, ["exact_match"], progress=False).by_label == {"exact_match": 4}
     # a second one sorting first alphabetically: no silent pick, the caller must choose
     store.insert(
         "reference_outputs",
@@ -160,10 +160,12 @@ def test_default_reference_is_the_tasks_only_reference_model(store) -> None:
         score_generations(store, ["exact_match"], progress=False)
     assert f"Task {TASK!r}" in str(info.value) and "--source-model" in str(info.value)
     # metrics without a reference need no choice
-    assert score_generations(store, ["max_sentences"], progress=False) == {"max_sentences:4": 4}
-    assert score_generations(store, ["exact_match"], source_model="gpt-4", progress=False) == {
-        "exact_match": 0
+    assert score_generations(store, ["max_sentences"], progress=False).by_label == {
+        "max_sentences:4": 4
     }
+    assert score_generations(
+        store, ["exact_match"], source_model="gpt-4", progress=False
+    ).by_label == {"exact_match": 0}
 
 
 def test_cosine_hand_computed() -> None:
@@ -199,8 +201,8 @@ def test_embedding_cosine_with_llama_cpp(store, smollm2) -> None:
 
     # through the driver: stored, then nothing recomputed
     add_synthetic(store, gens={("m1", "i1"): "the cat is on the mat"})
-    assert score_generations(store, [m], progress=False) == {m.metric_name: 1}
-    assert score_generations(store, [m], progress=False) == {m.metric_name: 0}
+    assert score_generations(store, [m], progress=False).by_label == {m.metric_name: 1}
+    assert score_generations(store, [m], progress=False).by_label == {m.metric_name: 0}
     row = load_scores(store).iloc[0]
     assert row.value == pytest.approx(1.0, abs=1e-6)
     assert len(json.loads(row.details)["params"]["model_sha256"]) == 64

@@ -32,7 +32,7 @@ def test_import_score_judge_cli(tmp_path: Path, slam_dir: Path, capsys) -> None:
                    "--quiet", "--limit", "1"])  # fmt: skip
     assert rc == 0
     out = capsys.readouterr().out  # --limit counts items: the one item's 3 pairs x 2 orders
-    assert "planned=6, skipped=0, judged=6, failed=0" in out and "flip_rate" in out
+    assert "6 cells: 0 cached, 6 judged, 0 failed" in out and "flip_rate" in out
     with Store(db) as st:
         assert st.count("judgments", "verdict = 'B'") == 6
 
@@ -67,6 +67,6 @@ def test_judge_cli_prints_first_errors_scrubbed(tmp_path: Path, capsys, monkeypa
                    "--api-key-env", "SLAMKIT_CLI_KEY", "--quiet"])  # fmt: skip
     assert rc == 1
     out = capsys.readouterr().out
-    assert "planned=8, skipped=0, judged=0, failed=8" in out
-    assert "8x HTTP 401: " in out and "invalid token ***" in out
+    assert "8 cells: 0 cached, 0 judged, 8 failed" in out
+    assert "error (8 cells): HTTP 401: " in out and "invalid token ***" in out
     assert "abcd1234SECRETKEYVALUE9876" not in out

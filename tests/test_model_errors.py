@@ -28,9 +28,10 @@ from slamkit.backends.llamacpp import FALLBACK_TEMPLATES, planned_chat_format
 from slamkit.backends.mock import MockBackend
 from slamkit.backends.openai_compat import OpenAIBackend
 from slamkit.catalog import inspect_gguf
+from slamkit.engine import JobResult
 from slamkit.errors import BackendError, SlamkitError
 from slamkit.keys import generation_key
-from slamkit.runner import EndpointModel, SweepResult, plan_cells, run_sweep
+from slamkit.runner import EndpointModel, plan_cells, run_sweep
 from slamkit.store import Store
 from slamkit.tasks import add_task
 
@@ -162,7 +163,7 @@ def test_summary_lists_the_first_distinct_errors_in_order(store: Store) -> None:
     assert lines[0].startswith("6 cells: 0 cached, 1 generated, 5 failed")
     assert lines[1:4] == [f"  error (1 cell): {e}" for e in res.errors[:3]]
     assert lines[4] == "  ... and 1 more distinct error (all in generations.error of the store)"
-    assert str(SweepResult("r", planned=1, generated=1)) == (
+    assert str(JobResult(run_id="r", planned=1, done=1)) == (
         "1 cells: 0 cached, 1 generated, 0 failed (run r)"
     )
 

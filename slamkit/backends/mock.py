@@ -11,8 +11,11 @@ class MockBackend:
     """Replies from a list (cycled) or a function of the last user message.
 
     ``fail_on`` makes calls whose user message contains that text raise, to test
-    per-item error handling.
+    per-item error handling. Thread-safe (no shared state but a call counter), so the
+    concurrent executors may call it from many threads.
     """
+
+    thread_safe = True
 
     def __init__(
         self,

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import argparse
-from typing import Any
 
-from slamkit.smart.simulate_args import LIMIT, number, whole
+from slamkit.smart.simulate_args import LIMIT, add_executor_arguments, number, whole
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -49,6 +48,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         choices=["auto", "json_schema", "json_object_schema", "json_object", "none"],
     )
     j.add_argument("--no-reasoning", action="store_true", help="ask for the verdict only")
+    add_executor_arguments(j)
     j.add_argument("--quiet", action="store_true")
     j.set_defaults(func=run)
 
@@ -75,26 +75,12 @@ def run(args: argparse.Namespace) -> int:
             st, cfg, mode=args.mode, task_id=args.task, source_model=args.source_model,
             sample_index=None if args.all_samples else 0, model_ids=args.model_id,
             criteria=[c.strip() for c in args.criteria.split(",") if c.strip()],
-            limit=args.limit, progress=not args.quiet,
+            limit=args.limit, progress=not args.quiet, executor=args.executor,
+            concurrency=args.concurrency,
         )  # fmt: skip
         bias = position_bias(pairwise_outcomes(load_judgments(st, args.model)))
-        errors = _recent_errors(st, cfg) if counts["failed"] else []
-    print(", ".join(f"{k}={v}" for k, v in counts.items()))
-    if errors:
-        print(f"first errors ({len(errors)} distinct shown; all are in judgments.error):")
-        for n, err in errors:
-            print(f"  {n}x {err}")
+    print(counts)
     if not bias.empty:
         print("position bias (share of pairs whose winner flips with the order):")
         print(bias.to_string(index=False))
-    return 1 if counts["failed"] else 0
-
-
-def _recent_errors(st: Any, cfg: Any, n: int = 3) -> list[tuple[int, str]]:
-    """The ``n`` most frequent stored errors of this judge (model + endpoint), scrubbed."""
-    from slamkit.secrets import env_secrets, scrub
-    from slamkit.store import jobs
-
-    df = jobs.judge_errors(st, cfg.model, cfg.endpoint, n)
-    secrets = env_secrets(cfg.api_key_env)
-    return [(int(k), scrub(str(e), secrets)) for e, k in zip(df["error"], df["n"], strict=True)]
+    return 1 if counts.failed else 0

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from slamkit import engine
+from slamkit.engine import JobResult
 from slamkit.errors import SlamkitError
 from slamkit.judge import prompts
 from slamkit.judge.client import CallResult, JudgeClient, JudgeConfig
@@ -128,6 +131,14 @@ def plan_judgments(
     return plan
 
 
+@dataclass
+class _JudgeCell:
+    """One judge call of the plan; ``key`` is its ``judgment_id``."""
+
+    key: str
+    call: dict[str, Any]
+
+
 def run_judge(
     store: Store,
     config: JudgeConfig,
@@ -143,21 +154,24 @@ def run_judge(
     limit: int | None = None,
     retry_failed: bool = True,
     progress: bool = True,
-) -> dict[str, int]:
-    """Judge every planned call not yet stored; return counts.
+    executor: str | engine.Executor = "sequential",
+    concurrency: int | None = None,
+) -> JobResult:
+    """Judge every planned call not yet stored, on the job engine; return its summary.
 
     ``pairs`` defaults to :func:`build_pairs` (each generation vs its reference).
     ``limit`` counts items, not pairs: the first N items of each task by position (the
     items a sweep with the same ``limit`` generated), with every pair of those items —
     all models, all samples asked for (None: every item; else a whole number >= 1).
-    Returns ``{"planned", "skipped" (already stored), "judged" (parsed verdicts),
-    "failed" (rows written with an error)}``.
+    ``executor="concurrent"`` keeps ``concurrency`` judge calls in flight (the client
+    waits out 429 answers' ``Retry-After``, shared by all of them). The result counts
+    ``planned``, ``cached`` (already stored), ``done`` (parsed verdicts) and ``failed``
+    (rows written with an error, retried on the next run).
     """
-    from tqdm.auto import tqdm
-
     check_limit(limit)
     if mode not in MODES:
         raise SlamkitError(f"Unknown judge mode {mode!r}: use one of {', '.join(MODES)}.")
+    runner = engine.make_executor(executor, concurrency)
     if pairs is None:
         pairs = build_pairs(store, task_id, source_model, sample_index, model_ids)
     if limit is not None:
@@ -170,21 +184,66 @@ def run_judge(
     todo = [c for c in plan if c["judgment_id"] not in ok]
     if not retry_failed:
         todo = [c for c in todo if c["judgment_id"] not in failed_before]
-    counts = {"planned": len(plan), "skipped": len(plan) - len(todo), "judged": 0, "failed": 0}
-    if not todo:
-        return counts
-    texts = _texts(store, pairs)
-    item_prompts = _prompts(store, pairs)
-    client = JudgeClient(config)
-    try:
-        for call in tqdm(todo, desc=f"judge {config.model} ({mode})", disable=not progress):
-            row = _judge_one(client, config, call, texts, item_prompts)
-            # a retried call replaces its stored failure in the same transaction
-            store.write("judgments", [row], replace_errors_of="judgment_id")
-            counts["failed" if row["error"] else "judged"] += 1
-    finally:
-        client.close()
-    return counts
+    groups = []
+    if todo:
+        texts = _texts(store, pairs)
+        item_prompts = _prompts(store, pairs)
+
+        def call(client: JudgeClient, batch: list[_JudgeCell]) -> list[dict[str, Any]]:
+            return [_judge_one(client, config, c.call, texts, item_prompts) for c in batch]
+
+        def fail(cell: _JudgeCell, exc: BaseException, stage: str) -> dict[str, Any]:
+            return _failed_row(config, cell.call, exc)
+
+        cells = [_JudgeCell(c["judgment_id"], c) for c in todo]
+        groups.append(engine.Group(config.model, cells, lambda _: JudgeClient(config), call, fail))
+    spec = engine.JobSpec(
+        "judge", "judgments", "judgment_id", f"judge {config.model} ({mode})", unit="call",
+        run={
+            "params": {
+                **config.settings(), "endpoint": config.endpoint, "mode": mode,
+                "limit": limit, "timeout_s": config.timeout_s,
+            },
+            "seed": config.seed,
+        },
+    )  # fmt: skip
+    return engine.run(
+        store, spec, groups, runner, planned=len(plan), cached=len(plan) - len(todo),
+        progress=progress,
+    )  # fmt: skip
+
+
+def _row_ids(config: JudgeConfig, call: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "judgment_id": call["judgment_id"],
+        "judge_model": config.model,
+        "judge_endpoint": config.endpoint,
+        "mode": call["mode"],
+        "criterion": call["criterion"],
+        "task_id": call["task_id"],
+        "item_id": call["item_id"],
+        "a_kind": call["a_kind"],
+        "a_id": call["a_id"],
+        "b_kind": call["b_kind"],
+        "b_id": call["b_id"],
+        "order_swapped": call["order_swapped"],
+    }
+
+
+def _failed_row(config: JudgeConfig, call: dict[str, Any], exc: BaseException) -> dict[str, Any]:
+    """The row of a call the judge client could not even make (e.g. no API key)."""
+    import os
+
+    from slamkit.backends.llamacpp import one_line
+    from slamkit.secrets import scrub, secret_values
+
+    secrets = secret_values(os.environ.get(config.api_key_env))
+    detail = one_line(scrub(f"{type(exc).__name__}: {exc}", secrets), 300)
+    return {
+        **_row_ids(config, call),
+        "error": f"judge {config.model} at {config.endpoint}: {detail}",
+        "params": config.settings(),
+    }
 
 
 def _judge_one(
@@ -229,18 +288,7 @@ def _judge_one(
         "prompt_version": prompts.PROMPT_VERSION,
     }
     return {
-        "judgment_id": call["judgment_id"],
-        "judge_model": config.model,
-        "judge_endpoint": config.endpoint,
-        "mode": call["mode"],
-        "criterion": call["criterion"],
-        "task_id": call["task_id"],
-        "item_id": call["item_id"],
-        "a_kind": call["a_kind"],
-        "a_id": call["a_id"],
-        "b_kind": call["b_kind"],
-        "b_id": call["b_id"],
-        "order_swapped": call["order_swapped"],
+        **_row_ids(config, call),
         "verdict": verdict,
         "score": score,
         "reasoning": reasoning,
@@ -262,7 +310,7 @@ def judge_endpoint(
     task_id: str | None = None,
     source_model: str | None = None,
     limit: int | None = None,
-) -> dict[str, int] | str:
+) -> JobResult | str:
     """Run the pairwise judge served by ``model`` at the OpenAI-compatible ``base_url``
     (the key is read from ``OPENAI_API_KEY``); nothing when either is unset."""
     if not (base_url and model):

@@ -20,6 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--banned", action="append", default=[], metavar="PHRASE")
     s.add_argument("--json-schema", metavar="FILE", help="JSON schema file outputs must match")
     s.add_argument("--quiet", action="store_true", help="no progress bars")
+    from slamkit.smart.simulate_args import add_executor_arguments
+
+    add_executor_arguments(s)
     s.set_defaults(func=run)
 
 
@@ -41,10 +44,12 @@ def run(args: argparse.Namespace) -> int:
     with open_store(args.store) as st:
         counts = score_generations(
             st, specs, task_id=args.task, source_model=args.source_model,
-            progress=not args.quiet,
+            progress=not args.quiet, executor=args.executor, concurrency=args.concurrency,
         )  # fmt: skip
         scores = load_scores(st, args.task, args.source_model)
-    print("computed: " + ", ".join(f"{k}={v}" for k, v in counts.items()))
+    print("computed: " + ", ".join(f"{k}={v}" for k, v in counts.by_label.items()))
+    if counts.failed:
+        print(counts)
     with pd.option_context("display.width", 200, "display.max_columns", None):
         if not scores.empty:
             print(summarize_scores(scores).to_string(index=False, float_format=_fmt))

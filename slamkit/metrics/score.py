@@ -5,10 +5,13 @@ from __future__ import annotations
 import json
 import warnings
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from slamkit import engine
+from slamkit.engine import JobResult
 from slamkit.errors import SlamkitError
 from slamkit.store import jobs
 
@@ -73,6 +76,17 @@ def _resolve(
     return built, owned
 
 
+@dataclass
+class _ScoreCell:
+    """One score to compute; ``key`` names the cell in job_errors."""
+
+    key: str
+    gen_key: str
+    ref_id: str
+    text: str
+    ref_text: str | None
+
+
 def score_generations(
     store: Store,
     metrics: str | Sequence[str | ItemMetric] | None = None,
@@ -80,7 +94,9 @@ def score_generations(
     source_model: str | None = None,
     chunk_size: int = 64,
     progress: bool = True,
-) -> dict[str, int]:
+    executor: str | engine.Executor = "sequential",
+    concurrency: int | None = None,
+) -> JobResult:
     """Score generations (text set, no error) and write one ``scores`` row per item.
 
     Each generation is scored against one reference for its (task, item): the lowest
@@ -89,20 +105,23 @@ def score_generations(
     (gen_key, metric, version, ref_id) keys not yet stored are computed, so a second call
     computes nothing, and scoring against another reference adds rows.
     Generations without a reference are skipped by reference metrics (a warning says how
-    many). Returns ``{metric name: rows computed}``. Metrics built here are closed after.
+    many). Runs on the job engine, ``chunk_size`` scores per call: a chunk that fails is
+    stored in ``job_errors`` (job ``score``) and retried on the next call;
+    ``JobResult.by_label`` holds the rows computed per metric. ``executor="concurrent"``
+    computes chunks of thread-safe metrics in parallel (the embedding metric's in-process
+    model takes one chunk at a time). Metrics built here are closed after.
 
     Every spec is checked (:func:`slamkit.metrics.parse_metric_spec`) before anything is
     scored: a bad one raises a SlamkitError naming it and nothing is written. An empty
     (or whitespace-only) output or reference scores 0.0 on the reference metrics, with
     ``empty_output`` / ``empty_reference`` in the details (see ``ItemMetric.score_empty``).
     """
-    from tqdm.auto import tqdm
-
     if task_id is not None and task_id not in (known := jobs.task_ids(store)):
         raise SlamkitError(
             f"No task {task_id!r} in {store.path}; stored tasks: "
             f"{', '.join(sorted(known)) or 'none'}. Import references first (slamkit refs ...)."
         )
+    runner = engine.make_executor(executor, concurrency)
     built, owned = _resolve(metrics)
     try:
         sources = (
@@ -110,63 +129,92 @@ def score_generations(
             if any(m.needs_reference for m in built)
             else {}
         )
-    except Exception:
-        for m in owned:
-            m.close()
-        raise
-    pairs = [f"{t}\x1f{m}" for t, m in sources.items()]
-    gens = jobs.generations_to_score(store, pairs, task_id)
-    named = sorted(set(sources.values()))
-    counts: dict[str, int] = {}
-    try:
+        pairs = [f"{t}\x1f{m}" for t, m in sources.items()]
+        gens = jobs.generations_to_score(store, pairs, task_id)
+        named = sorted(set(sources.values()))
+        groups, planned, cached = [], 0, 0
         for metric in built:
-            name, version = metric.metric_name, metric.version
-            done_keys = jobs.scored_keys(store, name, version)
-            refs = gens["ref_id"].fillna("") if metric.needs_reference else [""] * len(gens)
-            keys = pd.Series(
-                list(zip(gens["gen_key"], refs, strict=True)), index=gens.index, dtype=object
-            )
-            todo = gens[~keys.isin(done_keys)]
-            if metric.needs_reference:
-                missing = int(todo["ref_id"].isna().sum())
-                if missing:
-                    warnings.warn(
-                        f"{missing} generations have no reference"
-                        f"{' from ' + ', '.join(map(repr, named)) if named else ''}; "
-                        f"{name} skipped them. Import references, then score again.",
-                        stacklevel=2,
-                    )
-                todo = todo[todo["ref_id"].notna()]
-            counts[name] = 0
-            bar = tqdm(total=len(todo), desc=name, disable=not progress or todo.empty)
-            for start in range(0, len(todo), chunk_size):
-                chunk = todo.iloc[start : start + chunk_size]
-                refs = list(chunk["ref_text"]) if metric.needs_reference else None
-                out = metric.compute(predictions=list(chunk["text"]), references=refs)
-                rows = [
-                    {
-                        "gen_key": gk,
-                        "metric": name,
-                        "metric_version": version,
-                        "ref_id": rid if metric.needs_reference else "",
-                        "value": _clean(v),
-                        "details": _details(d, metric.params),
-                    }
-                    for gk, rid, v, d in zip(
-                        chunk["gen_key"],
-                        chunk["ref_id"],
-                        out["scores"],
-                        out["details"],
-                        strict=True,
-                    )
-                ]
-                counts[name] += store.insert_many("scores", rows)
-                bar.update(len(chunk))
-            bar.close()
+            todo, n_planned = _unscored(store, metric, gens, named)
+            planned += n_planned
+            cached += n_planned - len(todo)
+            if todo:
+                groups.append(_score_group(metric, todo, chunk_size))
+        spec = engine.JobSpec(
+            "score", "scores", "gen_key", "scoring", unit="score", errors_in_table=False,
+            run={"params": {"metrics": [m.metric_name for m in built], "task_id": task_id,
+                            "source_model": source_model, "chunk_size": chunk_size}},
+        )  # fmt: skip
+        result = engine.run(
+            store, spec, groups, runner, planned=planned, cached=cached, progress=progress
+        )
     finally:
         for m in owned:
             m.close()
-    return counts
+    for metric in built:
+        result.by_label.setdefault(metric.metric_name, 0)
+    return result
+
+
+def _unscored(
+    store: Store, metric: ItemMetric, gens: pd.DataFrame, named: list[str]
+) -> tuple[list[_ScoreCell], int]:
+    """The cells ``metric`` has not scored yet, and how many it has in all."""
+    name, version = metric.metric_name, metric.version
+    done_keys = jobs.scored_keys(store, name, version)
+    refs = gens["ref_id"].fillna("") if metric.needs_reference else [""] * len(gens)
+    keys = pd.Series(list(zip(gens["gen_key"], refs, strict=True)), index=gens.index, dtype=object)
+    todo = gens[~keys.isin(done_keys)]
+    planned = len(gens)
+    if metric.needs_reference:
+        missing = int(todo["ref_id"].isna().sum())
+        if missing:
+            warnings.warn(
+                f"{missing} generations have no reference"
+                f"{' from ' + ', '.join(map(repr, named)) if named else ''}; "
+                f"{name} skipped them. Import references, then score again.",
+                stacklevel=3,
+            )
+        todo = todo[todo["ref_id"].notna()]
+        planned -= int(gens["ref_id"].isna().sum())
+    cells = [
+        _ScoreCell(
+            f"{gk}\x1f{name}\x1f{version}\x1f{rid if metric.needs_reference else ''}",
+            gk,
+            rid if metric.needs_reference else "",
+            text,
+            ref if metric.needs_reference else None,
+        )  # fmt: skip
+        for gk, rid, text, ref in zip(
+            todo["gen_key"], todo["ref_id"], todo["text"], todo["ref_text"], strict=True
+        )
+    ]
+    return cells, planned
+
+
+def _score_group(metric: ItemMetric, cells: list[_ScoreCell], chunk_size: int) -> engine.Group:
+    name, version = metric.metric_name, metric.version
+
+    def call(lent: engine.Lent, batch: list[_ScoreCell]) -> list[dict[str, Any]]:
+        refs = [c.ref_text or "" for c in batch] if metric.needs_reference else None
+        out = metric.compute(predictions=[c.text for c in batch], references=refs)
+        return [
+            {"gen_key": c.gen_key, "metric": name, "metric_version": version,
+             "ref_id": c.ref_id, "value": _clean(v), "details": _details(d, metric.params)}
+            for c, v, d in zip(batch, out["scores"], out["details"], strict=True)
+        ]  # fmt: skip
+
+    def fail(cell: _ScoreCell, exc: BaseException, stage: str) -> dict[str, Any]:
+        from slamkit.backends.llamacpp import one_line
+
+        detail = one_line(f"{type(exc).__name__}: {exc}", 300)
+        return {
+            "error": f"metric {name} {version}: scoring failed ({detail}) — the score is "
+            "retried on the next `slamkit score`."
+        }
+
+    return engine.Group(
+        name, cells, lambda _: engine.Lent(metric), call, fail, batch=max(1, chunk_size)
+    )
 
 
 def _clean(v: Any) -> float | None:

@@ -79,6 +79,32 @@ SEED = whole(0)
 PROBABILITY = number(0, 1, lo_open=True, hi_open=True)
 
 
+def add_executor_arguments(ap: argparse.ArgumentParser, server: bool = False) -> None:
+    """``--executor`` and ``--concurrency`` (and, for GGUF sweeps, ``--parallel`` and
+    ``--server-binary``): the job engine's knobs, the same for every job."""
+    choices = ["sequential", "concurrent", "server"] if server else ["sequential", "concurrent"]
+    ap.add_argument(
+        "--executor", choices=choices, default="sequential",
+        help="sequential: one request at a time, timings in isolation (default); "
+        "concurrent: --concurrency requests in flight to an endpoint"
+        + ("; server: each GGUF model behind a managed llama.cpp server with --parallel "
+           "slots (continuous batching)" if server else ""),
+    )  # fmt: skip
+    ap.add_argument(
+        "--concurrency", type=whole(1),
+        help="requests in flight (concurrent: default 4; server: default --parallel)",
+    )  # fmt: skip
+    if server:
+        ap.add_argument(
+            "--parallel", type=whole(1), help="server slots per model (server: default 2)"
+        )
+        ap.add_argument(
+            "--server-binary", metavar="PATH",
+            help="a llama-server executable (e.g. your CUDA build) instead of the "
+            "prebuilt xllamacpp server",
+        )  # fmt: skip
+
+
 def add_simulate_arguments(ap: argparse.ArgumentParser) -> None:
     ap.add_argument("--seeds", type=whole(1), default=1000, help="replicas per cell (default 1000)")
     ap.add_argument("--gamma", type=PROBABILITY, default=0.95, help="confidence, in (0, 1)")

@@ -9,6 +9,7 @@ Nothing here reads a text. One query per frame, over the :class:`Selection` of a
 * :func:`latency_values` — per successful generation only ``latency_s``, ``ttft_s`` and
   ``decode_tps``
   (for distributions and percentile CIs).
+* :func:`timing_counts` — how the selection's rows were timed (executor, in flight).
 * :func:`conformity` — per (variant, item) whether sample 0 reaches a metric threshold.
 
 Percentiles are ``quantile_cont`` (linear interpolation, as pandas' default).
@@ -28,6 +29,7 @@ SUMMARY_COLUMNS = [
     "variant", "family", "quant", "n_params", "size_bytes", "n", "mean_latency_s",
     "p50_latency_s", "p90_latency_s", "p95_latency_s", "p99_latency_s", "ttft_p50_s",
     "decode_tps", "prefill_tps", "prompt_tokens", "completion_tokens", "truncated_share",
+    "n_timed",
 ]  # fmt: skip
 
 
@@ -38,19 +40,25 @@ def variant_summary(store: Store, selection: Selection | Scope) -> pd.DataFrame:
     ``finish_reason = 'length'`` among rows that record a finish reason, else
     ``completion_tokens >= max_tokens`` of the row's sampling settings; NaN when neither
     is known.
+
+    Latencies and rates come from the rows the selection's ``timings`` admits (default:
+    timed in isolation); ``n_timed`` counts them. ``n``, tokens and the truncated share
+    count every successful row.
     """
     v = _GEN_EXPR
-    df = scope(store, selection).query(
+    sc = scope(store, selection)
+    t = f"FILTER (WHERE {sc.timed})"
+    df = sc.query(
         f"""{v["variant"]} AS variant, any_value({v["family"]}) AS family,
             any_value({v["quant"]}) AS quant, any_value(m.n_params) AS n_params,
             any_value(m.size_bytes) AS size_bytes, count(*) AS n,
-            avg(g.latency_s) AS mean_latency_s,
-            quantile_cont(g.latency_s, 0.5) AS p50_latency_s,
-            quantile_cont(g.latency_s, 0.9) AS p90_latency_s,
-            quantile_cont(g.latency_s, 0.95) AS p95_latency_s,
-            quantile_cont(g.latency_s, 0.99) AS p99_latency_s,
-            quantile_cont(g.ttft_s, 0.5) AS ttft_p50_s,
-            avg(g.decode_tps) AS decode_tps, avg(g.prefill_tps) AS prefill_tps,
+            avg(g.latency_s) {t} AS mean_latency_s,
+            quantile_cont(g.latency_s, 0.5) {t} AS p50_latency_s,
+            quantile_cont(g.latency_s, 0.9) {t} AS p90_latency_s,
+            quantile_cont(g.latency_s, 0.95) {t} AS p95_latency_s,
+            quantile_cont(g.latency_s, 0.99) {t} AS p99_latency_s,
+            quantile_cont(g.ttft_s, 0.5) {t} AS ttft_p50_s,
+            avg(g.decode_tps) {t} AS decode_tps, avg(g.prefill_tps) {t} AS prefill_tps,
             avg(g.prompt_tokens) AS prompt_tokens, avg(g.completion_tokens) AS completion_tokens,
             CASE WHEN count(g.finish_reason) > 0
                  THEN avg(CASE WHEN g.finish_reason IS NULL THEN NULL
@@ -58,13 +66,15 @@ def variant_summary(store: Store, selection: Selection | Scope) -> pd.DataFrame:
                  ELSE avg(CASE WHEN g.completion_tokens IS NULL OR s.max_tokens IS NULL
                                THEN NULL
                                WHEN g.completion_tokens >= s.max_tokens THEN 1.0
-                               ELSE 0.0 END) END AS truncated_share""",
+                               ELSE 0.0 END) END AS truncated_share,
+            count(*) {t} AS n_timed""",
         "GROUP BY 1 ORDER BY 1",
         extra_where="g.error IS NULL",
     )
-    for c in SUMMARY_COLUMNS[6:]:
+    for c in SUMMARY_COLUMNS[6:-1]:
         df[c] = df[c].astype(float)
     df["n"] = df["n"].astype(int)
+    df["n_timed"] = df["n_timed"].astype(int)
     return df[SUMMARY_COLUMNS]
 
 
@@ -102,10 +112,24 @@ def item_means(
 
 
 def latency_values(store: Store, selection: Selection | Scope) -> pd.DataFrame:
-    """``variant, latency_s, ttft_s, decode_tps`` of every successful generation."""
-    return scope(store, selection).query(
-        f"{_GEN_EXPR['variant']} AS variant, g.latency_s, g.ttft_s, g.decode_tps",
+    """``variant, latency_s, ttft_s, decode_tps, in_flight`` of every successful
+    generation the selection's ``timings`` admits (default: timed in isolation)."""
+    sc = scope(store, selection)
+    return sc.query(
+        f"{_GEN_EXPR['variant']} AS variant, g.latency_s, g.ttft_s, g.decode_tps, "
+        "coalesce(g.in_flight, 1) AS in_flight",
         "ORDER BY 1",
+        extra_where=f"g.error IS NULL AND {sc.timed}",
+    )
+
+
+def timing_counts(store: Store, selection: Selection | Scope) -> pd.DataFrame:
+    """``executor, in_flight, n``: the selection's successful generations by how they
+    were timed (executor and requests in flight; 1 = in isolation)."""
+    return scope(store, selection).query(
+        "coalesce(g.executor, 'sequential') AS executor, coalesce(g.in_flight, 1) AS "
+        "in_flight, count(*) AS n",
+        "GROUP BY 1, 2 ORDER BY 1, 2",
         extra_where="g.error IS NULL",
     )
 

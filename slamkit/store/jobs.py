@@ -185,13 +185,77 @@ def register_models(store: Store, rows: Iterable[dict[str, Any]]) -> int:
     return store.write("models", rows)
 
 
-def set_run_params(store: Store, run_id: str, params: Mapping[str, Any]) -> None:
-    """Replace the ``params`` JSON of a ``runs`` row (a capture records its outcome)."""
+# -- the job engine ------------------------------------------------------------------------
+def _same_columns(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows with the union of their columns (a failed cell's row has fewer), None-filled."""
+    cols: dict[str, None] = {}
+    for r in rows:
+        cols.update(dict.fromkeys(r))
+    return [{c: r.get(c) for c in cols} for r in rows]
+
+
+def write_cells(
+    store: Store,
+    table: str,
+    key: str,
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    job: str | None = None,
+    done: Sequence[str] = (),
+    failed: Sequence[Mapping[str, Any]] = (),
+) -> int:
+    """Commit one batch of a job's rows in one transaction; return rows written.
+
+    Without ``job``: ``table`` has an ``error`` column; a row replaces a stored error row
+    with its ``key`` (a retry), and an already stored good row is kept (idempotent). With
+    ``job``: failures are ``job_errors`` rows (``failed``, replacing that cell's earlier
+    error), and the ``done`` cell keys' earlier errors are deleted with the rows' insert.
+    """
+    rows = _same_columns(rows)
+    if job is None:
+        return store.write(table, rows, replace_errors_of=key)
     with store.transaction() as db:
+        written = _insert_rows(db, table, rows)
+        keys = [*done, *(f["cell_key"] for f in failed)]
+        if keys:
+            db.execute(
+                "DELETE FROM job_errors WHERE job = ? AND cell_key IN (SELECT unnest(?))",
+                [job, keys],
+            )
+        _insert_rows(db, "job_errors", _same_columns(failed))
+    return written
+
+
+def _insert_rows(
+    db: duckdb.DuckDBPyConnection, table: str, rows: Sequence[Mapping[str, Any]]
+) -> int:
+    """Insert rows inside the caller's transaction, cast to the table's types by DuckDB."""
+    from slamkit.store.db import to_db
+
+    if not rows:
+        return 0
+    cols = list(rows[0])
+    frame = pd.DataFrame([[to_db(r[c]) for c in cols] for r in rows], columns=cols, dtype=object)
+    col_sql = ", ".join(f'"{c}"' for c in cols)
+    before = _scalar(db, f"SELECT count(*) FROM {table}")
+    db.register("_slamkit_cells", frame)
+    try:
         db.execute(
-            "UPDATE runs SET params = ? WHERE run_id = ?",
-            [json.dumps(params, sort_keys=True, default=str), run_id],
+            f"INSERT INTO {table} ({col_sql}) SELECT {col_sql} FROM _slamkit_cells "
+            "ON CONFLICT DO NOTHING"
         )
+    finally:
+        db.unregister("_slamkit_cells")
+    return _scalar(db, f"SELECT count(*) FROM {table}") - before
+
+
+def job_errors(store: Store, job: str, keys: Iterable[str] | None = None) -> pd.DataFrame:
+    """Stored failures of ``job`` (cell_key, run_id, label, error), optionally of ``keys``."""
+    sql = "SELECT cell_key, run_id, label, error FROM job_errors WHERE job = ?"
+    df = store.df(sql + " ORDER BY created_at", [job])
+    if keys is not None:
+        df = df[df["cell_key"].isin(set(keys))]
+    return df.reset_index(drop=True)
 
 
 # -- the runner ----------------------------------------------------------------------------
@@ -353,17 +417,6 @@ def stored_judgments(store: Store, judgment_ids: Sequence[str]) -> pd.DataFrame:
     )
 
 
-def judge_errors(store: Store, judge_model: str, endpoint: str, n: int = 3) -> pd.DataFrame:
-    """The ``n`` most frequent stored errors of a judge: columns error, n, last."""
-    return store.df(
-        "SELECT error, count(*) AS n, max(created_at) AS last FROM judgments "
-        "WHERE judge_model = ? AND judge_endpoint = ? AND error IS NOT NULL "
-        "GROUP BY error ORDER BY n DESC, last DESC LIMIT ?",
-        [judge_model, endpoint, n],
-    )
-
-
-# -- SLaM imports ------------------------------------------------------------------------
 def item_for_prompt(store: Store, task_id: str, prompt: str) -> str | None:
     """The item of ``task_id`` whose prompt equals or is contained in ``prompt`` (the
     longest such), or None."""

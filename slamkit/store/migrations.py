@@ -15,6 +15,8 @@ Tables (see README "Data model"):
 * ``judgments``         LLM-judge verdicts with raw transcripts
 * ``human_judgments``   append-only blind A/B choices by annotators
 * ``selections``        SMART / recommendation results with their guarantee
+* ``token_counts``      reference token counts per text and encoding
+* ``job_errors``        the failed cells of jobs whose table has no error column
 """
 
 from __future__ import annotations
@@ -238,4 +240,43 @@ def m004_token_counts(db: duckdb.DuckDBPyConnection) -> None:
     )
 
 
-MIGRATIONS: list[Migration] = [m001_core, m002_quality, m003_analysis, m004_token_counts]
+def m005_executors(db: duckdb.DuckDBPyConnection) -> None:
+    """The job engine: which executor made a row, and under what load it was timed.
+
+    ``concurrency`` is the in-flight limit the executor ran with; ``in_flight`` the most
+    requests that were in flight (this one included) while the row's request ran: 1 means
+    it was timed in isolation. Every row stored before this migration came from the
+    one-at-a-time runner, so they are marked sequential and isolated.
+    """
+    for table in ("runs",):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN executor VARCHAR")
+        db.execute(f"ALTER TABLE {table} ADD COLUMN concurrency INTEGER")
+        db.execute(f"ALTER TABLE {table} ADD COLUMN parallel INTEGER")
+    for table in ("generations", "reference_outputs"):
+        db.execute(f"ALTER TABLE {table} ADD COLUMN executor VARCHAR")
+        db.execute(f"ALTER TABLE {table} ADD COLUMN concurrency INTEGER")
+        db.execute(f"ALTER TABLE {table} ADD COLUMN in_flight INTEGER")
+    db.execute("UPDATE runs SET executor = 'sequential', concurrency = 1")
+    db.execute("UPDATE generations SET executor = 'sequential', concurrency = 1, in_flight = 1")
+    db.execute(
+        "UPDATE reference_outputs SET executor = 'sequential', concurrency = 1, in_flight = 1 "
+        "WHERE run_id IS NOT NULL AND run_id LIKE 'capture-%'"
+    )
+    db.execute(
+        """
+        CREATE TABLE job_errors (
+            job VARCHAR NOT NULL,                  -- 'capture' | 'score' | ...
+            cell_key VARCHAR NOT NULL,             -- the failed cell (see slamkit.engine)
+            run_id VARCHAR,
+            label VARCHAR,                         -- the model or metric that failed
+            error VARCHAR NOT NULL,                -- one line: what failed and what to do
+            created_at TIMESTAMP DEFAULT current_timestamp,
+            PRIMARY KEY (job, cell_key)
+        )
+        """
+    )
+
+
+MIGRATIONS: list[Migration] = [
+    m001_core, m002_quality, m003_analysis, m004_token_counts, m005_executors,
+]  # fmt: skip

@@ -61,13 +61,19 @@ _GEN_EXPR = {
 class Selection:
     """Which generations a study reads: a task, variants (empty = all), the first
     ``n_items`` items (by position), and generations made with ``temperature`` /
-    ``max_tokens`` (None = any). A sampling setting that does not name a value matches."""
+    ``max_tokens`` (None = any). A sampling setting that does not name a value matches.
+
+    ``timings``: which rows' latencies and rates count — ``"isolated"`` (default: rows
+    measured with no other request in flight, ``in_flight = 1``; rows stored before the
+    engine recorded it were all made one at a time) or ``"all"`` (rows timed under load
+    too). Counts, tokens and quality always use every row."""
 
     task_id: str = "alpaca_eval"
     models: tuple[str, ...] = field(default_factory=tuple)
     n_items: int | None = None
     temperature: float | None = None
     max_tokens: int | None = None
+    timings: str = "isolated"
 
 
 def _sampling_matches(js: Any, temperature: float | None, max_tokens: int | None) -> bool:
@@ -87,6 +93,13 @@ def _max_tokens(js: Any) -> float | None:
         return None
     mt = s.get("max_tokens")
     return float(mt) if isinstance(mt, int | float) else None
+
+
+#: what ``Selection.timings`` accepts
+TIMINGS = ("isolated", "all")
+#: a generation timed with no other request in flight (NULL: made before the engine
+#: recorded it, when every request ran alone)
+ISOLATED = "coalesce(g.in_flight, 1) = 1"
 
 
 class Scope:
@@ -124,6 +137,13 @@ class Scope:
             where.append(f"{_GEN_EXPR['variant']} IN (SELECT unnest(?))")
             params.append(list(sel.models))
         self.where, self.params = " AND ".join(where), params
+        if sel.timings not in TIMINGS:
+            raise SlamkitError(
+                f"timings must be one of {', '.join(TIMINGS)}, got {sel.timings!r} (isolated: "
+                "only requests timed with no other in flight; all: those under load too)."
+            )
+        #: SQL condition on ``g``: the row's timings count under ``sel.timings``
+        self.timed = ISOLATED if sel.timings == "isolated" else "TRUE"
 
     def query(
         self,
