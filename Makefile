@@ -62,6 +62,7 @@ lab: setup
 bench: setup
 	$(BIN)/python bench/bench_runner.py
 	$(BIN)/python bench/bench_store_scale.py
+	$(BIN)/python bench/bench_scaling.py
 
 clean:
 	rm -rf data/runs data/cache

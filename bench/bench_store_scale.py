@@ -352,7 +352,7 @@ def median_of(runs: list[dict[str, Any]], key: str) -> float:
 def machine() -> str:
     import psutil
 
-    from slamkit.runner import hardware_info
+    from slamkit.engine import hardware_info
 
     cpu = hardware_info()["cpu"]
     ram = psutil.virtual_memory().total / 2**30

@@ -326,7 +326,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             n_gpu_layers=args.gpu_layers, n_ctx=args.n_ctx, progress=not args.quiet,
             on_row=show if args.print_rows else None, chat_format=args.chat_format,
             executor=args.executor, concurrency=args.concurrency, parallel=args.parallel,
-            server_binary=args.server_binary,
+            server_binary=args.server_binary, models_at_once=args.models_at_once,
         )  # fmt: skip
     summary = str(res)
     print(summary)

@@ -27,11 +27,12 @@ from __future__ import annotations
 
 import os
 import platform
+import queue
 import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,7 +116,7 @@ class Executor(Protocol):
     concurrency: int
     parallel: int | None
 
-    def stream(self, groups: Sequence[Group]) -> Iterator[Outcome]: ...
+    def stream(self, groups: Sequence[Group]) -> Generator[Outcome, None, None]: ...
 
     def describe(self) -> dict[str, Any]: ...
 
@@ -168,15 +169,19 @@ def _chunks(group: Group) -> list[list[Any]]:
     return [cells[i : i + n] for i in range(0, len(cells), n)]
 
 
-def run_group(group: Group, placement: Placement, workers: int) -> Iterator[Outcome]:
+def run_group(
+    group: Group, placement: Placement, workers: int, load: _Load | None = None
+) -> Generator[Outcome, None, None]:
     """Open the group's resource, run its cells with up to ``workers`` calls in flight
-    (1 unless the resource is ``thread_safe``), close it. Outcomes come in finishing order."""
+    (1 unless the resource is ``thread_safe``), close it. Outcomes come in finishing order.
+    ``load`` counts the calls in flight; groups that run at the same time share one, so
+    ``in_flight`` counts every request on the machine, not only this model's."""
     try:
         resource = group.open(placement)
     except Exception as exc:  # a model that does not load fails each of its cells
         yield _failed(group, exc, placement)
         return
-    load = _Load()
+    load = load or _Load()
     workers = workers if getattr(resource, "thread_safe", False) else 1
     try:
         chunks = _chunks(group)
@@ -217,7 +222,7 @@ class SequentialExecutor:
     concurrency = 1
     parallel: int | None = None
 
-    def stream(self, groups: Sequence[Group]) -> Iterator[Outcome]:
+    def stream(self, groups: Sequence[Group]) -> Generator[Outcome, None, None]:
         for group in groups:
             yield from run_group(group, Placement(self.name, 1), 1)
 
@@ -240,7 +245,7 @@ class ConcurrentExecutor:
         check_whole("concurrency", concurrency, 1, "requests in flight")
         self.concurrency = concurrency
 
-    def stream(self, groups: Sequence[Group]) -> Iterator[Outcome]:
+    def stream(self, groups: Sequence[Group]) -> Generator[Outcome, None, None]:
         for group in groups:
             yield from run_group(group, Placement(self.name, self.concurrency), self.concurrency)
 
@@ -256,7 +261,9 @@ class ServerExecutor:
     as :class:`ConcurrentExecutor` with ``concurrency`` (default: ``parallel``).
 
     ``binary``: a ``llama-server`` executable to use (e.g. a CUDA build) instead of the
-    prebuilt ``xllamacpp`` one.
+    prebuilt ``xllamacpp`` one. ``models_at_once``: how many models are served at the same
+    time, each by its own server (e.g. 2 servers of 1 thread on 2 cores); their requests
+    count in each other's ``in_flight``, since they share the machine.
     """
 
     name = "server"
@@ -271,50 +278,133 @@ class ServerExecutor:
         n_threads_batch: int | None = None,
         n_gpu_layers: int = 0,
         n_ctx: int = 2048,
+        models_at_once: int = 1,
     ) -> None:
         check_whole("parallel", parallel, 1, "llama.cpp server slots")
+        check_whole("models_at_once", models_at_once, 1, "models served at the same time")
         if concurrency is not None:
             check_whole("concurrency", concurrency, 1, "requests in flight")
         self.parallel: int | None = parallel
         self.concurrency = parallel if concurrency is None else concurrency
+        if binary is not None:  # checked before anything runs
+            from slamkit.backends.server import check_binary
+
+            binary = check_binary(binary, "--server-binary (server_binary=)")
         self.binary = binary
-        self.options = {
+        self.models_at_once = models_at_once
+        self.options: dict[str, Any] = {
             "n_threads": n_threads, "n_threads_batch": n_threads_batch,
             "n_gpu_layers": n_gpu_layers, "n_ctx": n_ctx,
         }  # fmt: skip
         self.servers: list[dict[str, Any]] = []  # info() of each server started
 
-    def stream(self, groups: Sequence[Group]) -> Iterator[Outcome]:
-        for group in groups:
-            if group.servable is None:
-                placement = Placement("concurrent", self.concurrency)
-                yield from run_group(group, placement, self.concurrency)
-                continue
-            from slamkit.backends.server import ManagedServer
+    def stream(self, groups: Sequence[Group]) -> Generator[Outcome, None, None]:
+        load = _Load()
+        streams = [self._serve(g, load) for g in groups]
+        if self.models_at_once <= 1:
+            for one in streams:
+                yield from one
+            return
+        yield from interleave(streams, self.models_at_once)
 
-            model = group.servable
-            server = ManagedServer(
-                model.path, name=model.name, parallel=self.parallel or 1, binary=self.binary,
-                **self.options,
-            )  # fmt: skip
-            placement = Placement(self.name, self.parallel or 1, server)
-            try:
-                server.start()
-            except Exception as exc:  # the server did not come up: the model's cells fail
-                server.stop()
-                yield _failed(group, exc, placement)
-                continue
-            try:
-                self.servers.append({"model": model.name, **server.info()})
-                yield from run_group(group, placement, self.parallel or 1)
-            finally:
-                server.stop()
+    def _serve(self, group: Group, load: _Load) -> Generator[Outcome, None, None]:
+        if group.servable is None:
+            placement = Placement("concurrent", self.concurrency)
+            yield from run_group(group, placement, self.concurrency, load)
+            return
+        from slamkit.backends.server import ManagedServer
+
+        model = group.servable
+        server = ManagedServer(
+            model.path, name=model.name, parallel=self.parallel or 1, binary=self.binary,
+            **self.options,
+        )  # fmt: skip
+        placement = Placement(self.name, self.parallel or 1, server)
+        try:
+            server.start()
+        except Exception as exc:  # the server did not come up: the model's cells fail
+            server.stop()
+            yield _failed(group, exc, placement)
+            return
+        try:
+            self.servers.append({"model": model.name, **server.info()})
+            yield from run_group(group, placement, self.parallel or 1, load)
+        finally:
+            server.stop()
 
     def describe(self) -> dict[str, Any]:
         return {
             "executor": self.name, "concurrency": self.concurrency, "parallel": self.parallel,
-            "binary": str(self.binary) if self.binary else None, **self.options,
+            "models_at_once": self.models_at_once, "server": _server_build(self.binary),
+            **self.options,
         }  # fmt: skip
+
+
+def _server_build(binary: str | Path | None) -> str:
+    """What serves: ``xllamacpp <version>`` or the ``llama-server`` binary's path."""
+    if binary:
+        return f"llama-server {binary}"
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return f"xllamacpp {version('xllamacpp')}"
+    except PackageNotFoundError:
+        return "xllamacpp (not installed)"
+
+
+_DONE = object()
+
+
+def interleave(
+    streams: Sequence[Generator[Outcome, None, None]], at_once: int
+) -> Generator[Outcome, None, None]:
+    """Run up to ``at_once`` streams at the same time (each in a thread of its own) and
+    yield their outcomes as they come. Closing this stream stops them all: each thread
+    closes its stream after the outcome it is waiting for (servers stop, models close)."""
+    todo = iter(streams)
+    lock = threading.Lock()
+    stop = threading.Event()
+    out: queue.Queue[Any] = queue.Queue()
+
+    def work() -> None:
+        try:
+            while not stop.is_set():
+                with lock:
+                    one = next(todo, None)
+                if one is None:
+                    break
+                try:
+                    for outcome in one:
+                        out.put(outcome)
+                        if stop.is_set():
+                            break
+                finally:
+                    one.close()
+        except BaseException as exc:  # handed to the driver, which raises it
+            out.put(exc)
+        finally:
+            out.put(_DONE)
+
+    threads = [
+        threading.Thread(target=work, name=f"slamkit-stream-{i}", daemon=True)
+        for i in range(min(at_once, len(streams)))
+    ]
+    for t in threads:
+        t.start()
+    running = len(threads)
+    try:
+        while running:
+            item = out.get()
+            if item is _DONE:
+                running -= 1
+            elif isinstance(item, BaseException):
+                raise item
+            else:
+                yield item
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=60)
 
 
 def make_executor(
@@ -327,7 +417,8 @@ def make_executor(
 
     ``concurrency``: requests in flight (``concurrent``, default 4; ``server``: default
     ``parallel``); ``parallel``: server slots (``server``, default 2). ``server_options``
-    (n_threads, n_threads_batch, n_gpu_layers, n_ctx, binary) configure the server.
+    (n_threads, n_threads_batch, n_gpu_layers, n_ctx, binary, models_at_once) configure
+    the servers (None: their defaults).
 
     >>> make_executor("concurrent", concurrency=8).describe()
     {'executor': 'concurrent', 'concurrency': 8}
@@ -340,6 +431,14 @@ def make_executor(
         executor = "sequential"
     if not isinstance(executor, str):
         return executor
+    if executor != "server":
+        for flag, name, idle in (("--server-binary", "binary", None),
+                                 ("--models-at-once", "models_at_once", 1)):  # fmt: skip
+            if server_options.get(name) not in (None, idle):
+                raise SlamkitError(
+                    f"{flag} configures managed llama.cpp servers: use it with --executor "
+                    f"server (got --executor {executor})."
+                )
     if executor == "sequential":
         if concurrency not in (None, 1) or parallel not in (None, 1):
             raise SlamkitError(

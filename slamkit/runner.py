@@ -365,6 +365,7 @@ def run_sweep(
     concurrency: int | None = None,
     parallel: int | None = None,
     server_binary: str | Path | None = None,
+    models_at_once: int | None = None,
 ) -> JobResult:
     """Generate every missing cell of models x items x samplings x samples.
 
@@ -376,7 +377,8 @@ def run_sweep(
     request at a time, so every timing is measured in isolation; ``"concurrent"`` sends
     ``concurrency`` requests at once to endpoint models; ``"server"`` serves each GGUF
     model with a managed llama.cpp server of ``parallel`` slots (continuous batching;
-    ``server_binary``: your own ``llama-server``, e.g. a CUDA build). Every row records
+    ``server_binary``: your own ``llama-server``, e.g. a CUDA build; ``models_at_once``:
+    models served at the same time, each by its own server). Every row records
     the executor and how many requests were in flight while it ran; the cell keys do not
     depend on the executor, so a sweep resumes under any of them.
 
@@ -400,7 +402,8 @@ def run_sweep(
         samplings, n_samples, seed, limit, n_threads, n_threads_batch, n_gpu_layers, n_ctx
     )
     runner = engine.make_executor(
-        executor, concurrency, parallel, binary=server_binary, n_threads=n_threads,
+        executor, concurrency, parallel, binary=server_binary, models_at_once=models_at_once,
+        n_threads=n_threads,
         n_threads_batch=n_threads_batch, n_gpu_layers=n_gpu_layers, n_ctx=n_ctx,
     )  # fmt: skip
     task = get_task(store, task_id)

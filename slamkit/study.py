@@ -275,7 +275,9 @@ class Study:
             )
         left_out = (
             f"; {loaded} timed under load (other requests in flight) are left out of the "
-            "timings (timings='all' shows them)" if loaded else ""
+            "timings (timings='all' shows them)"
+            if loaded
+            else ""
         )
         return (
             f"Timings: {alone} of {total} requests, each measured in isolation (one "

@@ -63,6 +63,41 @@ from slamkit.store import Store  # noqa: E402
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
+_SESSION_START = time.time()
+
+
+def _orphan_servers() -> list[str]:
+    """Managed llama.cpp servers started during this test session that still run."""
+    import psutil
+
+    from slamkit.backends.serve_child import MODULE
+
+    found = []
+    for p in psutil.process_iter(["cmdline", "create_time", "status"]):
+        try:
+            cmd = " ".join(p.info["cmdline"] or [])
+            if MODULE in cmd and p.info["create_time"] >= _SESSION_START - 1:
+                if p.info["status"] != psutil.STATUS_ZOMBIE:
+                    found.append(f"pid {p.pid}: {cmd[:160]}")
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return found
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """No managed server may outlive the test suite (it fails the run, naming them)."""
+    if os.getpid() != _SESSION_PID:
+        return
+    deadline = time.time() + 15  # a killed driver's server takes a moment to notice
+    orphans = _orphan_servers()
+    while orphans and time.time() < deadline:
+        time.sleep(0.5)
+        orphans = _orphan_servers()
+    if orphans:
+        print("\nmanaged llama.cpp servers outlived the tests:\n  " + "\n  ".join(orphans))
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
 def pytest_unconfigure(config: pytest.Config) -> None:
     if os.getpid() == _SESSION_PID:  # not in a forked child that happens to run hooks
         shutil.rmtree(SESSION_CACHE, ignore_errors=True)
@@ -146,6 +181,9 @@ def llama_server(smollm2: Path, tmp_path_factory: pytest.TempPathFactory) -> Ite
                 "--host", "127.0.0.1", "--port", str(port),
                 "--n_ctx", "2048", "--n_threads", "1", "--n_threads_batch", "1",
                 "--seed", "0",
+                # answer concurrent requests one after another instead of cutting off the
+                # running stream when the next one arrives (its default)
+                "--interrupt_requests", "False",
             ],
             stdout=fh, stderr=subprocess.STDOUT, env=env,
         )  # fmt: skip

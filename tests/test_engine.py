@@ -262,3 +262,44 @@ def test_cli_flags_reach_the_engine(tmp_path: Path) -> None:
         assert (a.executor, a.concurrency) == ("concurrent", 2)
     with pytest.raises(SystemExit):
         p.parse_args(["score", "--executor", "server"])  # no GGUF to serve in scoring
+
+
+def test_models_served_at_once_share_one_in_flight_count(store: Store) -> None:
+    """With models_at_once=2 two groups run at the same time; in_flight counts the
+    requests of both (they share the machine), and every cell is stored once."""
+    _task(store, 8)
+    res = run_sweep(store, MODELS, "t", backend_factory=lambda m: SlowMock(m.name, 0.05),
+                    progress=False, executor="server", parallel=2, models_at_once=2)  # fmt: skip
+    assert (res.done, res.failed) == (16, 0)
+    rows = store.df("SELECT model_id, in_flight FROM generations")
+    assert rows["in_flight"].max() > 2 and rows["in_flight"].max() <= 4  # 2 models x 2
+    assert json.loads(store.df("SELECT params FROM runs")["params"][0])["executor"][
+        "models_at_once"] == 2  # fmt: skip
+    with pytest.raises(SlamkitError, match="--models-at-once configures managed"):
+        run_sweep(store, MODELS, "t", backend_factory=lambda m: SlowMock(m.name),
+                  progress=False, models_at_once=2)  # fmt: skip
+
+
+def test_an_interrupt_while_models_run_at_once_stops_both_and_keeps_rows(store: Store) -> None:
+    _task(store)
+    backends = {m.name: SlowMock(m.name, 0.02, interrupt_after=4) for m in MODELS}
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(store, MODELS, "t", backend_factory=lambda m: backends[m.name],
+                  progress=False, executor="server", parallel=2, models_at_once=2)  # fmt: skip
+    kept = store.count("generations")
+    assert 1 <= kept <= 8 and all(b.closed for b in backends.values())
+    again = run_sweep(store, MODELS, "t", backend_factory=lambda m: SlowMock(m.name, 0.0),
+                      progress=False)  # fmt: skip
+    assert again.cached == kept and store.count("generations") == 24
+
+
+def test_a_server_binary_that_is_not_there_stops_the_sweep_before_anything_runs(
+    store: Store, tmp_path: Path
+) -> None:
+    _task(store, 2)
+    want = r"^--server-binary \(server_binary=\): the llama-server binary .*/nope/llama-server "
+    with pytest.raises(SlamkitError, match=want + "does not exist — pass"):
+        run_sweep(store, MODELS[:1], "t", backend_factory=lambda m: MockBackend(),
+                  progress=False, executor="server", server_binary=tmp_path / "nope" /
+                  "llama-server")  # fmt: skip
+    assert store.count("runs") == 0 and store.count("generations") == 0

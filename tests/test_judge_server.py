@@ -23,7 +23,7 @@ def test_judge_with_real_llama_server(store, llama_server) -> None:
         timeout_s=120, backoff_s=0.1,
     )  # fmt: skip
     counts = run_judge(store, cfg, mode="pairwise", progress=False)
-    assert counts == {"planned": 2, "skipped": 0, "judged": 2, "failed": 0}
+    assert counts.counts() == {"planned": 2, "cached": 0, "done": 2, "failed": 0}
     df = load_judgments(store)
     assert sorted(df.order_swapped) == [False, True]
     for row in df.itertuples():
@@ -42,9 +42,9 @@ def test_judge_with_real_llama_server(store, llama_server) -> None:
 
     # rubric mode, without reasoning: a bare integer score from the schema's range
     cfg_r = JudgeConfig(base_url=llama_server, model="smollm2", max_tokens=12, reasoning=False)
-    assert run_judge(store, cfg_r, mode="rubric", progress=False)["judged"] == 1
+    assert run_judge(store, cfg_r, mode="rubric", progress=False).done == 1
     grade = load_judgments(store).query("mode == 'rubric'").iloc[0]
     assert 1 <= grade.score <= 10 and grade.verdict == str(int(grade.score))
 
     # resumable: nothing is sent again
-    assert run_judge(store, cfg, progress=False)["skipped"] == 2
+    assert run_judge(store, cfg, progress=False).cached == 2

@@ -130,15 +130,19 @@ def test_capture_records_failures_and_resumes(store) -> None:
     add_task(store, "t", "{instruction}", items, id_field="id")
     be = MockBackend(["an answer"], fail_on="question 2")
     res = capture_references(store, be, "t", "mock-ref", SMALL, seed=1, progress=False)
-    assert (res.captured, len(res.failures)) == (3, 1) and "q2" in res.failures
+    assert (res.done, res.failed) == (3, 1) and "item q2: " in res.errors[0]
     run = store.df("SELECT * FROM runs WHERE run_id = ?", [res.run_id])
-    assert run["kind"][0] == "capture" and "scripted failure" in run["params"][0]
+    assert run["kind"][0] == "capture"
+    errs = store.df("SELECT cell_key, error, run_id FROM job_errors WHERE job = 'capture'")
+    assert len(errs) == 1 and "scripted failure" in errs["error"][0]
+    assert errs["run_id"][0] == res.run_id
     assert store.count("reference_outputs") == 3
     be.fail_on = None
     again = capture_references(store, be, "t", "mock-ref", SMALL, seed=1, progress=False)
-    assert (again.captured, again.skipped, again.failures) == (1, 3, {})
+    assert (again.done, again.cached, again.failed) == (1, 3, 0)
+    assert store.count("job_errors") == 0  # the retry's success removed the failure
     assert store.count("reference_outputs") == 4
-    assert capture_references(store, be, "t", "mock-ref", SMALL, 1, progress=False).captured == 0
+    assert capture_references(store, be, "t", "mock-ref", SMALL, 1, progress=False).done == 0
     assert len(be.calls) == 5
 
 
@@ -150,7 +154,7 @@ def test_capture_from_real_llama_server(store, llama_server: str, monkeypatch, t
     add_task(store, "t", "{instruction}", items, id_field="id", system_prompt="Be brief.")
     be = OpenAIBackend("smollm2", base_url=llama_server)
     res = capture_references(store, be, "t", "smollm2", SMALL, seed=0, limit=2, progress=False)
-    assert (res.captured, res.failures) == (2, {})
+    assert (res.done, res.failed) == (2, 0)
     refs = store.df("SELECT * FROM reference_outputs ORDER BY item_id")
     assert list(refs["item_id"]) == ["q0", "q1"]
     assert all(isinstance(t, str) and t for t in refs["text"])
@@ -175,9 +179,9 @@ def test_capture_from_real_llama_server(store, llama_server: str, monkeypatch, t
     assert direct.decode_tps is not None and direct.decode_tps > 0
     # rerun: nothing new; then the rest
     again = capture_references(store, be, "t", "smollm2", SMALL, seed=0, limit=2, progress=False)
-    assert again.captured == 0 and again.run_id is None
+    assert again.done == 0 and again.run_id is None
     rest = capture_references(store, be, "t", "smollm2", SMALL, seed=0, progress=False)
-    assert (rest.captured, rest.skipped) == (1, 2)
+    assert (rest.done, rest.cached) == (1, 2)
     be.close()
     # the planted key is nowhere in the store
     assert PLANTED not in all_text(store)
@@ -197,7 +201,7 @@ def test_cli_refs_capture(llama_server: str, tmp_path: Path, monkeypatch, capsys
     args += ["--limit", "1", "--max-tokens", "8"]
     assert main(args) == 0
     out = capsys.readouterr()
-    assert "captured 1" in out.out and PLANTED not in out.out + out.err
+    assert "1 captured" in out.out and PLANTED not in out.out + out.err
     with Store(db) as st:
         df = st.df("SELECT item_id, source_model, origin FROM reference_outputs "
                    "WHERE source_model = 'smollm2'")  # fmt: skip

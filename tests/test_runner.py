@@ -264,7 +264,14 @@ def test_sigkill_mid_sweep_resumes_without_loss_or_duplicates(
     assert len(keys) == 5 * 2 and keys["gen_key"].is_unique
     assert keys["error"].isna().all()
     assert set(stored_before_kill) <= set(keys["gen_key"])  # nothing committed was lost
-    assert "10 cells: 7 cached, 3 generated" in done.stdout
+    # rows are committed in small batches: each printed key was committed, and the rest of
+    # its batch with it — so at least the printed ones are cached, and the rest generated
+    import re
+
+    found = re.search(r"10 cells: (\d+) cached, (\d+) generated", done.stdout)
+    assert found, done.stdout
+    cached, generated = int(found.group(1)), int(found.group(2))
+    assert cached >= len(set(stored_before_kill)) and cached + generated == 10
     again = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
     assert "10 cells: 10 cached, 0 generated" in again.stdout
 

@@ -125,6 +125,196 @@ def _fallback_label(name: str) -> str:
     return f"fallback:{name}:{digest}"
 
 
+def template_message(label: str, exc: Exception, suggest: str) -> str:
+    """``<model>: the GGUF's chat template ... — pass an explicit chat format`` (one line)."""
+    import jinja2
+    from jinja2.sandbox import SecurityError
+
+    fix = (
+        "pass an explicit chat format instead of the GGUF's template, e.g. "
+        f'--chat-format {suggest} / chat_format="{suggest}" '
+        f"(one of {', '.join(sorted(FALLBACK_TEMPLATES))})"
+    )
+    detail = f"{type(exc).__name__}: {one_line(str(exc), 160).rstrip('.')}"
+    if isinstance(exc, SecurityError):
+        attr = re.search(r"attribute '([^']*)'", str(exc))
+        what = f": it tries attribute access '{attr.group(1)}'" if attr else ""
+        cause = (
+            f"the GGUF's chat template was blocked for safety{what}, which the Jinja "
+            "sandbox forbids"
+        )
+    elif isinstance(exc, jinja2.TemplateSyntaxError):
+        line = f" on line {exc.lineno}" if exc.lineno else ""
+        detail = f"{type(exc).__name__}: {one_line(exc.message or str(exc), 160)}{line}"
+        cause = "the GGUF's chat template is not valid Jinja"
+    else:
+        cause = "the GGUF's chat template fails on this conversation"
+    return f"{label}: {cause} ({detail}) — {fix}."
+
+
+class ChatPrompt:
+    """One GGUF's chat format over its vocabulary: messages -> prompt tokens and stops
+    (:meth:`tokens`), generated tokens -> text with those stops applied (:meth:`completion`).
+
+    Shared by every executor of a GGUF, so they all send the same prompt tokens and cut
+    the same text: ``llm`` is a ``llama_cpp.Llama`` with its weights (the in-process
+    backend) or with ``vocab_only=True`` (the server backend, which needs no weights here).
+    ``chat_format="auto"`` uses the GGUF's template, else a fallback by architecture; an
+    explicit name uses that slamkit template. Errors are one-line BackendErrors naming
+    ``label``.
+    """
+
+    def __init__(self, llm: Any, label: str, chat_format: str = "auto") -> None:
+        self.llm = llm
+        self.label = label
+        try:
+            self._setup(chat_format)
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise BackendError(
+                f"{label}: cannot set up the chat format "
+                f"({type(exc).__name__}: {one_line(str(exc), 160)}) — pass an explicit "
+                f"chat format, one of {', '.join(sorted(FALLBACK_TEMPLATES))}."
+            ) from exc
+
+    def _setup(self, chat_format: str) -> None:
+        meta = self.llm.metadata
+        template = meta.get("tokenizer.chat_template")
+        model = self.llm._model
+        eos_id = model.token_eos()
+        bos_id = model.token_bos()
+        eos = model.token_get_text(eos_id) if eos_id != -1 else ""
+        bos = model.token_get_text(bos_id) if bos_id != -1 else ""
+        # a blank template counts as none, as in the catalog (planned_chat_format)
+        if chat_format == "auto" and template and template.strip():
+            self.chat_format = "gguf-template"
+            stops: list[str] = []
+        else:
+            arch = meta.get("general.architecture")
+            fmt = fallback_for(arch) if chat_format == "auto" else chat_format
+            template = FALLBACK_TEMPLATES[fmt]
+            self.chat_format = _fallback_label(fmt)
+            stops = FALLBACK_STOPS[fmt]
+        import jinja2
+        from llama_cpp import llama_chat_format
+
+        try:
+            self.formatter = llama_chat_format.Jinja2ChatFormatter(
+                template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id]
+            )
+            self.extra_stops = stops
+            if self.chat_format == "gguf-template":
+                # fail at load, once, rather than in every cell: the simplest conversation
+                self.formatter(messages=[{"role": "user", "content": "Hello"}])
+        except (jinja2.TemplateError, TypeError, ValueError) as exc:
+            if self.chat_format != "gguf-template":
+                raise
+            raise BackendError(template_message(self.label, exc, self.suggested_format())) from exc
+
+    def suggested_format(self) -> str:
+        """The explicit format most likely right for this model's tokens."""
+        arch = self.llm.metadata.get("general.architecture")
+        if arch and arch.startswith("gemma"):
+            return "gemma-turns"
+        ids = self.llm.tokenize(b"<|im_start|>", add_bos=False, special=True)
+        return "chatml" if len(ids) == 1 else "plain"
+
+    def format(self, messages: list[dict[str, str]]) -> tuple[list[int], set[int], list[str]]:
+        """Prompt tokens, stop token ids and stop strings for ``messages``."""
+        res = self.formatter(messages=messages)  # type: ignore[arg-type]
+        tokens = self.llm.tokenize(
+            res.prompt.encode("utf-8"), add_bos=not res.added_special, special=True
+        )
+        stops = res.stop if isinstance(res.stop, list) else ([res.stop] if res.stop else [])
+        stop_ids: set[int] = set()
+        text_stops: list[str] = []
+        for s in stops + self.extra_stops:
+            if not s:
+                continue
+            ids = self.llm.tokenize(s.encode("utf-8"), add_bos=False, special=True)
+            if len(ids) == 1:
+                stop_ids.add(ids[0])  # a special token such as <end_of_turn>
+            else:
+                text_stops.append(s)
+        return tokens, stop_ids, text_stops
+
+    def tokens(self, messages: list[dict[str, str]]) -> tuple[list[int], set[int], list[str]]:
+        """:meth:`format`, with a GGUF template failing on this conversation explained."""
+        try:
+            return self.format(messages)
+        except Exception as exc:
+            import jinja2
+
+            if self.chat_format != "gguf-template" or not isinstance(
+                exc, (jinja2.TemplateError, TypeError, ValueError)
+            ):
+                raise
+            raise BackendError(template_message(self.label, exc, self.suggested_format())) from exc
+
+    def completion(
+        self, prompt_tokens: list[int], stop_ids: set[int], stops: list[str]
+    ) -> Completion:
+        """An empty :class:`Completion` of ``prompt_tokens`` to feed generated tokens to."""
+        return Completion(self.llm, prompt_tokens, stop_ids, stops)
+
+
+class Completion:
+    """Generated tokens -> text, with the stops of :meth:`ChatPrompt.format` applied.
+
+    Fed one token at a time (:meth:`add`), in the order llama.cpp samples them: a stop
+    token or an end-of-generation token ends it and is not kept; a stop string ends it
+    and is cut off with whatever follows it. :attr:`text` is the answer, decoded by the
+    GGUF's own detokenizer after the prompt (so a leading space is what the model wrote).
+    """
+
+    def __init__(
+        self, llm: Any, prompt_tokens: list[int], stop_ids: set[int], stops: list[str]
+    ) -> None:
+        import llama_cpp
+
+        self._llm = llm
+        self._is_eog = llama_cpp.llama_vocab_is_eog
+        self._prompt = prompt_tokens
+        self._stop_ids = stop_ids
+        self._stops = stops
+        self._text = ""
+        self.tokens: list[int] = []
+        #: "stop" once a stop (token or string) ended it, else "length"
+        self.finish = "length"
+        #: the token that ended it is an end-of-generation token of the vocabulary
+        self.eog = False
+
+    def add(self, token: int) -> bool:
+        """Take the next generated token; True when generation must stop here."""
+        eog = bool(self._is_eog(self._llm._model.vocab, token))
+        if eog or token in self._stop_ids:
+            self.eog = eog
+            self.finish = "stop"
+            return True
+        self.tokens.append(token)
+        if self._stops:
+            text = self._decode("ignore")
+            hit = min((text.find(s) for s in self._stops if s in text), default=-1)
+            self._text = text
+            if hit >= 0:
+                self._text = text[:hit]
+                self.finish = "stop"
+                return True
+        return False
+
+    def _decode(self, errors: str) -> str:
+        raw = self._llm.detokenize(self.tokens, prev_tokens=self._prompt)
+        return str(raw.decode("utf-8", errors))
+
+    @property
+    def text(self) -> str:
+        """The answer so far (cut at a stop string once one was seen)."""
+        if self.finish != "stop" or not self._stops:
+            return self._decode("replace")
+        return self._text
+
+
 class LlamaCppBackend:
     """Load one GGUF in this process; ``close()`` frees model, context and batch.
 
@@ -197,15 +387,9 @@ class LlamaCppBackend:
 
         try:
             self._setup_chat_format(chat_format)
-        except Exception as exc:
+        except Exception:
             self.close()  # never leave a loaded model behind
-            if isinstance(exc, BackendError):
-                raise
-            raise BackendError(
-                f"{self.label}: cannot set up the chat format "
-                f"({type(exc).__name__}: {one_line(str(exc), 160)}) — pass an explicit "
-                f"chat format, one of {', '.join(sorted(FALLBACK_TEMPLATES))}."
-            ) from exc
+            raise
         self._rss_peak = _rss_mb()
 
     # -- messages ------------------------------------------------------------------------
@@ -242,91 +426,25 @@ class LlamaCppBackend:
 
     def _template_message(self, exc: Exception, suggest: str) -> str:
         """``<model>: the GGUF's chat template ... — pass an explicit chat format``."""
-        import jinja2
-        from jinja2.sandbox import SecurityError
-
-        fix = (
-            "pass an explicit chat format instead of the GGUF's template, e.g. "
-            f'--chat-format {suggest} / chat_format="{suggest}" '
-            f"(one of {', '.join(sorted(FALLBACK_TEMPLATES))})"
-        )
-        detail = f"{type(exc).__name__}: {one_line(str(exc), 160).rstrip('.')}"
-        if isinstance(exc, SecurityError):
-            attr = re.search(r"attribute '([^']*)'", str(exc))
-            what = f": it tries attribute access '{attr.group(1)}'" if attr else ""
-            cause = (
-                f"the GGUF's chat template was blocked for safety{what}, which the Jinja "
-                "sandbox forbids"
-            )
-        elif isinstance(exc, jinja2.TemplateSyntaxError):
-            line = f" on line {exc.lineno}" if exc.lineno else ""
-            detail = f"{type(exc).__name__}: {one_line(exc.message or str(exc), 160)}{line}"
-            cause = "the GGUF's chat template is not valid Jinja"
-        else:
-            cause = "the GGUF's chat template fails on this conversation"
-        return f"{self.label}: {cause} ({detail}) — {fix}."
+        return template_message(self.label, exc, suggest)
 
     def _suggested_format(self) -> str:
         """The explicit format most likely right for this model's tokens."""
-        arch = self.llm.metadata.get("general.architecture")
-        if arch and arch.startswith("gemma"):
-            return "gemma-turns"
-        ids = self.llm.tokenize(b"<|im_start|>", add_bos=False, special=True)
-        return "chatml" if len(ids) == 1 else "plain"
+        return self.prompt.suggested_format()
 
     def _setup_chat_format(self, chat_format: str) -> None:
-        meta = self.llm.metadata
-        template = meta.get("tokenizer.chat_template")
-        model = self.llm._model
-        eos_id = model.token_eos()
-        bos_id = model.token_bos()
-        eos = model.token_get_text(eos_id) if eos_id != -1 else ""
-        bos = model.token_get_text(bos_id) if bos_id != -1 else ""
-        # a blank template counts as none, as in the catalog (planned_chat_format)
-        if chat_format == "auto" and template and template.strip():
-            self.chat_format = "gguf-template"
-            stops: list[str] = []
-        else:
-            arch = meta.get("general.architecture")
-            fmt = fallback_for(arch) if chat_format == "auto" else chat_format
-            template = FALLBACK_TEMPLATES[fmt]
-            self.chat_format = _fallback_label(fmt)
-            stops = FALLBACK_STOPS[fmt]
-        import jinja2
-        from llama_cpp import llama_chat_format
+        self.prompt = ChatPrompt(self.llm, self.label, chat_format)
+        self.chat_format = self.prompt.chat_format
 
-        try:
-            self._formatter = llama_chat_format.Jinja2ChatFormatter(
-                template=template, eos_token=eos, bos_token=bos, stop_token_ids=[eos_id]
-            )
-            self._extra_stops = stops
-            if self.chat_format == "gguf-template":
-                # fail at load, once, rather than in every cell: the simplest conversation
-                self._formatter(messages=[{"role": "user", "content": "Hello"}])
-        except (jinja2.TemplateError, TypeError, ValueError) as exc:
-            if self.chat_format != "gguf-template":
-                raise
-            raise BackendError(self._template_message(exc, self._suggested_format())) from exc
+    @property
+    def _formatter(self) -> Any:
+        """The Jinja chat formatter of :attr:`prompt` (what tests inspect)."""
+        return self.prompt.formatter
 
     # ------------------------------------------------------------------
     def format(self, messages: list[dict[str, str]]) -> tuple[list[int], set[int], list[str]]:
         """Prompt tokens, stop token ids and stop strings for ``messages``."""
-        res = self._formatter(messages=messages)  # type: ignore[arg-type]
-        tokens = self.llm.tokenize(
-            res.prompt.encode("utf-8"), add_bos=not res.added_special, special=True
-        )
-        stops = res.stop if isinstance(res.stop, list) else ([res.stop] if res.stop else [])
-        stop_ids: set[int] = set()
-        text_stops: list[str] = []
-        for s in stops + self._extra_stops:
-            if not s:
-                continue
-            ids = self.llm.tokenize(s.encode("utf-8"), add_bos=False, special=True)
-            if len(ids) == 1:
-                stop_ids.add(ids[0])  # a special token such as <end_of_turn>
-            else:
-                text_stops.append(s)
-        return tokens, stop_ids, text_stops
+        return self.prompt.format(messages)
 
     def generate(
         self, messages: list[dict[str, str]], sampling: Sampling, seed: int
@@ -334,16 +452,7 @@ class LlamaCppBackend:
         lc = self._llama_cpp
         llm = self.llm
         t0 = time.perf_counter()
-        try:
-            prompt_tokens, stop_ids, stops = self.format(messages)
-        except Exception as exc:
-            import jinja2
-
-            if self.chat_format != "gguf-template" or not isinstance(
-                exc, (jinja2.TemplateError, TypeError, ValueError)
-            ):
-                raise
-            raise BackendError(self._template_message(exc, self._suggested_format())) from exc
+        prompt_tokens, stop_ids, stops = self.prompt.tokens(messages)
         if len(prompt_tokens) + 1 >= self.n_ctx:
             raise BackendError(
                 f"{self.label}: the prompt of {len(prompt_tokens)} tokens does not fit the "
@@ -353,10 +462,8 @@ class LlamaCppBackend:
         llm.reset()  # empty KV cache: full prefill every call, reproducible greedy text
         lc.llama_perf_context_reset(llm.ctx)
         llm.set_seed(seed)
-        out: list[int] = []
+        done = self.prompt.completion(prompt_tokens, stop_ids, stops)
         ttft = None
-        finish = "length"
-        text = ""
         for token in llm.generate(
             prompt_tokens,
             top_k=sampling.top_k,
@@ -367,33 +474,21 @@ class LlamaCppBackend:
         ):
             if ttft is None:
                 ttft = time.perf_counter() - t0
-            if token in stop_ids or lc.llama_vocab_is_eog(llm._model.vocab, token):
-                finish = "stop"
+            if done.add(token) or len(done.tokens) >= max_tokens:
                 break
-            out.append(token)
-            if stops:
-                text = llm.detokenize(out, prev_tokens=prompt_tokens).decode("utf-8", "ignore")
-                hit = min((text.find(s) for s in stops if s in text), default=-1)
-                if hit >= 0:
-                    text = text[:hit]
-                    finish = "stop"
-                    break
-            if len(out) >= max_tokens:
-                break
-        if finish != "stop" or not stops:
-            text = llm.detokenize(out, prev_tokens=prompt_tokens).decode("utf-8", "replace")
+        text = done.text
         latency = time.perf_counter() - t0
         perf = lc.llama_perf_context(llm.ctx)
         self._rss_peak = max(self._rss_peak, _rss_mb())
         return GenerationResult(
             text=text,
             prompt_tokens=len(prompt_tokens),
-            completion_tokens=len(out),
+            completion_tokens=len(done.tokens),
             ttft_s=ttft,
             prefill_tps=_rate(perf.n_p_eval, perf.t_p_eval_ms),
             decode_tps=_rate(perf.n_eval, perf.t_eval_ms),
             latency_s=latency,
-            finish_reason=finish,
+            finish_reason=done.finish,
             chat_format=self.chat_format,
             extra={
                 "n_p_eval": perf.n_p_eval,

@@ -10,12 +10,14 @@ from __future__ import annotations
 import json
 import os
 import re
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from slamkit.backends.base import number_error, whole_error
+from slamkit.backends.openai_compat import RateGate, backoff_s, retry_after_s
 from slamkit.errors import SlamkitError
 from slamkit.secrets import scrub, secret_values
 
@@ -40,10 +42,13 @@ class JudgeConfig:
     server rejects one) or one of :data:`FORMATS`.
 
     Time bounds: each request may take ``timeout_s``; a call retries up to
-    ``max_attempts`` times (429, 5xx, timeouts, connection errors) with exponential
-    backoff, but never past ``max_total_s`` for the call as a whole (None: twice
+    ``max_attempts`` times (429, 5xx, timeouts, connection errors), waiting what the
+    server asks (``retry-after-ms`` / ``Retry-After``, seconds or an HTTP date) or else
+    with exponential backoff (``backoff_s`` doubling, at most ``max_backoff_s``, with
+    jitter), but never past ``max_total_s`` for the call as a whole (None: twice
     ``timeout_s``, at least 120 s) — so a hanging judge costs at most 120 s per call with
     the defaults (two 60 s attempts), and a pairwise judgment is two calls (both orders).
+    A 429 pauses every thread calling the same :class:`JudgeClient` (its shared gate).
     None of these is part of a judgment's id.
     """
 
@@ -127,6 +132,8 @@ class CallResult:
     error: str | None = None
     response_format: str | None = None
     errors: list[str] = field(default_factory=list)
+    #: seconds this call waited on rate limits and backoff (the shared gate included)
+    retry_wait_s: float = 0.0
 
 
 def parse_json_answer(content: str | None, schema: dict) -> tuple[dict | None, str | None]:
@@ -159,7 +166,16 @@ def parse_json_answer(content: str | None, schema: dict) -> tuple[dict | None, s
 
 
 class JudgeClient:
-    """Calls a chat-completions endpoint and returns validated JSON (see :meth:`call`)."""
+    """Calls a chat-completions endpoint and returns validated JSON (see :meth:`call`).
+
+    Thread-safe: many threads may :meth:`call` one client at once. The ``response_format``
+    fallback is shared (one thread's rejection moves every thread on, and a format is
+    dropped once however many threads saw it rejected), and so is the 429 gate
+    (:class:`~slamkit.backends.openai_compat.RateGate`): a rate limit pauses every thread.
+    """
+
+    #: many threads may :meth:`call` at once (the job engine relies on it)
+    thread_safe = True
 
     def __init__(self, config: JudgeConfig) -> None:
         from slamkit.errors import require
@@ -181,6 +197,9 @@ class JudgeClient:
         self._formats = (
             list(FORMATS) if config.response_format == "auto" else [config.response_format]
         )
+        self._formats_lock = threading.Lock()
+        #: shared by every thread calling this client: a 429 pauses them all
+        self.gate = RateGate()
         self._secrets = secret_values(key)
         del key
 
@@ -204,16 +223,35 @@ class JudgeClient:
             return {"type": "json_object"}
         return None
 
+    @property
+    def formats(self) -> list[str]:
+        """The response_format kinds still to try, the one in use first (a copy)."""
+        with self._formats_lock:
+            return list(self._formats)
+
+    def _format(self) -> str:
+        with self._formats_lock:
+            return self._formats[0]
+
+    def _drop_format(self, kind: str) -> bool:
+        """``kind`` was rejected: move on to the next format. True when there is one to try
+        (also when another thread has already moved on), False when ``kind`` is the last."""
+        with self._formats_lock:
+            if self._formats[0] != kind:
+                return True  # another thread dropped it already
+            if len(self._formats) > 1:
+                self._formats.pop(0)
+                return True
+            return False
+
     def _backoff(self, attempt: int, exc: Exception | None) -> float:
-        delay = self.config.backoff_s * 2 ** (attempt - 1)
+        """Seconds to wait before the next attempt: exponential backoff with jitter (at most
+        ``max_backoff_s``), or longer when the server asks for longer (``Retry-After``)."""
+        cfg = self.config
+        delay = backoff_s(attempt, cfg.backoff_s, cfg.max_backoff_s)
         resp = getattr(exc, "response", None)
-        retry_after = resp.headers.get("retry-after") if resp is not None else None
-        if retry_after:
-            try:
-                delay = max(delay, float(retry_after))
-            except ValueError:
-                pass
-        return min(delay, self.config.max_backoff_s)
+        asked = retry_after_s(resp.headers if resp is not None else None)
+        return max(delay, asked) if asked is not None else delay
 
     def call(self, messages: list[dict[str, str]], schema: dict) -> CallResult:
         """Send ``messages``; retry on 429, 5xx, timeouts and connection errors, at most
@@ -237,8 +275,18 @@ class JudgeClient:
         cfg, res = self.config, CallResult()
         last: Exception | None = None
         deadline = time.monotonic() + cfg.total_s
+        margin = min(cfg.timeout_s, 1.0)  # the least time left worth another attempt
         while res.attempts < cfg.max_attempts:
-            kind = self._formats[0]
+            waited, open_ = self.gate.wait(until=deadline - margin)
+            res.retry_wait_s += waited
+            if not open_:
+                why = res.error or "rate limited: another call got HTTP 429"
+                res.error = (
+                    f"{why}; gave up: the wait for the rate limit would pass the call's limit "
+                    f"of {cfg.total_s:g}s for all attempts (max_total_s / --max-total)"
+                )
+                break
+            kind = self._format()
             fmt = self._response_format(kind, schema)
             res.attempts += 1
             t0 = time.perf_counter()
@@ -254,18 +302,16 @@ class JudgeClient:
                     **({"response_format": fmt} if fmt else {}),
                 )
             except (openai.BadRequestError, openai.UnprocessableEntityError) as exc:
-                if fmt is not None and len(self._formats) > 1:
+                if fmt is not None and self._drop_format(kind):
                     res.errors.append(f"{kind} rejected ({exc.status_code}); trying next format")
-                    self._formats.pop(0)
                     res.attempts -= 1
                     continue
                 res.error = f"request rejected: HTTP {exc.status_code}: {_short(exc)}"
                 return res
             except openai.InternalServerError as exc:
                 # llama_cpp.server answers an unknown response_format with HTTP 500
-                if fmt is not None and len(self._formats) > 1 and "response_format" in str(exc):
+                if fmt is not None and "response_format" in str(exc) and self._drop_format(kind):
                     res.errors.append(f"{kind} rejected ({exc.status_code}); trying next format")
-                    self._formats.pop(0)
                     res.attempts -= 1
                     continue
                 res.errors.append(f"HTTP {exc.status_code}")
@@ -293,15 +339,19 @@ class JudgeClient:
                 res.latency_s = time.perf_counter() - t0
                 res.response_format = kind
                 return self._finish(res, resp, schema)
+            wait = self._backoff(res.attempts, last)
+            if isinstance(last, openai.RateLimitError):
+                self.gate.hold(wait)  # every thread waits (at the top of the loop)
             if res.attempts < cfg.max_attempts:
-                wait = self._backoff(res.attempts, last)
-                if deadline - time.monotonic() - wait < min(cfg.timeout_s, 1.0):
+                if deadline - time.monotonic() - wait < margin:
                     res.error = (
                         f"{res.error}; gave up: the call reached its limit of "
                         f"{cfg.total_s:g}s for all attempts (max_total_s / --max-total)"
                     )
                     break
-                time.sleep(wait)
+                if not isinstance(last, openai.RateLimitError):
+                    time.sleep(wait)
+                    res.retry_wait_s += wait
         return res
 
     def _finish(self, res: CallResult, resp: Any, schema: dict) -> CallResult:

@@ -99,6 +99,11 @@ def add_executor_arguments(ap: argparse.ArgumentParser, server: bool = False) ->
             "--parallel", type=whole(1), help="server slots per model (server: default 2)"
         )
         ap.add_argument(
+            "--models-at-once", type=whole(1),
+            help="server: models served at the same time, each by its own server (default "
+            "1; e.g. 2 servers of --threads 1 on a 2-core machine)",
+        )  # fmt: skip
+        ap.add_argument(
             "--server-binary", metavar="PATH",
             help="a llama-server executable (e.g. your CUDA build) instead of the "
             "prebuilt xllamacpp server",

@@ -106,7 +106,7 @@ def test_series_runs_on_real_models_and_report_is_offline_and_clean(
     res = batch.run_batch(params, out, log=lambda s: None)
     assert [p.stem for p in res.notebooks] == EXPECTED
     quality = json.dumps(nbformat.read(out / "04_quality.ipynb", as_version=4).cells)
-    assert "'planned': 8" in quality and "verdicts: judge smollm2" in quality
+    assert "8 cells: 0 cached, " in quality and "verdicts: judge smollm2" in quality
     gen = nbformat.read(out / "03_generate.ipynb", as_version=4)
     assert "errors" in json.dumps(gen.cells[-1].outputs)
     html = res.report.read_text(encoding="utf-8") if res.report else ""
