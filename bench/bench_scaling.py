@@ -10,7 +10,9 @@ Prints, measured in this run on this machine:
    2 threads, so the gain is not mistaken for "more threads".
 2. **Reproducibility**: the share of greedy cells whose text is byte-identical between
    the sequential in-process sweep and the server sweep (same cell keys).
-3. **Concurrent capture**: capturing N references from a local OpenAI-compatible
+3. **Ray**: the same sweep on a local 2-worker Ray cluster (one actor of 1 thread per
+   model), and Ray's fixed start-up cost (``ray.init`` and the first actor).
+4. **Concurrent capture**: capturing N references from a local OpenAI-compatible
    endpoint that adds a fixed 200 ms to every answer, sequentially and with
    ``--concurrency C`` (target >= 0.8*C x faster).
 
@@ -63,7 +65,7 @@ def sweep(tmp: Path, name: str, models: list[str], items: int, max_tokens: int, 
             "cells_s": len(rows) / wall, "tokens_s": tokens / wall}  # fmt: skip
 
 
-def bench_sweep(items: int, max_tokens: int, parallel: int) -> None:
+def bench_sweep(items: int, max_tokens: int, parallel: int, only: list[str] | None = None) -> None:
     from slamkit.catalog import gemma_path, smollm2_path
 
     models = [str(smollm2_path()), str(gemma_path())]
@@ -75,12 +77,26 @@ def bench_sweep(items: int, max_tokens: int, parallel: int) -> None:
         (f"server, {parallel} slots, 2 models at once", "1 per server",
          {"executor": "server", "parallel": parallel, "models_at_once": 2, "n_threads": 1,
           "n_threads_batch": 1}),
+        ("ray, local 2-worker cluster (2 actors per model, in process; cluster up)",
+         "1 per actor", {"executor": "ray", "concurrency": 2, "n_threads": 1,
+                         "n_threads_batch": 1}),
     ]  # fmt: skip
     results = []
     with tempfile.TemporaryDirectory() as d:
         for i, (label, threads, kw) in enumerate(configs):
-            results.append((label, threads, sweep(Path(d), f"s{i}", models, items, max_tokens,
-                                                  **kw)))  # fmt: skip
+            if only and not any(o in label for o in only):
+                continue
+            if kw.get("executor") == "ray":  # throughput with the cluster up; its start-up
+                import ray  # cost is measured on its own (bench_ray_startup)
+
+                ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+                         logging_level="ERROR")  # fmt: skip
+            try:
+                results.append((label, threads, sweep(Path(d), f"s{i}", models, items,
+                                                      max_tokens, **kw)))  # fmt: skip
+            finally:
+                if kw.get("executor") == "ray":
+                    ray.shutdown()
     base = results[0][2]
     print(f"\n## Sweep: 2 models (SmolLM2-135M Q4_1, Gemma-3-270M Q4_K_M) x {items} items, "
           f"greedy, max {max_tokens} tokens")  # fmt: skip
@@ -89,12 +105,24 @@ def bench_sweep(items: int, max_tokens: int, parallel: int) -> None:
     for label, threads, r in results:
         print(f"| {label} | {threads} | {r['wall_s']:.1f} | {r['cells_s']:.2f} | "
               f"{r['tokens_s']:.1f} | {r['cells_s'] / base['cells_s']:.2f}x |")  # fmt: skip
-    best = max(results[2:], key=lambda x: x[2]["cells_s"])
+    if only:  # a partial run (development): the table only
+        for label, _, r in results:
+            print(label, f"{r['wall_s']:.1f} s", f"{r['cells_s'] / base['cells_s']:.2f}x")
+        return
+    best = max(results[2:4], key=lambda x: x[2]["cells_s"])
     print(
         f"server / sequential (best server row, {best[0]}): "
         f"{best[2]['cells_s'] / base['cells_s']:.2f}x cells/s, "
         f"{best[2]['tokens_s'] / base['tokens_s']:.2f}x output tokens/s (target >= 1.6x)"
     )
+    ray_row = results[4][2]
+    print(f"ray / sequential: {ray_row['cells_s'] / base['cells_s']:.2f}x cells/s, "
+          f"{ray_row['tokens_s'] / base['tokens_s']:.2f}x output tokens/s (target >= 1.6x; "
+          "the cluster was up: its start-up cost is measured above)")  # fmt: skip
+    two = results[1][2]
+    same = best[2]["cells_s"] / two["cells_s"]
+    print(f"same cores (vs sequential at 2 threads): server {same:.2f}x, "
+          f"ray {ray_row['cells_s'] / two['cells_s']:.2f}x")  # fmt: skip
     a = base["rows"].set_index("gen_key")["text"].sort_index()
     print("\n## Reproducibility: greedy texts byte-identical to the sequential in-process sweep")
     for label, threads, r in results[1:]:
@@ -104,6 +132,30 @@ def bench_sweep(items: int, max_tokens: int, parallel: int) -> None:
         loaded = int((r["rows"]["in_flight"] > 1).sum())
         print(f"{label} ({threads} threads): {same} of {len(a)} ({same / len(a):.0%}); "
               f"rows timed under load: {loaded}")  # fmt: skip
+
+
+def bench_ray_startup(rounds: int = 3) -> None:
+    """Ray's fixed cost: starting a local 2-CPU cluster (ray.init) and one actor ready."""
+    import ray
+
+    times, first = [], []
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+        times.append(time.perf_counter() - t0)
+
+        @ray.remote(num_cpus=1)
+        class Ready:
+            def ping(self) -> int:
+                return 1
+
+        t1 = time.perf_counter()
+        ray.get(Ready.remote().ping.remote())
+        first.append(time.perf_counter() - t1)
+        ray.shutdown()
+    print(f"\n## Ray's fixed start-up cost (local 2-CPU cluster, {rounds} rounds)")
+    print(f"ray.init: median {sorted(times)[rounds // 2]:.1f} s; first actor ready after it: "
+          f"median {sorted(first)[rounds // 2]:.1f} s")  # fmt: skip
 
 
 def bench_capture(items: int, concurrency: int, delay: float) -> None:
@@ -151,6 +203,7 @@ def main() -> None:
     print(f"machine: {hw['cpu']}, {hw['logical_cores']} logical cores, {hw['memory_gb']} GB; "
           "GPU: none here, so no GPU figures are measured")  # fmt: skip
     bench_capture(args.capture_items, args.concurrency, 0.2)
+    bench_ray_startup()
     bench_sweep(args.items, args.max_tokens, args.parallel)
 
 

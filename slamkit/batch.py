@@ -349,8 +349,9 @@ PARAMETERS: dict[str, Rule] = {
     "max_tokens": _whole(1, 128, hi=MAX_TOKENS_LIMIT),
     "n_threads": _whole(1, 1),
     "backend": _text("llamacpp", choices=("llamacpp", "mock")),
-    "executor": _text("sequential", choices=("sequential", "server")),
+    "executor": _text("sequential", choices=("sequential", "server", "ray")),
     "parallel": _whole(1, 2, null="2 slots"),
+    "concurrency": _whole(1, 2, null="the executor's default"),
     "timings": _text("isolated", choices=("isolated", "all")),
     # quality
     "metrics": _names("[rougeL, chrf, max_sentences:4]", _metric_name, "metrics"),

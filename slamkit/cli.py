@@ -7,7 +7,14 @@ import sys
 
 from slamkit.backends.llamacpp import CHAT_FORMATS
 from slamkit.errors import SlamkitError
-from slamkit.smart.simulate_args import LIMIT, SEED, add_executor_arguments, number, whole
+from slamkit.smart.simulate_args import (
+    LIMIT,
+    SEED,
+    add_executor_arguments,
+    executor_from_args,
+    number,
+    whole,
+)
 
 #: checked value types of the generation flags (argparse prints a one-line error, exit 2)
 MAX_TOKENS = whole(1)
@@ -258,7 +265,7 @@ def _cmd_refs_capture(args: argparse.Namespace) -> int:
         with open_store(args.store) as st:
             res = capture_references(
                 st, backend, args.task, args.source_model or args.model, sampling, args.seed,
-                limit=args.limit, executor=args.executor, concurrency=args.concurrency,
+                limit=args.limit, executor=executor_from_args(args),
             )  # fmt: skip
     finally:
         backend.close()
@@ -325,8 +332,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
             limit=args.limit, n_threads=args.threads, n_threads_batch=args.threads_batch,
             n_gpu_layers=args.gpu_layers, n_ctx=args.n_ctx, progress=not args.quiet,
             on_row=show if args.print_rows else None, chat_format=args.chat_format,
-            executor=args.executor, concurrency=args.concurrency, parallel=args.parallel,
-            server_binary=args.server_binary, models_at_once=args.models_at_once,
+            executor=executor_from_args(
+                args, n_threads=args.threads, n_threads_batch=args.threads_batch,
+                n_gpu_layers=args.gpu_layers, n_ctx=args.n_ctx,
+            ),
         )  # fmt: skip
     summary = str(res)
     print(summary)
@@ -362,6 +371,13 @@ def main(argv: list[str] | None = None) -> int:
     except SlamkitError as exc:
         print(f"slamkit: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(
+            "slamkit: interrupted — every row committed before the interrupt is kept; run "
+            "the same command again to resume (stored cells are skipped).",
+            file=sys.stderr,
+        )
+        return 130
 
 
 if __name__ == "__main__":

@@ -249,7 +249,9 @@ def cost_table(
             if not lat > 0:
                 raise SlamkitError(
                     f"Model {r['model']!r}: a self-hosted cost needs the measured mean "
-                    "latency_s per request (run generations first)."
+                    "latency_s per request: run generations first, or — when every request "
+                    "was timed under load (executor server/concurrent/ray) — rerun them "
+                    "with the sequential executor or use timings='all'."
                 )
             out.update(instance=inst, hourly_usd=float(hourly), concurrency=conc,
                        utilization=util, requests_per_hour=3600.0 * conc / lat)  # fmt: skip

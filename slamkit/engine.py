@@ -20,7 +20,7 @@ that were never stored and are planned again on the next run — and duplicates 
 Every row a timed job stores records the executor, its in-flight limit
 (``concurrency``) and ``in_flight``: the most calls that were in flight while this one
 ran (1 = measured in isolation). A new executor (e.g. Ray) implements
-:class:`Executor`.s ``stream``; the jobs do not change.
+:meth:`Executor.stream`; the jobs do not change.
 """
 
 from __future__ import annotations
@@ -32,77 +32,29 @@ import subprocess
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Callable, Generator, Sequence
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from concurrent.futures import FIRST_COMPLETED, Future, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from slamkit import __version__
 from slamkit.backends.base import check_whole
+from slamkit.cells import Group, Lent, Load, Outcome, Placement, chunks
 from slamkit.errors import SlamkitError
 from slamkit.store import Store, jobs
 
-#: the executors every job accepts (``--executor``)
-EXECUTORS = ("sequential", "concurrent", "server")
+__all__ = [
+    "EXECUTORS", "ConcurrentExecutor", "Executor", "Group", "JobResult", "JobSpec", "Lent",
+    "Outcome", "Placement", "SequentialExecutor", "ServerExecutor", "make_executor", "run",
+]  # fmt: skip
 
-
-@dataclass(frozen=True)
-class Placement:
-    """Where a group's cells run: the executor, its in-flight limit, and (``server``) the
-    managed llama.cpp server the group's model is served by."""
-
-    executor: str
-    concurrency: int
-    server: Any = None
-
-
-@dataclass
-class Group:
-    """The cells one model (or metric) serves, and how to serve them.
-
-    ``open(placement)`` returns the resource (a backend, a judge client, a metric) whose
-    ``close()`` is called when the group is done; if it raises, every cell of the group
-    fails with ``fail(cell, exc, "load")``. ``call(resource, cells)`` returns one row per
-    cell (``batch`` cells per call; 1 for model calls); if it raises, each of those cells
-    fails with ``fail(cell, exc, "call")``. A failure row has ``error`` set.
-    A resource whose ``thread_safe`` attribute is true may be called from many threads at
-    once (endpoint and server backends, judge clients); any other (an in-process llama.cpp
-    model) runs one call at a time under every executor. ``servable``: a catalog GGUF
-    model the ``server`` executor may serve.
-    """
-
-    label: str
-    cells: Sequence[Any]
-    open: Callable[[Placement], Any]
-    call: Callable[[Any, list[Any]], list[dict[str, Any]]]
-    fail: Callable[[Any, BaseException, str], dict[str, Any]]
-    servable: Any = None
-    batch: int = 1
-
-
-@dataclass
-class Outcome:
-    """Rows for some cells of a group, as an executor hands them back to the driver."""
-
-    group: Group
-    cells: list[Any]
-    rows: list[dict[str, Any]]
-    placement: Placement
-    in_flight: int = 1
-    opened: bool = True
-
-
-class Lent:
-    """A resource the caller owns, lent to a group: the engine's ``close()`` leaves it
-    open; ``thread_safe`` is the resource's own."""
-
-    def __init__(self, resource: Any) -> None:
-        self.resource = resource
-        self.thread_safe = bool(getattr(resource, "thread_safe", False))
-
-    def close(self) -> None:
-        pass
+#: the executors every job accepts (``--executor``; ``server`` serves GGUF models, so
+#: only sweeps use it)
+EXECUTORS = ("sequential", "concurrent", "server", "ray")
+#: this machine's name, recorded with the rows it makes
+NODE = platform.node()
 
 
 class Executor(Protocol):
@@ -121,31 +73,8 @@ class Executor(Protocol):
     def describe(self) -> dict[str, Any]: ...
 
 
-class _Load:
-    """Counts calls in flight; each call learns the most that overlapped it."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._active: dict[int, int] = {}
-        self._next = 0
-
-    def enter(self) -> int:
-        with self._lock:
-            token = self._next
-            self._next += 1
-            self._active[token] = 0
-            n = len(self._active)
-            for t in self._active:
-                self._active[t] = max(self._active[t], n)
-            return token
-
-    def exit(self, token: int) -> int:
-        with self._lock:
-            return self._active.pop(token)
-
-
 def _call(
-    group: Group, resource: Any, cells: list[Any], placement: Placement, load: _Load
+    group: Group, resource: Any, cells: list[Any], placement: Placement, load: Load
 ) -> Outcome:
     token = load.enter()
     try:
@@ -164,13 +93,24 @@ def _failed(group: Group, exc: BaseException, placement: Placement) -> Outcome:
     return Outcome(group, list(group.cells), rows, placement, 0, opened=False)
 
 
-def _chunks(group: Group) -> list[list[Any]]:
-    cells, n = list(group.cells), max(1, group.batch)
-    return [cells[i : i + n] for i in range(0, len(cells), n)]
+def _spawn(fn: Callable[..., Outcome], *args: Any) -> Future[Outcome]:
+    """Run ``fn(*args)`` in a daemon thread (an interrupted job does not wait for it)."""
+    fut: Future[Outcome] = Future()
+
+    def work() -> None:
+        if not fut.set_running_or_notify_cancel():
+            return
+        try:
+            fut.set_result(fn(*args))
+        except BaseException as exc:  # handed to the driver by fut.result()
+            fut.set_exception(exc)
+
+    threading.Thread(target=work, name="slamkit-call", daemon=True).start()
+    return fut
 
 
 def run_group(
-    group: Group, placement: Placement, workers: int, load: _Load | None = None
+    group: Group, placement: Placement, workers: int, load: Load | None = None
 ) -> Generator[Outcome, None, None]:
     """Open the group's resource, run its cells with up to ``workers`` calls in flight
     (1 unless the resource is ``thread_safe``), close it. Outcomes come in finishing order.
@@ -181,36 +121,46 @@ def run_group(
     except Exception as exc:  # a model that does not load fails each of its cells
         yield _failed(group, exc, placement)
         return
-    load = load or _Load()
-    workers = workers if getattr(resource, "thread_safe", False) else 1
+    load = load or Load()
+    if workers > 1 and not getattr(resource, "thread_safe", False):
+        hint = (
+            " — use --executor server (or ray) to run a GGUF model's cells in parallel"
+            if group.servable is not None
+            else " — use --executor ray to spread its calls over workers"
+        )
+        warnings.warn(
+            f"{group.label}: runs one call at a time "
+            f"({type(getattr(resource, 'resource', resource)).__name__} is not "
+            f"thread-safe; in-process llama.cpp models and evaluate metrics are not){hint}.",
+            stacklevel=2,
+        )
+        workers = 1
+        placement = Placement(placement.executor, 1, placement.server)
     try:
-        chunks = _chunks(group)
+        parts = chunks(group)
         if workers <= 1:
-            for chunk in chunks:
+            for chunk in parts:
                 yield _call(group, resource, chunk, placement, load)
             return
-        pool = ThreadPoolExecutor(workers, thread_name_prefix=f"slamkit-{placement.executor}")
-        try:
-            todo = iter(chunks)
-            pending: set[Future[Outcome]] = set()
+        todo = iter(parts)
+        pending: set[Future[Outcome]] = set()
 
-            def submit() -> None:
-                chunk = next(todo, None)
-                if chunk is not None:
-                    pending.add(pool.submit(_call, group, resource, chunk, placement, load))
+        def submit() -> None:
+            chunk = next(todo, None)
+            if chunk is not None:
+                pending.add(_spawn(_call, group, resource, chunk, placement, load))
 
-            for _ in range(workers):
+        for _ in range(workers):
+            submit()
+        while pending:
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                pending.discard(fut)
                 submit()
-            while pending:
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    pending.discard(fut)
-                    submit()
-                    yield fut.result()
-        finally:
-            # Ctrl-C or an error in the driver: nothing new starts; calls in flight end on
-            # their own timeouts and their results are dropped (planned again next run)
-            pool.shutdown(wait=False, cancel_futures=True)
+                yield fut.result()
+        # Ctrl-C or an error in the driver leaves this loop: nothing new starts, and the
+        # calls in flight run on in daemon threads (the process may exit at once); their
+        # results are dropped and planned again on the next run
     finally:
         resource.close()
 
@@ -299,7 +249,7 @@ class ServerExecutor:
         self.servers: list[dict[str, Any]] = []  # info() of each server started
 
     def stream(self, groups: Sequence[Group]) -> Generator[Outcome, None, None]:
-        load = _Load()
+        load = Load()
         streams = [self._serve(g, load) for g in groups]
         if self.models_at_once <= 1:
             for one in streams:
@@ -307,7 +257,7 @@ class ServerExecutor:
             return
         yield from interleave(streams, self.models_at_once)
 
-    def _serve(self, group: Group, load: _Load) -> Generator[Outcome, None, None]:
+    def _serve(self, group: Group, load: Load) -> Generator[Outcome, None, None]:
         if group.servable is None:
             placement = Placement("concurrent", self.concurrency)
             yield from run_group(group, placement, self.concurrency, load)
@@ -319,7 +269,7 @@ class ServerExecutor:
             model.path, name=model.name, parallel=self.parallel or 1, binary=self.binary,
             **self.options,
         )  # fmt: skip
-        placement = Placement(self.name, self.parallel or 1, server)
+        placement = Placement(self.name, self.concurrency, server)
         try:
             server.start()
         except Exception as exc:  # the server did not come up: the model's cells fail
@@ -328,7 +278,7 @@ class ServerExecutor:
             return
         try:
             self.servers.append({"model": model.name, **server.info()})
-            yield from run_group(group, placement, self.parallel or 1, load)
+            yield from run_group(group, placement, self.concurrency, load)
         finally:
             server.stop()
 
@@ -422,23 +372,27 @@ def make_executor(
 
     >>> make_executor("concurrent", concurrency=8).describe()
     {'executor': 'concurrent', 'concurrency': 8}
-    >>> make_executor("threads")
+    >>> make_executor("threads")  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
-    slamkit.errors.SlamkitError: executor must be sequential, concurrent or server, got 'threads'.
+    slamkit.errors.SlamkitError: executor must be sequential, concurrent, server or ray, got...
     """
     if executor is None:
         executor = "sequential"
     if not isinstance(executor, str):
         return executor
-    if executor != "server":
-        for flag, name, idle in (("--server-binary", "binary", None),
-                                 ("--models-at-once", "models_at_once", 1)):  # fmt: skip
-            if server_options.get(name) not in (None, idle):
-                raise SlamkitError(
-                    f"{flag} configures managed llama.cpp servers: use it with --executor "
-                    f"server (got --executor {executor})."
-                )
+    options = {k: v for k, v in server_options.items() if v is not None}
+    for flag, name, idle, takes in (
+        ("--server-binary", "binary", None, ("server", "ray")),
+        ("--models-at-once", "models_at_once", 1, ("server",)),
+        ("--ray-address", "ray_address", None, ("ray",)),
+        ("--ray-gpus", "ray_gpus", None, ("ray",)),
+    ):
+        if options.get(name) not in (None, idle) and executor not in takes:
+            raise SlamkitError(
+                f"{flag} is an option of --executor {' and '.join(takes)} (got --executor "
+                f"{executor})."
+            )
     if executor == "sequential":
         if concurrency not in (None, 1) or parallel not in (None, 1):
             raise SlamkitError(
@@ -454,8 +408,18 @@ def make_executor(
             )
         return ConcurrentExecutor(4 if concurrency is None else concurrency)
     if executor == "server":
-        options = {k: v for k, v in server_options.items() if v is not None}
         return ServerExecutor(2 if parallel is None else parallel, concurrency, **options)
+    if executor == "ray":
+        from slamkit.ray_executor import RayExecutor
+
+        options.pop("models_at_once", None)  # Ray runs models at once as resources allow
+        threads = options.get("n_threads") or 1
+        return RayExecutor(
+            address=options.pop("ray_address", None),
+            actors_per_model=1 if concurrency is None else concurrency,
+            num_cpus=threads, num_gpus=options.pop("ray_gpus", 0.0), parallel=parallel,
+            **options,
+        )  # fmt: skip
     raise SlamkitError(
         f"executor must be {', '.join(EXECUTORS[:-1])} or {EXECUTORS[-1]}, got {executor!r}."
     )
@@ -470,7 +434,8 @@ class JobSpec:
     the table has an ``error`` column (a failed cell is a row there, replaced when a retry
     succeeds); otherwise failures go to ``job_errors`` keyed by the cell's ``key``.
     ``timed``: rows record executor / concurrency / in_flight; ``run_column``: rows get the
-    run's id. ``run``: the ``runs`` row's other columns (see :func:`provenance`).
+    run's id; ``node_column``: rows record the machine that made them. ``run``: the
+    ``runs`` row's other columns (see :func:`provenance`).
     """
 
     kind: str
@@ -481,6 +446,7 @@ class JobSpec:
     errors_in_table: bool = True
     timed: bool = False
     run_column: bool = False
+    node_column: bool = False
     run: dict[str, Any] = field(default_factory=dict)
     flush_rows: int = 16
     flush_s: float = 2.0
@@ -634,6 +600,8 @@ def run(
                     r["executor"] = out.placement.executor
                     r["concurrency"] = out.placement.concurrency
                     r["in_flight"] = out.in_flight if out.opened else None
+                if spec.node_column:
+                    r["node"] = out.node or NODE
                 if r.get("error"):
                     result.add_error(str(r["error"]))
                 else:
@@ -648,6 +616,9 @@ def run(
         stream.close()  # stops the executor's threads and servers
         try:
             flush()  # what finished is kept, also on Ctrl-C
+            servers = getattr(executor, "servers", None)
+            if servers:  # what really served (build, slots, threads), per model
+                jobs.merge_run_params(store, row["run_id"], {"servers": servers})
         finally:
             bar.close()
             result.elapsed_s = time.perf_counter() - started

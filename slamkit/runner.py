@@ -428,11 +428,14 @@ def run_sweep(
 
     groups: list[Group] = []
     planned = cached = 0
+    seen: set[str] = set()  # a model or sampling named twice plans its cells once
     for model in resolved:
         cells = plan_cells(
             model, task_id, items, task.system_prompt, samplings, n_samples, seed,
             chat_format=chat_format_for(model, chat_format),
         )  # fmt: skip
+        cells = [c for c in dict((c.key, c) for c in cells).values() if c.key not in seen]
+        seen.update(c.key for c in cells)
         done = _done_keys(store, [c.key for c in cells], retry_errors)
         todo = [c for c in cells if c.key not in done]
         planned += len(cells)
@@ -452,7 +455,7 @@ def run_sweep(
     }
     spec = JobSpec(
         "generate", "generations", "gen_key", "generating", unit="gen", timed=True,
-        run_column=True,
+        run_column=True, node_column=True,
         run=provenance(
             n_threads=n_threads, n_threads_batch=n_threads_batch, n_gpu_layers=n_gpu_layers,
             samplings=samplings, seed=seed, params=run_params,

@@ -188,17 +188,25 @@ class Study:
             self.utilization, metric,
         )  # fmt: skip
 
+    @property
+    def timed_refs(self) -> pd.DataFrame:
+        """The references whose latencies count under ``timings`` (isolated: captured
+        with no other request in flight; imported ones count as alone)."""
+        if self.selection.timings == "all" or self.refs.empty:
+            return self.refs
+        return self.refs[self.refs["in_flight"].fillna(1) <= 1]
+
     def latencies(self) -> pd.DataFrame:
         """Per-request ``variant, latency_s, ttft_s, is_reference`` incl. the reference API."""
         own = aggregates.latency_values(self.store, self.scope)
-        return frames.latency_frame(own.assign(error=None), self.refs, self.reference_name)
+        return frames.latency_frame(own.assign(error=None), self.timed_refs, self.reference_name)
 
     def latency_inputs(self) -> pd.DataFrame:
         """Per-request latency rows of the variants and the reference API
         (``variant, source, latency_s, ttft_s, decode_tps``) for
         :func:`slamkit.latency.latency_summary`."""
         own = aggregates.latency_values(self.store, self.scope).assign(source="self-hosted")
-        ref = self.refs.dropna(subset=["latency_s", "ttft_s"], how="all")
+        ref = self.timed_refs.dropna(subset=["latency_s", "ttft_s"], how="all")
         ref = ref.assign(variant=ref["source_model"], source="reference API")
         cols = ["variant", "source", "latency_s", "ttft_s"]
         return pd.concat([own[[*cols, "decode_tps"]], ref[cols]], ignore_index=True)
@@ -268,20 +276,36 @@ class Study:
         total = int(counts["n"].sum()) if len(counts) else 0
         alone = int(counts.loc[counts["in_flight"] == 1, "n"].sum()) if len(counts) else 0
         loaded = total - alone
+        timed = self.refs.dropna(subset=["latency_s"]) if len(self.refs) else self.refs
+        ref_loaded = int((timed["in_flight"].fillna(1) > 1).sum()) if len(timed) else 0
+        refs = ""
+        if ref_loaded:
+            refs = (
+                f" Reference API: {ref_loaded} of {len(timed)} timed references were captured "
+                "under load" + (" and are left out." if self.selection.timings != "all" else ".")
+            )
         if self.selection.timings == "all":
             return (
                 f"Timings: all {total} requests, {loaded} of them timed under load (other "
-                "requests in flight) — latencies and costs mix isolated and loaded requests."
+                "requests in flight) — latencies and costs mix isolated and loaded "
+                f"requests, and a loaded request's latency is priced as if it ran alone.{refs}"
             )
-        left_out = (
-            f"; {loaded} timed under load (other requests in flight) are left out of the "
-            "timings (timings='all' shows them)"
-            if loaded
-            else ""
-        )
+        if total and not alone:
+            return (
+                f"Timings: none of the {total} requests was measured in isolation (all ran "
+                "with other requests in flight), so latencies, speeds and self-hosted costs "
+                "are left blank — rerun the sweep with the sequential executor, or pass "
+                f"timings='all' to show the timings under load.{refs}"
+            )
+        left_out = ""
+        if loaded:
+            left_out = (
+                f"; {loaded} timed under load (other requests in flight) are left out of the "
+                "timings (timings='all' shows them)"
+            )
         return (
             f"Timings: {alone} of {total} requests, each measured in isolation (one "
-            f"request in flight){left_out}."
+            f"request in flight){left_out}.{refs}"
         )
 
     def __repr__(self) -> str:

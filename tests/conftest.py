@@ -63,38 +63,45 @@ from slamkit.store import Store  # noqa: E402
 ARTIFACTS = Path(__file__).parent / "artifacts"
 
 
-_SESSION_START = time.time()
+#: every process this test session starts inherits this marker (servers, Ray workers)
+_SESSION_MARK = f"{os.getpid()}-{time.time_ns()}"
+os.environ["SLAMKIT_TEST_SESSION"] = _SESSION_MARK
+#: what a leftover process of ours looks like: managed llama.cpp servers, Ray's processes
+_LEFTOVERS = ("slamkit.backends.serve_child", "raylet", "gcs_server", "ray::", "default_worker")
 
 
-def _orphan_servers() -> list[str]:
-    """Managed llama.cpp servers started during this test session that still run."""
+def _leftovers() -> list[str]:
+    """Processes this test session started (directly or not) that still run."""
     import psutil
 
-    from slamkit.backends.serve_child import MODULE
-
     found = []
-    for p in psutil.process_iter(["cmdline", "create_time", "status"]):
+    for p in psutil.process_iter(["cmdline", "status"]):
         try:
             cmd = " ".join(p.info["cmdline"] or [])
-            if MODULE in cmd and p.info["create_time"] >= _SESSION_START - 1:
-                if p.info["status"] != psutil.STATUS_ZOMBIE:
-                    found.append(f"pid {p.pid}: {cmd[:160]}")
+            if p.pid == os.getpid() or not any(k in cmd for k in _LEFTOVERS):
+                continue
+            if p.info["status"] == psutil.STATUS_ZOMBIE:
+                continue
+            if p.environ().get("SLAMKIT_TEST_SESSION") == _SESSION_MARK:
+                found.append(f"pid {p.pid}: {cmd[:160]}")
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return found
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
-    """No managed server may outlive the test suite (it fails the run, naming them)."""
+    """No managed server and no Ray process may outlive the test suite (the run fails,
+    naming them). Ray's helper processes of a SIGKILLed driver take up to ~2 minutes to
+    notice; servers a few seconds."""
     if os.getpid() != _SESSION_PID:
         return
-    deadline = time.time() + 15  # a killed driver's server takes a moment to notice
-    orphans = _orphan_servers()
-    while orphans and time.time() < deadline:
-        time.sleep(0.5)
-        orphans = _orphan_servers()
-    if orphans:
-        print("\nmanaged llama.cpp servers outlived the tests:\n  " + "\n  ".join(orphans))
+    deadline = time.time() + 180
+    left = _leftovers()
+    while left and time.time() < deadline:
+        time.sleep(1)
+        left = _leftovers()
+    if left:
+        print("\nprocesses started by the tests outlived them:\n  " + "\n  ".join(left))
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 

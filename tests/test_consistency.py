@@ -17,7 +17,9 @@ def _name(req: str) -> str:
 
 def _pyproject() -> dict[str, str]:
     meta = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    reqs = list(meta["dependencies"]) + list(meta["optional-dependencies"]["dev"])
+    reqs = list(meta["dependencies"]) + [
+        r for extra in meta["optional-dependencies"].values() for r in extra
+    ]
     return {_name(r): r.replace(" ", "") for r in reqs}
 
 

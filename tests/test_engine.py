@@ -99,12 +99,14 @@ def test_an_in_process_model_runs_one_call_at_a_time_under_any_executor(store: S
                 active[0] -= 1
             return super().generate(messages, sampling, seed)
 
-    res = run_sweep(
-        store, MODELS[:1], "t", backend_factory=lambda m: NotThreadSafe(name=m.name),
-        progress=False, executor="concurrent", concurrency=4,
-    )  # fmt: skip
+    with pytest.warns(UserWarning, match="runs one call at a time .* --executor ray"):
+        res = run_sweep(
+            store, MODELS[:1], "t", backend_factory=lambda m: NotThreadSafe(name=m.name),
+            progress=False, executor="concurrent", concurrency=4,
+        )  # fmt: skip
     assert res.done == 6 and most[0] == 1
-    assert set(store.df("SELECT in_flight FROM generations")["in_flight"]) == {1}
+    rows = store.df("SELECT in_flight, concurrency FROM generations")
+    assert set(rows["in_flight"]) == {1} and set(rows["concurrency"]) == {1}
 
 
 @pytest.mark.parametrize("executor", ["sequential", "concurrent"])
@@ -185,8 +187,9 @@ def test_every_job_writes_a_runs_row_with_its_executor(store: Store) -> None:
                        progress=False)  # fmt: skip
     run_sweep(store, MODELS[:1], "t", backend_factory=lambda m: MockBackend(name="m1"),
               progress=False)  # fmt: skip
-    res = score_generations(store, ["rougeL", "max_sentences:4"], progress=False,
-                            executor="concurrent", concurrency=2)  # fmt: skip
+    with pytest.warns(UserWarning, match="rougeL: runs one call at a time"):
+        res = score_generations(store, ["rougeL", "max_sentences:4"], progress=False,
+                                executor="concurrent", concurrency=2)  # fmt: skip
     assert res.by_label == {"rougeL": 3, "max_sentences:4": 3} and res.done == 6
     runs = store.df("SELECT kind, executor, concurrency FROM runs ORDER BY started_at")
     assert runs.values.tolist() == [
@@ -227,7 +230,7 @@ def test_a_metric_chunk_that_fails_is_stored_in_job_errors_and_retried(store: St
 def test_executor_arguments_are_checked_before_anything_runs(store: Store) -> None:
     _task(store, 2)
     for kwargs, words in [
-        ({"executor": "threads"}, "executor must be sequential, concurrent or server"),
+        ({"executor": "threads"}, "executor must be sequential, concurrent, server or ray"),
         ({"executor": "sequential", "concurrency": 4}, "--executor concurrent"),
         ({"executor": "concurrent", "parallel": 2}, "--executor server"),
         ({"executor": "concurrent", "concurrency": 0}, "concurrency must be a whole number >= 1"),
@@ -245,7 +248,9 @@ def test_the_server_executor_runs_endpoint_models_concurrently(store: Store) -> 
     res = run_sweep(store, MODELS[:1], "t", backend_factory=lambda m: SlowMock(m.name),
                     progress=False, executor="server", parallel=3)  # fmt: skip
     assert res.done == 6
-    assert set(store.df("SELECT executor FROM generations")["executor"]) == {"concurrent"}
+    rows = store.df("SELECT executor, concurrency, in_flight FROM generations")
+    assert set(rows["executor"]) == {"concurrent"} and set(rows["concurrency"]) == {3}
+    assert rows["in_flight"].max() > 1  # the calls overlapped
 
 
 def test_cli_flags_reach_the_engine(tmp_path: Path) -> None:
@@ -260,8 +265,10 @@ def test_cli_flags_reach_the_engine(tmp_path: Path) -> None:
     for cmd in (["judge", "--base-url", "http://x/v1", "--model", "j"], ["score"]):
         a = p.parse_args([*cmd, "--executor", "concurrent", "--concurrency", "2"])
         assert (a.executor, a.concurrency) == ("concurrent", 2)
+    a = p.parse_args(["score", "--executor", "server"])  # no GGUF to serve: as concurrent
+    assert a.executor == "server"
     with pytest.raises(SystemExit):
-        p.parse_args(["score", "--executor", "server"])  # no GGUF to serve in scoring
+        p.parse_args(["score", "--models-at-once", "2"])  # a sweep's flag only
 
 
 def test_models_served_at_once_share_one_in_flight_count(store: Store) -> None:
@@ -275,7 +282,7 @@ def test_models_served_at_once_share_one_in_flight_count(store: Store) -> None:
     assert rows["in_flight"].max() > 2 and rows["in_flight"].max() <= 4  # 2 models x 2
     assert json.loads(store.df("SELECT params FROM runs")["params"][0])["executor"][
         "models_at_once"] == 2  # fmt: skip
-    with pytest.raises(SlamkitError, match="--models-at-once configures managed"):
+    with pytest.raises(SlamkitError, match="--models-at-once is an option of --executor server"):
         run_sweep(store, MODELS, "t", backend_factory=lambda m: SlowMock(m.name),
                   progress=False, models_at_once=2)  # fmt: skip
 
@@ -303,3 +310,23 @@ def test_a_server_binary_that_is_not_there_stops_the_sweep_before_anything_runs(
                   progress=False, executor="server", server_binary=tmp_path / "nope" /
                   "llama-server")  # fmt: skip
     assert store.count("runs") == 0 and store.count("generations") == 0
+
+
+def test_a_model_or_sampling_named_twice_plans_its_cells_once(store: Store) -> None:
+    _task(store, 3)
+    res = run_sweep(store, [MODELS[0], MODELS[0]], "t", [Sampling(), Sampling()],
+                    backend_factory=lambda m: MockBackend(name=m.name), progress=False)  # fmt: skip
+    assert (res.planned, res.done) == (3, 3) and store.count("generations") == 3
+
+
+def test_the_servers_a_sweep_started_are_recorded_in_its_runs_row(store: Store) -> None:
+    """What really served is provenance: the engine stores the executor's ``servers``."""
+    _task(store, 2)
+
+    class Recording(engine.ConcurrentExecutor):
+        servers = [{"model": "m1", "server": "xllamacpp 1.0", "parallel": 2}]
+
+    run_sweep(store, MODELS[:1], "t", backend_factory=lambda m: MockBackend(name=m.name),
+              progress=False, executor=Recording(2))  # fmt: skip
+    params = json.loads(store.df("SELECT params FROM runs")["params"][0])
+    assert params["servers"] == Recording.servers and params["executor"]["concurrency"] == 2

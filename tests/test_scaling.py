@@ -34,12 +34,15 @@ def _task(store: Store) -> None:
 
 
 def _servers() -> list[psutil.Process]:
-    """Managed server wrappers of this machine still running."""
+    """Managed server wrappers started by this test session that still run (others on a
+    shared machine are not ours: the session's marker is in our processes' environment)."""
+    mark = os.environ["SLAMKIT_TEST_SESSION"]
     out = []
     for p in psutil.process_iter(["cmdline"]):
         try:
             if MODULE in " ".join(p.info["cmdline"] or []):
-                out.append(p)
+                if p.environ().get("SLAMKIT_TEST_SESSION") == mark:
+                    out.append(p)
         except (psutil.NoSuchProcess, psutil.AccessDenied):
             continue
     return out
@@ -194,3 +197,43 @@ def test_a_model_the_server_cannot_load_fails_its_cells_and_the_next_model_runs(
     assert msg.startswith("tiny.gguf: ") and "did not start" in msg and "\n" not in msg
     assert "slamkit catalog --path" in msg
     assert {p.pid for p in _servers()} <= before
+
+
+def test_ctrl_c_of_a_concurrent_endpoint_sweep_exits_at_once_and_keeps_its_rows(
+    tmp_path: Path,
+) -> None:
+    """A real SIGINT (as a terminal sends it) to `slamkit run --executor concurrent`
+    against an endpoint that takes 3 s per answer: the CLI exits promptly with 130 and a
+    one-line note, committed rows stay, and the rerun generates only the rest."""
+    from helpers import FaultyEndpoint
+
+    db = tmp_path / "int.duckdb"
+    with Store(db) as st:
+        add_task(st, "t", "{q}", [{"q": f"question {i}"} for i in range(12)], id_field=None)
+    with FaultyEndpoint(delay_s=3.0) as ep:
+        cmd = [sys.executable, "-m", "slamkit.cli", "--store", str(db), "run", "--task", "t",
+               "--endpoint", "faulty", "--base-url", ep.base_url, "--quiet", "--print-rows",
+               "--executor", "concurrent", "--concurrency", "4"]  # fmt: skip
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        assert proc.stdout is not None and proc.stderr is not None
+        stored = []
+        for line in proc.stdout:
+            if line.startswith("stored "):
+                stored.append(line.split()[1])
+                break
+        proc.send_signal(signal.SIGINT)  # mid-wave: 4 requests of the next wave in flight
+        t0 = time.monotonic()
+        rc = proc.wait(timeout=60)
+        waited = time.monotonic() - t0
+        err = proc.stderr.read()
+        assert rc == 130, err[-2000:]
+        assert "interrupted — every row committed before the interrupt is kept" in err
+        assert "Traceback" not in err
+        assert waited < 30  # not the requests' 60 s timeouts (a bound, not a speed claim)
+        with Store(db) as st:
+            rows = st.df("SELECT gen_key, executor, concurrency, in_flight FROM generations")
+        assert set(stored) <= set(rows["gen_key"]) and len(rows) >= 1
+        assert set(rows["executor"]) == {"concurrent"} and rows["in_flight"].max() > 1
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert f"12 cells: {len(rows)} cached, {12 - len(rows)} generated, 0 failed" in done.stdout

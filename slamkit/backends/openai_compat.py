@@ -304,6 +304,11 @@ class OpenAIBackend:
         max_total_s: float | None = None,
     ) -> None:
         openai: Any = require("openai")
+        # how to make this backend again elsewhere (a Ray worker): settings, never the key
+        self._recipe = (
+            (model, base_url, api_key_env, timeout, max_retries, send_extra_sampling),
+            {"backoff_s": backoff_s, "max_backoff_s": max_backoff_s, "max_total_s": max_total_s},
+        )
         check_number("OpenAIBackend timeout", timeout, 0, lo_open=True, hint="seconds per request")
         check_whole("OpenAIBackend max_retries", max_retries, 0, "0 = one attempt")
         check_number("OpenAIBackend backoff_s", backoff_s, 0)
@@ -356,6 +361,12 @@ class OpenAIBackend:
 
     def __repr__(self) -> str:
         return f"OpenAIBackend(model={self.model!r}, base_url={self.base_url!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickled as its settings (e.g. for a Ray worker, which reads the key from its own
+        environment variable ``api_key_env``): no key, client or lock travels."""
+        args, kwargs = self._recipe
+        return (_rebuild, (args, kwargs))
 
     def stats(self) -> dict[str, float]:
         """Totals over every call so far (thread-safe copy): ``calls``, ``failed`` (calls
@@ -685,6 +696,10 @@ class OpenAIBackend:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _rebuild(args: tuple[Any, ...], kwargs: dict[str, Any]) -> OpenAIBackend:
+    return OpenAIBackend(*args, **kwargs)
 
 
 def _int_or_none(value: object) -> int | None:

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from slamkit.smart.simulate_args import LIMIT, add_executor_arguments, number, whole
+from slamkit.smart.simulate_args import (
+    LIMIT,
+    add_executor_arguments,
+    executor_from_args,
+    number,
+    whole,
+)
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -75,8 +81,7 @@ def run(args: argparse.Namespace) -> int:
             st, cfg, mode=args.mode, task_id=args.task, source_model=args.source_model,
             sample_index=None if args.all_samples else 0, model_ids=args.model_id,
             criteria=[c.strip() for c in args.criteria.split(",") if c.strip()],
-            limit=args.limit, progress=not args.quiet, executor=args.executor,
-            concurrency=args.concurrency,
+            limit=args.limit, progress=not args.quiet, executor=executor_from_args(args),
         )  # fmt: skip
         bias = position_bias(pairwise_outcomes(load_judgments(st, args.model)))
     print(counts)

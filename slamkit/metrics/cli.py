@@ -31,6 +31,7 @@ def run(args: argparse.Namespace) -> int:
 
     from slamkit.metrics import DEFAULT_METRICS, get_metric, load_json_schema, parse_metric_specs
     from slamkit.metrics.score import load_scores, pass_rates, score_generations, summarize_scores
+    from slamkit.smart.simulate_args import executor_from_args
     from slamkit.store import open_store
 
     specs: list = list(args.metrics or DEFAULT_METRICS)
@@ -44,7 +45,7 @@ def run(args: argparse.Namespace) -> int:
     with open_store(args.store) as st:
         counts = score_generations(
             st, specs, task_id=args.task, source_model=args.source_model,
-            progress=not args.quiet, executor=args.executor, concurrency=args.concurrency,
+            progress=not args.quiet, executor=executor_from_args(args),
         )  # fmt: skip
         scores = load_scores(st, args.task, args.source_model)
     print("computed: " + ", ".join(f"{k}={v}" for k, v in counts.by_label.items()))

@@ -107,9 +107,11 @@ def score_generations(
     Generations without a reference are skipped by reference metrics (a warning says how
     many). Runs on the job engine, ``chunk_size`` scores per call: a chunk that fails is
     stored in ``job_errors`` (job ``score``) and retried on the next call;
-    ``JobResult.by_label`` holds the rows computed per metric. ``executor="concurrent"``
-    computes chunks of thread-safe metrics in parallel (the embedding metric's in-process
-    model takes one chunk at a time). Metrics built here are closed after.
+    ``JobResult.by_label`` holds the rows computed per metric. A metric computes one chunk
+    at a time in this process (evaluate's metrics and the embedding metric's llama.cpp
+    model are not thread-safe: ``executor="concurrent"`` says so and runs them one chunk
+    at a time); ``executor="ray"`` spreads the chunks over Ray workers. Metrics built
+    here are closed after.
 
     Every spec is checked (:func:`slamkit.metrics.parse_metric_spec`) before anything is
     scored: a bad one raises a SlamkitError naming it and nothing is written. An empty

@@ -18,8 +18,12 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 from slamkit.backends.base import number_error, number_rule, whole_error, whole_rule
+
+if TYPE_CHECKING:
+    from slamkit.engine import Executor
 
 #: the simulator's settings (``SETTINGS`` of :mod:`slamkit.smart.simulate`, then 'Boundary');
 #: a test checks that the two agree
@@ -80,24 +84,37 @@ PROBABILITY = number(0, 1, lo_open=True, hi_open=True)
 
 
 def add_executor_arguments(ap: argparse.ArgumentParser, server: bool = False) -> None:
-    """``--executor`` and ``--concurrency`` (and, for GGUF sweeps, ``--parallel`` and
-    ``--server-binary``): the job engine's knobs, the same for every job."""
-    choices = ["sequential", "concurrent", "server"] if server else ["sequential", "concurrent"]
+    """``--executor``, ``--concurrency``, ``--ray-address`` (and, for GGUF sweeps,
+    ``--parallel``, ``--models-at-once``, ``--server-binary``, ``--ray-gpus``): the job
+    engine's knobs, the same for every job (see :func:`executor_from_args`)."""
+    serves = (
+        "each GGUF model behind a managed llama.cpp server with --parallel slots "
+        "(continuous batching)" if server else
+        "this job has no GGUF model to serve, so it runs as concurrent with --concurrency "
+        "(default --parallel)"
+    )  # fmt: skip
     ap.add_argument(
-        "--executor", choices=choices, default="sequential",
+        "--executor", choices=["sequential", "concurrent", "server", "ray"],
+        default="sequential",
         help="sequential: one request at a time, timings in isolation (default); "
-        "concurrent: --concurrency requests in flight to an endpoint"
-        + ("; server: each GGUF model behind a managed llama.cpp server with --parallel "
-           "slots (continuous batching)" if server else ""),
+        f"concurrent: --concurrency requests in flight to an endpoint; server: {serves}; "
+        "ray: Ray actors on this machine or a cluster (pip install 'slamkit[ray]')",
     )  # fmt: skip
     ap.add_argument(
         "--concurrency", type=whole(1),
-        help="requests in flight (concurrent: default 4; server: default --parallel)",
+        help="requests in flight (concurrent: default 4; server: default --parallel; "
+        "ray: actors per model, default 1)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--ray-address", metavar="ADDRESS",
+        help="ray: the cluster to join (default: RAY_ADDRESS, else a local cluster)",
+    )  # fmt: skip
+    ap.add_argument(
+        "--parallel", type=whole(1),
+        help="server slots per model (server: default 2; ray: each actor serves its "
+        "model with a managed server of this many slots)",
     )  # fmt: skip
     if server:
-        ap.add_argument(
-            "--parallel", type=whole(1), help="server slots per model (server: default 2)"
-        )
         ap.add_argument(
             "--models-at-once", type=whole(1),
             help="server: models served at the same time, each by its own server (default "
@@ -108,6 +125,23 @@ def add_executor_arguments(ap: argparse.ArgumentParser, server: bool = False) ->
             help="a llama-server executable (e.g. your CUDA build) instead of the "
             "prebuilt xllamacpp server",
         )  # fmt: skip
+        ap.add_argument(
+            "--ray-gpus", type=number(0), metavar="FRACTION",
+            help="ray: GPUs per actor (e.g. 0.25: four actors share one GPU; default 0)",
+        )  # fmt: skip
+
+
+def executor_from_args(args: argparse.Namespace, **options: Any) -> Executor:
+    """The executor the flags of :func:`add_executor_arguments` name (``options``: the
+    job's own settings, e.g. threads for a sweep's servers and actors)."""
+    from slamkit.engine import make_executor
+
+    return make_executor(
+        args.executor, args.concurrency, getattr(args, "parallel", None),
+        binary=getattr(args, "server_binary", None),
+        models_at_once=getattr(args, "models_at_once", None),
+        ray_address=args.ray_address, ray_gpus=getattr(args, "ray_gpus", None), **options,
+    )  # fmt: skip
 
 
 def add_simulate_arguments(ap: argparse.ArgumentParser) -> None:

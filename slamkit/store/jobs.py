@@ -186,6 +186,21 @@ def register_models(store: Store, rows: Iterable[dict[str, Any]]) -> int:
 
 
 # -- the job engine ------------------------------------------------------------------------
+def merge_run_params(store: Store, run_id: str, extra: Mapping[str, Any]) -> None:
+    """Add keys to the ``params`` JSON of a ``runs`` row (what a job learns as it runs,
+    e.g. the servers it started)."""
+    with store.transaction() as db:
+        rows = db.execute("SELECT params FROM runs WHERE run_id = ?", [run_id]).fetchall()
+        if not rows:
+            return
+        params = json.loads(rows[0][0]) if rows[0][0] else {}
+        params.update(extra)
+        db.execute(
+            "UPDATE runs SET params = ? WHERE run_id = ?",
+            [json.dumps(params, sort_keys=True, default=str), run_id],
+        )
+
+
 def _same_columns(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
     """Rows with the union of their columns (a failed cell's row has fewer), None-filled."""
     cols: dict[str, None] = {}

@@ -277,6 +277,11 @@ def m005_executors(db: duckdb.DuckDBPyConnection) -> None:
     )
 
 
+def m006_nodes(db: duckdb.DuckDBPyConnection) -> None:
+    """The machine (host name) that made each generation: a Ray cluster has many."""
+    db.execute("ALTER TABLE generations ADD COLUMN node VARCHAR")
+
+
 MIGRATIONS: list[Migration] = [
-    m001_core, m002_quality, m003_analysis, m004_token_counts, m005_executors,
+    m001_core, m002_quality, m003_analysis, m004_token_counts, m005_executors, m006_nodes,
 ]  # fmt: skip

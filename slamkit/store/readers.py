@@ -363,8 +363,9 @@ def references(
 ) -> pd.DataFrame:
     """Reference outputs (e.g. GPT-4) with usage, latency and the item's prompt:
     ``ref_id, task_id, item_id, source_model, sample_index, [text], prompt_tokens,
-    completion_tokens, latency_s, ttft_s, prompt, completion_tokens_counted,
-    prompt_tokens_counted`` (first ``n_items`` items by position; ``*_counted``: the
+    completion_tokens, latency_s, ttft_s, in_flight, prompt, completion_tokens_counted,
+    prompt_tokens_counted`` (first ``n_items`` items by position; ``in_flight``: requests
+    in flight while a captured reference was timed, 1 = alone; ``*_counted``: the
     cl100k counts stored when the references were imported, see :mod:`slamkit.tokens`)."""
     clauses: list[str] = []
     params: list[Any] = []
@@ -383,7 +384,8 @@ def references(
     text = "r.text, " if with_text else ""
     return store.df(
         f"SELECT r.ref_id, r.task_id, r.item_id, r.source_model, r.sample_index, {text}"
-        f"r.prompt_tokens, r.completion_tokens, r.latency_s, r.ttft_s, i.prompt, "
+        f"r.prompt_tokens, r.completion_tokens, r.latency_s, r.ttft_s, "
+        f"coalesce(r.in_flight, 1) AS in_flight, i.prompt, "
         f"tc.tokens AS completion_tokens_counted, tp.tokens AS prompt_tokens_counted "
         f"FROM reference_outputs r LEFT JOIN items i USING (task_id, item_id) "
         f"{_COUNTED.format(text='r.text', alias='tc')} "

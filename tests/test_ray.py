@@ -1,0 +1,203 @@
+"""The ray executor on a real local Ray cluster (one per module): the sequential sweep's
+keys, a worker killed mid-sweep, a model file a worker cannot read, provenance, Ctrl-C,
+SIGKILL of the driver, and no Ray process left afterwards."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from slamkit.backends.base import Sampling
+from slamkit.backends.mock import MockBackend
+from slamkit.catalog import inspect_gguf
+from slamkit.errors import MissingDependencyError
+from slamkit.runner import EndpointModel, run_sweep
+from slamkit.store import Store
+from slamkit.tasks import add_task
+
+ray = pytest.importorskip("ray", reason="make test installs ray (the [ray] extra)")
+from slamkit.ray_executor import RayExecutor, wait_for_cluster_exit  # noqa: E402
+
+# the factories below are defined here: Ray's workers get them by value
+ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+ITEMS = [{"q": f"Say the number {i} in words."} for i in range(8)]
+GREEDY = Sampling(temperature=0.0, max_tokens=12)
+MODELS = [
+    EndpointModel("m1", "http://127.0.0.1:9/v1"),
+    EndpointModel("m2", "http://127.0.0.1:9/v1"),
+]
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[None]:
+    """One local 2-CPU cluster for the module; every Ray process is gone afterwards."""
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
+    yield
+    ray.shutdown()
+    assert wait_for_cluster_exit(120), "Ray processes outlived ray.shutdown()"
+
+
+def _task(store: Store, n: int = 8) -> None:
+    add_task(store, "t", "{q}", ITEMS[:n], id_field=None)
+
+
+def _mock(model: object) -> MockBackend:
+    return MockBackend(lambda u: f"{getattr(model, 'name', 'm')}: {u}", name="mock")
+
+
+def test_a_ray_sweep_stores_the_sequential_keys_and_records_nodes(
+    cluster: None, tmp_path: Path, store: Store
+) -> None:
+    seq = Store(tmp_path / "seq.duckdb")
+    for st in (seq, store):
+        _task(st)
+    run_sweep(seq, MODELS, "t", backend_factory=_mock, progress=False)
+    res = run_sweep(store, MODELS, "t", backend_factory=_mock, progress=False,
+                    executor=RayExecutor(actors_per_model=2))  # fmt: skip
+    assert (res.done, res.failed) == (16, 0), str(res)
+    a = seq.df("SELECT gen_key, text FROM generations ORDER BY 1")
+    b = store.df("SELECT gen_key, text, executor, node FROM generations ORDER BY 1")
+    assert list(a["gen_key"]) == list(b["gen_key"]) and list(a["text"]) == list(b["text"])
+    assert set(b["executor"]) == {"ray"} and b["node"].notna().all()
+    run = store.df("SELECT executor, concurrency, params FROM runs WHERE kind='generate'")
+    assert (run["executor"][0], run["concurrency"][0]) == ("ray", 2)
+    info = json.loads(run["params"][0])["executor"]
+    assert info["ray_version"] == ray.__version__ and info["nodes"][0]["cpus"] == 2
+    assert info["cluster"] and info["actors_per_model"] == 2
+    seq.close()
+
+
+@pytest.mark.slow
+def test_real_llama_cpp_on_two_actors_gives_the_sequential_texts(
+    cluster: None, smollm2: Path, tmp_path: Path, store: Store
+) -> None:
+    """In-process llama.cpp in each actor: the same numerics as the driver's own run."""
+    seq = Store(tmp_path / "seq.duckdb")
+    for st in (seq, store):
+        _task(st, 4)
+    run_sweep(seq, [smollm2], "t", GREEDY, n_threads=1, progress=False)
+    res = run_sweep(store, [smollm2], "t", GREEDY, n_threads=1, progress=False,
+                    executor="ray", concurrency=2)  # fmt: skip
+    assert (res.done, res.failed) == (4, 0), str(res)
+    a = seq.df("SELECT gen_key, text FROM generations ORDER BY 1")
+    b = store.df("SELECT gen_key, text, backend, decode_tps FROM generations ORDER BY 1")
+    assert list(a["gen_key"]) == list(b["gen_key"]) and list(a["text"]) == list(b["text"])
+    assert set(b["backend"]) == {"LlamaCppBackend"} and b["decode_tps"].notna().all()
+    seq.close()
+
+
+class _DiesOnce(MockBackend):
+    """Kills its worker process the first time it sees item 'number 3' (a marker file
+    makes the restarted worker answer)."""
+
+    def __init__(self, marker: str) -> None:
+        super().__init__(lambda u: f"answer to {u}", name="m1")
+        self.marker = marker
+
+    def generate(self, messages, sampling, seed):  # type: ignore[no-untyped-def]
+        if "number 3" in messages[-1]["content"] and not os.path.exists(self.marker):
+            Path(self.marker).write_text(str(os.getpid()))
+            os._exit(1)  # the worker dies mid-task, as on a lost node
+        return super().generate(messages, sampling, seed)
+
+
+def test_a_worker_killed_mid_sweep_loses_and_duplicates_nothing(
+    cluster: None, tmp_path: Path, store: Store
+) -> None:
+    _task(store)
+    marker = str(tmp_path / "died")
+    res = run_sweep(store, MODELS[:1], "t", backend_factory=lambda m: _DiesOnce(marker),
+                    progress=False, executor=RayExecutor(actors_per_model=2))  # fmt: skip
+    assert Path(marker).exists(), "the worker was never killed"
+    assert (res.done, res.failed) == (8, 0), str(res)  # its cell was retried elsewhere
+    rows = store.df("SELECT gen_key, error FROM generations")
+    assert len(rows) == 8 and rows["gen_key"].is_unique and rows["error"].isna().all()
+
+
+def test_a_model_file_a_worker_cannot_read_fails_its_cells_once_with_a_clear_error(
+    cluster: None, smollm2: Path, store: Store
+) -> None:
+    _task(store, 3)
+    info = inspect_gguf(smollm2)
+    missing = dataclasses.replace(info, path="/shared/models/SmolLM2.gguf", name="Smol-missing")
+    other = dataclasses.replace(info, sha256="0" * 64, name="Smol-other")
+    res = run_sweep(store, [missing, other], "t", GREEDY, progress=False, executor="ray")
+    assert (res.done, res.failed) == (0, 6)
+    errors = sorted(store.df("SELECT DISTINCT error FROM generations")["error"])
+    assert len(errors) == 2, errors
+    gone = next(e for e in errors if "Smol-missing" in e)
+    assert "the model file /shared/models/SmolLM2.gguf is not readable on node " in gone
+    assert "Ray does not copy model files: put them on storage every node sees" in gone
+    changed = next(e for e in errors if "Smol-other" in e)
+    assert "not the catalog's 000000000000..." in changed and "\n" not in changed
+
+
+def test_ctrl_c_stops_the_actors_and_keeps_what_was_stored(cluster: None, store: Store) -> None:
+    _task(store)
+    seen: list[str] = []
+
+    def interrupt(row: dict) -> None:
+        seen.append(row["gen_key"])
+        if len(seen) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_sweep(store, MODELS, "t", backend_factory=_mock, progress=False,
+                  executor=RayExecutor(), on_row=interrupt)  # fmt: skip
+    kept = store.count("generations")
+    assert kept >= 3
+    again = run_sweep(store, MODELS, "t", backend_factory=_mock, progress=False)
+    assert again.cached == kept and store.count("generations") == 16
+
+
+def test_without_ray_the_executor_says_what_to_install(
+    monkeypatch: pytest.MonkeyPatch, store: Store
+) -> None:
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray -> ImportError
+    _task(store, 2)
+    with pytest.raises(MissingDependencyError, match=r"pip install 'slamkit\[ray\]'"):
+        run_sweep(store, MODELS[:1], "t", backend_factory=_mock, progress=False,
+                  executor="ray")  # fmt: skip
+    assert store.count("runs") == 0
+
+
+@pytest.mark.slow
+def test_sigkill_of_a_ray_driver_loses_nothing_and_its_cluster_goes(
+    smollm2: Path, tmp_path: Path
+) -> None:
+    """The CLI starts its own local cluster; SIGKILL after the first stored row; the rerun
+    keeps every stored row and generates the rest, once."""
+    db = tmp_path / "kill.duckdb"
+    with Store(db) as st:
+        _task(st, 6)
+    cmd = [sys.executable, "-m", "slamkit.cli", "--store", str(db), "run", "--task", "t",
+           "--model", str(smollm2), "--max-tokens", "12", "--threads", "1", "--quiet",
+           "--print-rows", "--executor", "ray", "--concurrency", "2"]  # fmt: skip
+    env = {**os.environ, "OMP_WAIT_POLICY": "PASSIVE", "RAY_ADDRESS": ""}
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env)
+    assert proc.stdout is not None
+    stored = []
+    for line in proc.stdout:
+        if line.startswith("stored "):
+            stored.append(line.split()[1])
+            break
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r"6 cells: (\d+) cached, (\d+) generated, 0 failed", done.stdout)
+    assert found and int(found.group(1)) >= len(stored) >= 1, done.stdout
+    with Store(db) as st:
+        keys = st.df("SELECT gen_key, error, node FROM generations")
+    assert len(keys) == 6 and keys["gen_key"].is_unique and keys["error"].isna().all()
+    assert set(stored) <= set(keys["gen_key"]) and keys["node"].notna().all()
