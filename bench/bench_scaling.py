@@ -200,8 +200,15 @@ def main() -> None:
     from slamkit.engine import hardware_info
 
     hw = hardware_info()
+    import shutil
+
+    gpu = (
+        "an NVIDIA GPU (nvidia-smi found): measure it with --executor server --server-binary"
+        if shutil.which("nvidia-smi")
+        else "none found (no nvidia-smi): no GPU figures are measured"
+    )
     print(f"machine: {hw['cpu']}, {hw['logical_cores']} logical cores, {hw['memory_gb']} GB; "
-          "GPU: none here, so no GPU figures are measured")  # fmt: skip
+          f"GPU: {gpu}")  # fmt: skip
     bench_capture(args.capture_items, args.concurrency, 0.2)
     bench_ray_startup()
     bench_sweep(args.items, args.max_tokens, args.parallel)

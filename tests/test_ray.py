@@ -142,6 +142,36 @@ def test_a_model_file_a_worker_cannot_read_fails_its_cells_once_with_a_clear_err
     assert "not the catalog's 000000000000..." in changed and "\n" not in changed
 
 
+def test_capture_judge_and_scoring_run_on_ray_too(cluster: None, store: Store) -> None:
+    """Every job takes --executor ray: a capture from a local OpenAI-compatible endpoint (the
+    backend travels as its settings, the key never), a judge over it, and scoring."""
+    from helpers import FaultyEndpoint
+
+    from slamkit.backends.openai_compat import OpenAIBackend
+    from slamkit.judge import JudgeConfig, run_judge
+    from slamkit.metrics.score import score_generations
+    from slamkit.references import capture_references
+
+    _task(store, 4)
+    with FaultyEndpoint(reply='{"verdict": "A", "reasoning": "ok"}') as ep:
+        be = OpenAIBackend("faulty", base_url=ep.base_url)
+        cap = capture_references(store, be, "t", "ref", GREEDY, 0, progress=False,
+                                 executor=RayExecutor(actors_per_model=2))  # fmt: skip
+        be.close()
+        assert (cap.done, cap.failed) == (4, 0), str(cap)
+        run_sweep(store, MODELS[:1], "t", backend_factory=_mock, progress=False)
+        cfg = JudgeConfig(base_url=ep.base_url, model="faulty", response_format="none")
+        judged = run_judge(store, cfg, progress=False, executor=RayExecutor())
+        assert (judged.done, judged.failed) == (8, 0), str(judged)
+        assert ep.stats()["total"] >= 12
+    scored = score_generations(store, ["rougeL"], progress=False, executor=RayExecutor())
+    assert (scored.done, scored.failed) == (4, 0) and scored.by_label == {"rougeL": 4}
+    refs = store.df("SELECT executor, origin FROM reference_outputs WHERE source_model='ref'")
+    assert set(refs["executor"]) == {"ray"} and len(refs) == 4
+    kinds = store.df("SELECT kind, executor FROM runs WHERE executor = 'ray' ORDER BY 1")
+    assert list(kinds["kind"]) == ["capture", "judge", "score"]
+
+
 def test_ctrl_c_stops_the_actors_and_keeps_what_was_stored(cluster: None, store: Store) -> None:
     _task(store)
     seen: list[str] = []
