@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import os
 import platform
-import time
 from collections.abc import Generator, Sequence
 from typing import Any
 
@@ -284,23 +283,3 @@ def _worker_lost(exc: BaseException) -> SlamkitError:
         f"({one_line(f'{type(exc).__name__}: {exc}', 200)}) — see Ray's logs (ray logs, or "
         "/tmp/ray/session_latest/logs); the cell is retried on the next run"
     )
-
-
-def wait_for_cluster_exit(timeout_s: float = 15.0) -> bool:
-    """True once no Ray process started on this machine remains (raylet, gcs_server)."""
-    import psutil
-
-    deadline = time.monotonic() + timeout_s
-    names = ("raylet", "gcs_server", "ray::", "default_worker.py")
-    while True:
-        alive = []
-        for p in psutil.process_iter(["cmdline", "name"]):
-            try:
-                cmd = " ".join(p.info["cmdline"] or []) or p.info["name"] or ""
-            except (psutil.NoSuchProcess, psutil.AccessDenied):
-                continue
-            if any(n in cmd for n in names):
-                alive.append(p.pid)
-        if not alive or time.monotonic() > deadline:
-            return not alive
-        time.sleep(0.3)

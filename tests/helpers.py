@@ -714,3 +714,40 @@ def write_slam_dir(root: Path) -> Path:
         "avg_time": 1.0, "model_name": "mistral-7b-q4_0",
     })  # fmt: skip
     return root
+
+
+#: the processes a local Ray cluster runs
+RAY_PROCESSES = ("raylet", "gcs_server", "ray::", "default_worker.py", "dashboard/agent.py")
+
+
+def ray_processes_left(timeout_s: float = 15.0, children_only: bool = False) -> list[str]:
+    """Ray processes this test session started (they carry its ``SLAMKIT_TEST_SESSION``
+    marker; ``children_only``: only this process's descendants, i.e. its own cluster)
+    still running after ``timeout_s`` (polled); [] once all are gone."""
+    import os
+    import time
+
+    import psutil
+
+    mark = os.environ.get("SLAMKIT_TEST_SESSION")
+    deadline = time.monotonic() + timeout_s
+    while True:
+        left = []
+        procs = (
+            psutil.Process().children(recursive=True) if children_only
+            else list(psutil.process_iter())
+        )  # fmt: skip
+        for p in procs:
+            try:
+                cmd = " ".join(p.cmdline())
+                if p.pid == os.getpid() or not any(n in cmd for n in RAY_PROCESSES):
+                    continue
+                if p.status() == psutil.STATUS_ZOMBIE:
+                    continue
+                if p.environ().get("SLAMKIT_TEST_SESSION") == mark:
+                    left.append(f"pid {p.pid}: {cmd[:120]}")
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.3)

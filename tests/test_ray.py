@@ -25,7 +25,9 @@ from slamkit.store import Store
 from slamkit.tasks import add_task
 
 ray = pytest.importorskip("ray", reason="make test installs ray (the [ray] extra)")
-from slamkit.ray_executor import RayExecutor, wait_for_cluster_exit  # noqa: E402
+from helpers import ray_processes_left  # noqa: E402
+
+from slamkit.ray_executor import RayExecutor  # noqa: E402
 
 # the factories below are defined here: Ray's workers get them by value
 ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])
@@ -44,7 +46,8 @@ def cluster() -> Iterator[None]:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, logging_level="ERROR")
     yield
     ray.shutdown()
-    assert wait_for_cluster_exit(120), "Ray processes outlived ray.shutdown()"
+    left = ray_processes_left(60, children_only=True)
+    assert not left, "Ray processes outlived ray.shutdown():\n" + "\n".join(left)
 
 
 def _task(store: Store, n: int = 8) -> None:

@@ -98,6 +98,29 @@ def planned_chat_format(
     return _fallback_label(fallback_for(architecture))
 
 
+def fit_prompt(
+    prompt: Any, messages: list[dict[str, str]], n_ctx: int, max_tokens: int, label: str
+) -> tuple[list[int], set[int], list[str], int]:
+    """``(prompt tokens, stop ids, stop strings, tokens left to generate)`` of ``messages``
+    in a context of ``n_ctx`` tokens; BackendError naming the model when it does not fit."""
+    tokens, stop_ids, stops = prompt.tokens(messages)
+    if len(tokens) + 1 >= n_ctx:
+        raise BackendError(
+            f"{label}: the prompt of {len(tokens)} tokens does not fit the context of "
+            f"{n_ctx} tokens — raise n_ctx (--n-ctx) or shorten the item."
+        )
+    return tokens, stop_ids, stops, min(max_tokens, n_ctx - len(tokens))
+
+
+def check_model_path(path: Path) -> None:
+    """ModelNotFoundError saying what to do when the GGUF ``path`` does not exist."""
+    if not path.exists():
+        raise ModelNotFoundError(
+            f"Model file {path} does not exist. Check the path, or list the available "
+            "models with `slamkit catalog`."
+        )
+
+
 def gguf_label(path: str | Path, name: str | None = None) -> str:
     """How messages name a GGUF model: its file name, and its catalog name if different.
 
@@ -345,11 +368,7 @@ class LlamaCppBackend:
         path = Path(path)
         self.label = gguf_label(path, name)
         check_chat_format(chat_format, f"chat_format of {self.label}")
-        if not path.exists():
-            raise ModelNotFoundError(
-                f"Model file {path} does not exist. Check the path, or list the available "
-                "models with `slamkit catalog`."
-            )
+        check_model_path(path)
         import jinja2
         import llama_cpp
 
@@ -452,13 +471,9 @@ class LlamaCppBackend:
         lc = self._llama_cpp
         llm = self.llm
         t0 = time.perf_counter()
-        prompt_tokens, stop_ids, stops = self.prompt.tokens(messages)
-        if len(prompt_tokens) + 1 >= self.n_ctx:
-            raise BackendError(
-                f"{self.label}: the prompt of {len(prompt_tokens)} tokens does not fit the "
-                f"context of {self.n_ctx} tokens — raise n_ctx (--n-ctx) or shorten the item."
-            )
-        max_tokens = min(sampling.max_tokens, self.n_ctx - len(prompt_tokens))
+        prompt_tokens, stop_ids, stops, max_tokens = fit_prompt(
+            self.prompt, messages, self.n_ctx, sampling.max_tokens, self.label
+        )
         llm.reset()  # empty KV cache: full prefill every call, reproducible greedy text
         lc.llama_perf_context_reset(llm.ctx)
         llm.set_seed(seed)

@@ -49,13 +49,15 @@ from slamkit.backends.llamacpp import (
     _suggest_from_header,
     _tolerant_gguf_templates,
     check_chat_format,
+    check_model_path,
     default_threads,
+    fit_prompt,
     gguf_label,
     one_line,
     template_message,
 )
 from slamkit.backends.serve_child import MODULE
-from slamkit.errors import BackendError, MissingDependencyError, ModelNotFoundError
+from slamkit.errors import BackendError, MissingDependencyError
 
 #: llama-cpp-python's sampler chain in ``Llama.generate`` (penalties over the last 64
 #: tokens, top-k, typical, top-p, min-p, temperature), asked of the server by name
@@ -249,11 +251,7 @@ class ManagedServer:
             check_whole(f"n_threads of {self.label}", n_threads, 1)
         if n_threads_batch is not None:
             check_whole(f"n_threads_batch of {self.label}", n_threads_batch, 1)
-        if not self.model_path.exists():
-            raise ModelNotFoundError(
-                f"Model file {self.model_path} does not exist. Check the path, or list the "
-                "available models with `slamkit catalog`."
-            )
+        check_model_path(self.model_path)
         self.parallel = parallel
         self.n_threads = n_threads or default_threads()
         self.n_threads_batch = n_threads_batch or self.n_threads
@@ -664,11 +662,7 @@ class ServerBackend:
         path = Path(model_path)
         self.label = gguf_label(path, name)
         check_chat_format(chat_format, f"chat_format of {self.label}")
-        if not path.exists():
-            raise ModelNotFoundError(
-                f"Model file {path} does not exist. Check the path, or list the available "
-                "models with `slamkit catalog`."
-            )
+        check_model_path(path)
         if not server.alive():
             raise BackendError(
                 f"{self.label}: the llama.cpp server is not running — start it first "
@@ -798,13 +792,9 @@ class ServerBackend:
         import httpx
 
         t0 = time.perf_counter()
-        prompt_tokens, stop_ids, stops = self.prompt.tokens(messages)
-        if len(prompt_tokens) + 1 >= self.n_ctx:
-            raise BackendError(
-                f"{self.label}: the prompt of {len(prompt_tokens)} tokens does not fit the "
-                f"context of {self.n_ctx} tokens — raise n_ctx (--n-ctx) or shorten the item."
-            )
-        max_tokens = min(sampling.max_tokens, self.n_ctx - len(prompt_tokens))
+        prompt_tokens, stop_ids, stops, max_tokens = fit_prompt(
+            self.prompt, messages, self.n_ctx, sampling.max_tokens, self.label
+        )
         body = self._body(prompt_tokens, sampling, seed, max_tokens)
         done = self.prompt.completion(prompt_tokens, stop_ids, stops)
         ttft: float | None = None

@@ -159,10 +159,17 @@ def _insert(
     cols = list(rows[0])
     types = types or {}
     schema = pa.schema([(c, pa.type_for_alias(types.get(c, "string"))) for c in cols])
-    arrow = pa.Table.from_pylist([dict(r) for r in rows], schema=schema)
+    return _insert_view(
+        db, table, cols, pa.Table.from_pylist([dict(r) for r in rows], schema=schema)
+    )
+
+
+def _insert_view(db: duckdb.DuckDBPyConnection, table: str, cols: list[str], data: Any) -> int:
+    """``INSERT ... ON CONFLICT DO NOTHING`` of ``data`` (an Arrow table or a frame with
+    ``cols``) in the caller's transaction; returns the rows written."""
     col_sql = ", ".join(f'"{c}"' for c in cols)
     before = _scalar(db, f"SELECT count(*) FROM {table}")
-    db.register("_slamkit_job_rows", arrow)
+    db.register("_slamkit_job_rows", data)
     try:
         db.execute(
             f"INSERT INTO {table} ({col_sql}) SELECT {col_sql} FROM _slamkit_job_rows "
@@ -251,17 +258,7 @@ def _insert_rows(
         return 0
     cols = list(rows[0])
     frame = pd.DataFrame([[to_db(r[c]) for c in cols] for r in rows], columns=cols, dtype=object)
-    col_sql = ", ".join(f'"{c}"' for c in cols)
-    before = _scalar(db, f"SELECT count(*) FROM {table}")
-    db.register("_slamkit_cells", frame)
-    try:
-        db.execute(
-            f"INSERT INTO {table} ({col_sql}) SELECT {col_sql} FROM _slamkit_cells "
-            "ON CONFLICT DO NOTHING"
-        )
-    finally:
-        db.unregister("_slamkit_cells")
-    return _scalar(db, f"SELECT count(*) FROM {table}") - before
+    return _insert_view(db, table, cols, frame)
 
 
 def job_errors(store: Store, job: str, keys: Iterable[str] | None = None) -> pd.DataFrame:
