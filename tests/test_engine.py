@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 from slamkit import engine
@@ -330,3 +331,27 @@ def test_the_servers_a_sweep_started_are_recorded_in_its_runs_row(store: Store) 
               progress=False, executor=Recording(2))  # fmt: skip
     params = json.loads(store.df("SELECT params FROM runs")["params"][0])
     assert params["servers"] == Recording.servers and params["executor"]["concurrency"] == 2
+
+
+def test_a_study_of_rows_all_timed_under_load_leaves_timings_blank_and_says_why(
+    store: Store, tmp_path: Path
+) -> None:
+    from slamkit.study import Study
+
+    _task(store, 4)
+    run_sweep(store, MODELS[:1], "t", backend_factory=lambda m: MockBackend(name=m.name),
+              progress=False)  # fmt: skip
+    store.db.execute("UPDATE generations SET executor = 'server', in_flight = 3")
+    store.close()
+    study = Study(store.path, "t")
+    note = study.timings_note()
+    assert "none of the 4 requests was measured in isolation" in note and "timings='all'" in note
+    perf = study.perf.iloc[0]
+    assert (perf["n"], perf["n_timed"]) == (4, 0) and pd.isna(perf["mean_latency_s"])
+    with pytest.raises(SlamkitError, match="timed under load .* timings='all'"):
+        study.cost_table()
+    loaded = Study(store.path, "t", timings="all")
+    assert loaded.perf.iloc[0]["n_timed"] == 4 and loaded.perf.iloc[0]["mean_latency_s"] > 0
+    assert "all 4 requests, 4 of them timed under load" in loaded.timings_note()
+    with pytest.raises(SlamkitError, match="timings must be one of isolated, all"):
+        Study(store.path, "t", timings="some")
