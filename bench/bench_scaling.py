@@ -10,8 +10,9 @@ Prints, measured in this run on this machine:
    2 threads, so the gain is not mistaken for "more threads".
 2. **Reproducibility**: the share of greedy cells whose text is byte-identical between
    the sequential in-process sweep and the server sweep (same cell keys).
-3. **Ray**: the same sweep on a local 2-worker Ray cluster (one actor of 1 thread per
-   model), and Ray's fixed start-up cost (``ray.init`` and the first actor).
+3. **Ray**: the same sweep on a local 2-worker Ray cluster (2 actors of 1 thread per model,
+   the cluster started before the clock), and Ray's fixed start-up cost (``ray.init`` and a
+   trivial first actor).
 4. **Concurrent capture**: capturing N references from a local OpenAI-compatible
    endpoint that adds a fixed 200 ms to every answer, sequentially and with
    ``--concurrency C`` (target >= 0.8*C x faster).

@@ -151,6 +151,11 @@ class RayExecutor:
         for name, value in (("num_cpus", num_cpus), ("num_gpus", num_gpus)):
             if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
                 raise SlamkitError(f"{name} must be a number >= 0, got {value!r}.")
+        if num_gpus > 1 and num_gpus != int(num_gpus):
+            raise SlamkitError(
+                f"--ray-gpus (num_gpus) must be a fraction below 1 or a whole number of GPUs, "
+                f"got {num_gpus:g} (Ray cannot split more than one GPU)."
+            )
         self.address = address or os.environ.get("RAY_ADDRESS") or None
         self.actors_per_model = actors_per_model
         self.num_cpus, self.num_gpus = float(num_cpus), float(num_gpus)
@@ -172,8 +177,10 @@ class RayExecutor:
                 "configure_logging": True,
             }  # fmt: skip
             if self.address:
+                _check_reachable(self.address)
                 kwargs["address"] = self.address
-            else:
+            else:  # a new local cluster, even when a `ray start` cluster runs here
+                kwargs["address"] = "local"
                 kwargs["num_cpus"] = self.num_cpus_total or os.cpu_count() or 1
             try:
                 ray.init(**kwargs)
@@ -189,6 +196,7 @@ class RayExecutor:
     def describe(self) -> dict[str, Any]:
         """Provenance: Ray version, cluster address, nodes and their hardware."""
         ray = self.connect()
+        self._check_feasible(ray)
         nodes = [
             {
                 "node": n.get("NodeManagerHostname") or n.get("NodeManagerAddress"),
@@ -203,12 +211,30 @@ class RayExecutor:
         return {
             "executor": self.name, "concurrency": self.concurrency, "parallel": self.parallel,
             "ray_version": ray.__version__,
-            "cluster": self.address or "local (started by slamkit)",
+            "cluster": self.address
+            or ("local (started by slamkit)" if self._started else "joined (ray.init() before)"),
             "gcs_address": ray.get_runtime_context().gcs_address, "nodes": nodes,
             "actors_per_model": self.actors_per_model, "num_cpus": self.num_cpus,
             "num_gpus": self.num_gpus, "max_restarts": self.max_restarts,
             "max_task_retries": self.max_task_retries,
         }  # fmt: skip
+
+    def _check_feasible(self, ray: Any) -> None:
+        """SlamkitError (before anything runs) when no node can ever host one actor: Ray
+        would otherwise wait for resources forever."""
+        nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+        cpus = max((r.get("CPU", 0.0) for r in nodes), default=0.0)
+        gpus = max((r.get("GPU", 0.0) for r in nodes), default=0.0)
+        for what, need, most, flag in (
+            ("CPUs", self.num_cpus, cpus, "--threads"),
+            ("GPUs", self.num_gpus, gpus, "--ray-gpus"),
+        ):
+            if need > most:
+                raise SlamkitError(
+                    f"each Ray actor asks for {need:g} {what} ({flag}), but no node of the "
+                    f"cluster has more than {most:g} — lower {flag} or add a node that has "
+                    "them (Ray would wait for it forever)."
+                )
 
     def shutdown(self) -> None:
         """Stop the local cluster this executor started (``keep_cluster=False``)."""
@@ -226,12 +252,15 @@ class RayExecutor:
         load = Load()
         #: a task in flight: its group, cells, actor, in-flight token and placement
         pending: dict[Any, tuple[Group, list[Any], Any, int, Placement]] = {}
-        queues: dict[Any, list[list[Any]]] = {}
+        #: each group's chunks not sent yet, shared by its actors: a live actor takes the
+        #: next one, so an actor that dies for good leaves its work to the others
+        queues: dict[int, list[list[Any]]] = {}
         actors: list[Any] = []
 
         def submit(actor: Any, group: Group, placement: Placement) -> None:
-            if queues[actor]:
-                cells = queues[actor].pop(0)
+            queue = queues[id(group)]
+            if queue:
+                cells = queue.pop(0)
                 token = load.enter()
                 pending[actor.run.remote(cells)] = (group, cells, actor, token, placement)
 
@@ -240,13 +269,13 @@ class RayExecutor:
                 served = self.parallel is not None and group.servable is not None
                 server = {"parallel": self.parallel, **self.server} if served else None
                 depth = (self.parallel or 1) if served else 1
-                placement = Placement("ray", depth)
                 parts = chunks(group)
                 n = min(self.actors_per_model, len(parts))
+                placement = Placement("ray", n * depth)  # this model's requests in flight
+                queues[id(group)] = parts
                 mine = [actor_cls.remote(group, placement, server) for _ in range(n)]
                 actors += mine
-                for i, actor in enumerate(mine):
-                    queues[actor] = parts[i::n]
+                for actor in mine:
                     for _ in range(depth):
                         submit(actor, group, placement)
             while pending:
@@ -259,13 +288,32 @@ class RayExecutor:
                     rows = [group.fail(c, _worker_lost(exc), "call") for c in cells]
                     node, opened = None, True
                 submit(actor, group, placement)
-                if not queues[actor] and not any(p[2] is actor for p in pending.values()):
+                if not queues[id(group)] and not any(p[2] is actor for p in pending.values()):
                     _kill(ray, actor)  # its cells are done: free its CPUs / GPU share
                 yield Outcome(group, cells, rows, placement, in_flight, opened, node)
         finally:
             for actor in actors:
                 _kill(ray, actor)
             self.shutdown()
+
+
+def _check_reachable(address: str) -> None:
+    """Fail in seconds, with one line, when a ``host:port`` cluster address does not answer
+    (Ray itself retries for minutes and prints C++ log lines)."""
+    import socket
+
+    if "://" in address or ":" not in address or address == "auto":
+        return  # ray://... (Ray Client), "auto": left to Ray
+    host, _, port = address.rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=5):
+            return
+    except (OSError, ValueError) as exc:
+        raise SlamkitError(
+            f"the Ray cluster at {address} does not answer ({type(exc).__name__}: {exc}) — "
+            "check --ray-address (RAY_ADDRESS): the head's host:port (6379 by default; "
+            "`ray status` on the head prints it)."
+        ) from exc
 
 
 def _kill(ray: Any, actor: Any) -> None:

@@ -401,6 +401,8 @@ def run_sweep(
     check_sweep_args(
         samplings, n_samples, seed, limit, n_threads, n_threads_batch, n_gpu_layers, n_ctx
     )
+    if executor == "ray" and n_threads is None:
+        n_threads = 1  # each actor declares num_cpus = its threads: 1 unless asked
     runner = engine.make_executor(
         executor, concurrency, parallel, binary=server_binary, models_at_once=models_at_once,
         n_threads=n_threads,

@@ -50,6 +50,42 @@ def cluster() -> Iterator[None]:
     assert not left, "Ray processes outlived ray.shutdown():\n" + "\n".join(left)
 
 
+def _actor_processes() -> list[int]:
+    """Live processes of slamkit's actors (``ray::_Worker``) started by this session."""
+    import psutil
+
+    mark = os.environ["SLAMKIT_TEST_SESSION"]
+    out = []
+    for p in psutil.process_iter():
+        try:
+            if "ray::_Worker" in " ".join(p.cmdline()) and p.status() != psutil.STATUS_ZOMBIE:
+                if p.environ().get("SLAMKIT_TEST_SESSION") == mark:
+                    out.append(p.pid)
+        except (psutil.NoSuchProcess, psutil.AccessDenied):
+            continue
+    return out
+
+
+def _gone(find, within: float = 30.0) -> bool:  # type: ignore[no-untyped-def]
+    import time
+
+    deadline = time.monotonic() + within
+    while find() and time.monotonic() < deadline:
+        time.sleep(0.3)
+    return not find()
+
+
+def _slow_mock(model: object) -> MockBackend:
+    import time
+
+    class Slow(MockBackend):
+        def generate(self, messages, sampling, seed):  # type: ignore[no-untyped-def]
+            time.sleep(0.3)
+            return super().generate(messages, sampling, seed)
+
+    return Slow(lambda u: f"{getattr(model, 'name', 'm')}: {u}", name="mock")
+
+
 def _task(store: Store, n: int = 8) -> None:
     add_task(store, "t", "{q}", ITEMS[:n], id_field=None)
 
@@ -185,8 +221,9 @@ def test_ctrl_c_stops_the_actors_and_keeps_what_was_stored(cluster: None, store:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        run_sweep(store, MODELS, "t", backend_factory=_mock, progress=False,
-                  executor=RayExecutor(), on_row=interrupt)  # fmt: skip
+        run_sweep(store, MODELS, "t", backend_factory=_slow_mock, progress=False,
+                  executor=RayExecutor(actors_per_model=2), on_row=interrupt)  # fmt: skip
+    assert _gone(_actor_processes), "slamkit's Ray actors outlived the interrupt"
     kept = store.count("generations")
     assert kept >= 3
     again = run_sweep(store, MODELS, "t", backend_factory=_mock, progress=False)
@@ -234,3 +271,84 @@ def test_sigkill_of_a_ray_driver_loses_nothing_and_its_cluster_goes(
         keys = st.df("SELECT gen_key, error, node FROM generations")
     assert len(keys) == 6 and keys["gen_key"].is_unique and keys["error"].isna().all()
     assert set(stored) <= set(keys["gen_key"]) and keys["node"].notna().all()
+
+
+def test_an_actor_no_node_can_host_fails_before_anything_runs(cluster: None, store: Store) -> None:
+    from slamkit.errors import SlamkitError
+
+    _task(store, 2)
+    for ex, words in (
+        (RayExecutor(num_cpus=3), "asks for 3 CPUs (--threads), but no node"),
+        (RayExecutor(num_gpus=0.5), "asks for 0.5 GPUs (--ray-gpus), but no node"),
+    ):
+        with pytest.raises(SlamkitError, match=re.escape(words)):
+            run_sweep(store, MODELS[:1], "t", backend_factory=_mock, progress=False,
+                      executor=ex)  # fmt: skip
+    assert store.count("runs") == 0 and store.count("generations") == 0
+    with pytest.raises(SlamkitError, match="a fraction below 1 or a whole number"):
+        RayExecutor(num_gpus=1.5)
+
+
+def test_the_cli_joins_a_running_cluster_by_address_and_leaves_it_running(
+    cluster: None, tmp_path: Path
+) -> None:
+    """--ray-address joins the module's cluster (its GCS address); a bad address fails in
+    seconds with one line."""
+    from helpers import FaultyEndpoint
+
+    db = tmp_path / "join.duckdb"
+    with Store(db) as st:
+        _task(st, 3)
+    address = ray.get_runtime_context().gcs_address
+    with FaultyEndpoint() as ep:
+        base = [sys.executable, "-m", "slamkit.cli", "--store", str(db), "run", "--task", "t",
+                "--endpoint", "faulty", "--base-url", ep.base_url, "--quiet",
+                "--executor", "ray"]  # fmt: skip
+        done = subprocess.run([*base, "--ray-address", address], capture_output=True,
+                              text=True, timeout=300)  # fmt: skip
+        assert done.returncode == 0, done.stderr[-2000:]
+        assert "3 cells: 0 cached, 3 generated, 0 failed" in done.stdout
+        other = tmp_path / "other.duckdb"  # cells still to make: the address is used
+        with Store(other) as st:
+            _task(st, 3)
+        base[base.index(str(db))] = str(other)
+        bad = subprocess.run([*base, "--ray-address", "127.0.0.1:1"], capture_output=True,
+                             text=True, timeout=120)  # fmt: skip
+    assert bad.returncode == 2
+    assert "the Ray cluster at 127.0.0.1:1 does not answer" in bad.stderr
+    assert "Traceback" not in bad.stderr
+    assert [n for n in ray.nodes() if n["Alive"]], "joining stopped the cluster it joined"
+    with Store(db) as st:
+        run = st.df("SELECT params FROM runs WHERE kind = 'generate'")
+    assert json.loads(run["params"][0])["executor"]["cluster"] == address
+
+
+@pytest.mark.slow
+def test_actors_can_serve_their_model_with_a_managed_server(
+    cluster: None, smollm2: Path, store: Store
+) -> None:
+    """--parallel under Ray: each actor starts a llama.cpp server on its node and feeds it;
+    the server goes with the actor."""
+    _task(store, 4)
+    res = run_sweep(store, [smollm2], "t", GREEDY, progress=False, executor="ray",
+                    parallel=2)  # fmt: skip
+    assert (res.done, res.failed) == (4, 0), str(res)
+    rows = store.df("SELECT backend, executor, concurrency, node FROM generations")
+    assert set(rows["backend"]) == {"ServerBackend"} and set(rows["executor"]) == {"ray"}
+    assert set(rows["concurrency"]) == {2} and rows["node"].notna().all()
+
+    def servers() -> list[int]:
+        import psutil
+
+        mark = os.environ["SLAMKIT_TEST_SESSION"]
+        found = []
+        for p in psutil.process_iter():
+            try:
+                if "slamkit.backends.serve_child" in " ".join(p.cmdline()):
+                    if p.environ().get("SLAMKIT_TEST_SESSION") == mark:
+                        found.append(p.pid)
+            except (psutil.NoSuchProcess, psutil.AccessDenied):
+                continue
+        return found
+
+    assert _gone(servers), "a managed server outlived its Ray actor"
