@@ -157,9 +157,11 @@ def build_parser() -> argparse.ArgumentParser:
     judge_cli.add_parser(sub)
     slam_import.add_parser(sub)
     # analysis: simulate / smart (slamkit.smart)
+    from slamkit import load_cli
     from slamkit.smart import cli as smart_cli
 
     smart_cli.add_parser(sub)
+    load_cli.add_parser(sub)
     _ = sub
     return p
 

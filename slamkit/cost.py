@@ -3,7 +3,10 @@
 API:          cost/request = (tokens_in * price_in + tokens_out * price_out) / 1000
               with prices per 1K tokens from the dated table ``data/prices.csv``.
 Self-hosted:  cost/request = hourly_usd / (requests_per_hour * utilization),
-              requests_per_hour = 3600 * concurrency / latency_s (measured).
+              requests_per_hour = the capacity a load test measured at the latency target
+              (``slamkit load``: requests/hour one server sustains while meeting it), or,
+              without a load test, 3600 * concurrency / latency_s (one request at a time,
+              measured). Every table says which (``throughput_basis``).
 
 :func:`cost_table` returns, per model, every input next to $/request, $/1M output tokens,
 the monthly cost at a traffic level (pay-per-use, and with always-on instances), the
@@ -32,6 +35,8 @@ PRICE_COLUMNS = [
     "source", "notes",
 ]  # fmt: skip
 HOURS_PER_MONTH = 730.0  # 365 * 24 / 12
+#: how a self-hosted row's requests/hour were found when no load test prices it
+SEQUENTIAL_BASIS = "sequential: one request at a time (3600 s / mean latency)"
 
 
 def load_prices(path: str | Path | None = None) -> pd.DataFrame:
@@ -158,14 +163,18 @@ def cost_table(
     for self-hosted), optional ``price_name`` (api rows; default: the model name),
     ``input_per_1k_usd``/``output_per_1k_usd`` (api rows: explicit prices instead of the
     price table), ``instance``, ``hourly_usd``, ``utilization``, ``concurrency`` (override
-    the defaults; None/NaN in a row means "use the default") and ``truncated_share``.
+    the defaults; None/NaN in a row means "use the default"), ``truncated_share``, and
+    ``capacity_rph`` / ``throughput_basis`` (a load test's capacity at the latency target,
+    requests/hour per server: then the row is priced from it, not from its latency).
     ``price_in_per_1k``/``price_out_per_1k`` (USD per 1K tokens, both or neither) price the
     ``reference`` API explicitly instead of its row in the price table. ``utilization`` must
     be in (0, 1]. The row whose model is ``reference`` (an API row) prices the comparison;
     if absent it is priced from the first self-hosted row's tokens.
 
     Columns beside the inputs: ``price_source`` ('price table' | 'explicit'),
-    ``cost_per_request``, ``cost_per_1m_output_tokens``, ``monthly_cost`` (pay-per-use),
+    ``throughput_basis`` (what ``requests_per_hour`` comes from: a load test's capacity or
+    sequential speed), ``cost_per_request``, ``cost_per_1m_output_tokens``,
+    ``monthly_cost`` (pay-per-use),
     ``instances_always_on``, ``monthly_cost_always_on``, ``reference_cost_per_request``,
     ``api_to_self_ratio`` (reference $/request / this row's $/request),
     ``ratio_per_output_token`` (reference $/1M output tokens / this row's $/1M output
@@ -205,6 +214,7 @@ def cost_table(
             "hourly_usd": np.nan,
             "latency_s": np.nan if _missing(lat_in) else float(lat_in),
             "concurrency": np.nan, "utilization": np.nan, "requests_per_hour": np.nan,
+            "throughput_basis": None,
         }  # fmt: skip
         if kind == "api":
             name = r.get("price_name") or r["model"]
@@ -246,6 +256,15 @@ def cost_table(
                     f"serves) must be a number > 0; got {conc!r}."
                 )
             lat = out["latency_s"]
+            cap_rph = r.get("capacity_rph")
+            if not _missing(cap_rph) and float(cap_rph) > 0:
+                rph = float(cap_rph)
+                out.update(instance=inst, hourly_usd=float(hourly), concurrency=np.nan,
+                           utilization=util, requests_per_hour=rph,
+                           throughput_basis=r.get("throughput_basis") or "load test")  # fmt: skip
+                out["cost_per_request"] = float(hourly) / (rph * util)
+                rows.append(out)
+                continue
             if not lat > 0:
                 raise SlamkitError(
                     f"Model {r['model']!r}: a self-hosted cost needs the measured mean "
@@ -254,7 +273,9 @@ def cost_table(
                     "with the sequential executor or use timings='all'."
                 )
             out.update(instance=inst, hourly_usd=float(hourly), concurrency=conc,
-                       utilization=util, requests_per_hour=3600.0 * conc / lat)  # fmt: skip
+                       utilization=util, requests_per_hour=3600.0 * conc / lat,
+                       throughput_basis=SEQUENTIAL_BASIS if conc == 1 else
+                       f"{conc:g} requests at a time, each at the mean latency")  # fmt: skip
             out["cost_per_request"] = self_hosted_cost_per_request(float(hourly), lat, util, conc)
         else:
             raise SlamkitError(f"Model {r['model']!r}: kind must be 'api' or 'self-hosted'.")
@@ -386,17 +407,26 @@ def instance_hourly(instance: str, as_of: str | None = None) -> float:
 
 
 def self_hosted_usd_per_request(
-    hourly_usd: float, mean_latency_s: float, utilization: float
+    hourly_usd: float,
+    mean_latency_s: float,
+    utilization: float,
+    requests_per_hour: float | None = None,
 ) -> float:
-    """Hourly price / requests served per hour (one stream, at ``utilization`` of capacity).
+    """Hourly price / requests served per hour, at ``utilization`` of capacity.
 
-    METHOD.md section 4: cost/request = hourly price / (3600 / latency x utilization); NaN
-    when the latency is unknown.
+    ``requests_per_hour``: a load test's capacity at the target (see
+    :func:`hosting_throughput`); without it one request at a time (METHOD.md section 4:
+    cost/request = hourly price / (3600 / latency x utilization)). NaN when unknown.
 
     >>> round(self_hosted_usd_per_request(0.36, 1.0, 0.5), 6)
     0.0002
+    >>> round(self_hosted_usd_per_request(0.36, 1.0, 0.5, requests_per_hour=7200.0), 6)
+    0.0001
     """
     check_utilization(utilization)
+    if requests_per_hour is not None and requests_per_hour == requests_per_hour:
+        if requests_per_hour > 0:
+            return float(hourly_usd) / (float(requests_per_hour) * utilization)
     if not mean_latency_s or not np.isfinite(mean_latency_s):
         return float("nan")
     return self_hosted_cost_per_request(hourly_usd, mean_latency_s, utilization)
@@ -477,8 +507,8 @@ def break_even_frame(
             "capacity_per_month": np.nan,
         }
     ]
-    for r in perf.itertuples(index=False):
-        cap = 3600.0 / r.mean_latency_s * utilization * HOURS_PER_MONTH
+    for r in hosting_throughput(perf).itertuples(index=False):
+        cap = r.requests_per_hour * utilization * HOURS_PER_MONTH
         rows.append(
             {
                 "variant": r.variant,
@@ -486,6 +516,7 @@ def break_even_frame(
                 "usd_per_request": np.nan,
                 "monthly_fixed_usd": hourly_usd * HOURS_PER_MONTH,
                 "capacity_per_month": cap,
+                "throughput_basis": r.throughput_basis,
             }
         )
     return pd.DataFrame(rows)
@@ -504,8 +535,10 @@ def cost_components(
         {"variant": reference["name"], "component": "API output tokens",
          "usd_per_1k": reference["completion_tokens"] * pout},
     ]  # fmt: skip
-    for r in perf.itertuples(index=False):
-        usd = self_hosted_usd_per_request(hourly_usd, r.mean_latency_s, utilization)
+    for r in hosting_throughput(perf).itertuples(index=False):
+        usd = self_hosted_usd_per_request(
+            hourly_usd, r.mean_latency_s, utilization, r.requests_per_hour
+        )
         rows.append({"variant": r.variant, "component": "hardware (self-hosted)",
                      "usd_per_1k": usd * 1000})  # fmt: skip
     return pd.DataFrame(rows)
@@ -525,15 +558,18 @@ def usage_from_summary(
         {"model": r.variant, "kind": "self-hosted", "tokens_in": r.prompt_tokens,
          "tokens_out": r.completion_tokens, "latency_s": r.mean_latency_s,
          "n_requests": r.n, "truncated_share": r.truncated_share,
-         "input_per_1k_usd": np.nan, "output_per_1k_usd": np.nan}
-        for r in perf.itertuples(index=False)
+         "input_per_1k_usd": np.nan, "output_per_1k_usd": np.nan,
+         "capacity_rph": r.requests_per_hour if r.throughput_basis != SEQUENTIAL_BASIS
+         else np.nan, "throughput_basis": r.throughput_basis}
+        for r in hosting_throughput(perf).itertuples(index=False)
     ]  # fmt: skip
     rows.append(
         {"model": reference.get("price_name") or reference["name"], "kind": "api",
          "tokens_in": reference["prompt_tokens"], "tokens_out": reference["completion_tokens"],
          "latency_s": np.nan, "n_requests": np.nan, "truncated_share": np.nan,
          "input_per_1k_usd": reference["price_in_per_1k"] if explicit else np.nan,
-         "output_per_1k_usd": reference["price_out_per_1k"] if explicit else np.nan}
+         "output_per_1k_usd": reference["price_out_per_1k"] if explicit else np.nan,
+         "capacity_rph": np.nan, "throughput_basis": None}
     )  # fmt: skip
     out = pd.DataFrame(rows)
     if hourly_usd is not None:
@@ -541,20 +577,62 @@ def usage_from_summary(
     return out
 
 
-def servers_needed(requests_per_month: float, latency_s: float, utilization: float) -> int:
-    """Always-on instances (at least one) that serve ``requests_per_month`` one request at a
-    time at ``utilization`` of capacity.
+def servers_needed(
+    requests_per_month: float,
+    latency_s: float,
+    utilization: float,
+    requests_per_hour: float | None = None,
+) -> int:
+    """Always-on instances (at least one) that serve ``requests_per_month`` at
+    ``utilization`` of capacity: ``requests_per_hour`` per server (a load test's capacity)
+    or, without it, one request at a time at ``latency_s``.
 
     >>> servers_needed(100_000, 2.0, 0.5)
     1
+    >>> servers_needed(1_000_000, 2.0, 0.5, requests_per_hour=1000.0)
+    3
     """
     check_utilization(utilization)
-    capacity = 3600.0 / latency_s * utilization * HOURS_PER_MONTH
+    rph = requests_per_hour if requests_per_hour and requests_per_hour > 0 else 3600.0 / latency_s
+    capacity = rph * utilization * HOURS_PER_MONTH
     return max(1, int(math.ceil(requests_per_month / capacity)))
 
 
 def monthly_self_hosted(requests_per_month: float, latency_s: float, hourly_usd: float,
-                        utilization: float) -> float:  # fmt: skip
+                        utilization: float,
+                        requests_per_hour: float | None = None) -> float:  # fmt: skip
     """USD per month of the always-on instances :func:`servers_needed` counts."""
-    n = servers_needed(requests_per_month, latency_s, utilization)
+    n = servers_needed(requests_per_month, latency_s, utilization, requests_per_hour)
     return n * hourly_usd * HOURS_PER_MONTH
+
+
+def hosting_throughput(perf: pd.DataFrame, capacity: pd.DataFrame | None = None) -> pd.DataFrame:
+    """``perf`` with ``requests_per_hour`` (one server) and ``throughput_basis`` per variant:
+    the capacity at the latency target of its newest load test where ``capacity``
+    (:func:`slamkit.serving.capacity_frame`: ``model, requests_per_hour, basis``) has one,
+    else one request at a time at the measured mean latency. Columns already there are
+    kept (so priced frames can be passed again).
+
+    >>> p = pd.DataFrame({"variant": ["a", "b"], "mean_latency_s": [2.0, 4.0]})
+    >>> cap = pd.DataFrame({"model": ["b"], "requests_per_hour": [5000.0], "basis": ["load"]})
+    >>> hosting_throughput(p, cap)[["variant", "requests_per_hour"]]
+      variant  requests_per_hour
+    0       a             1800.0
+    1       b             5000.0
+    >>> list(hosting_throughput(p, cap)["throughput_basis"]) == [SEQUENTIAL_BASIS, "load"]
+    True
+    """
+    out = perf.copy()
+    if "requests_per_hour" in out.columns and "throughput_basis" in out.columns:
+        return out
+    lat = pd.to_numeric(out["mean_latency_s"], errors="coerce") if len(out) else pd.Series(
+        dtype=float)  # fmt: skip
+    out["requests_per_hour"] = np.where(lat > 0, 3600.0 / lat, np.nan) if len(out) else []
+    out["throughput_basis"] = SEQUENTIAL_BASIS
+    if capacity is not None and len(capacity) and len(out):
+        cap = capacity.set_index("model")
+        for i, v in zip(out.index, out["variant"], strict=True):
+            if v in cap.index and float(cap.loc[v, "requests_per_hour"]) > 0:
+                out.loc[i, "requests_per_hour"] = float(cap.loc[v, "requests_per_hour"])
+                out.loc[i, "throughput_basis"] = str(cap.loc[v, "basis"])
+    return out

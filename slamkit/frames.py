@@ -70,9 +70,10 @@ def tradeoff_frame(
     if variants is not None:
         d = d[d["variant"].isin(list(variants))]
     d = d.copy()
+    d = cost.hosting_throughput(d)
     d["usd_per_request"] = [
-        cost.self_hosted_usd_per_request(hourly_usd, lat, utilization)
-        for lat in d["mean_latency_s"]
+        cost.self_hosted_usd_per_request(hourly_usd, lat, utilization, rph)
+        for lat, rph in zip(d["mean_latency_s"], d["requests_per_hour"], strict=True)
     ]
     d["cost_per_1k"] = d["usd_per_request"] * 1000
     return d.reset_index(drop=True)

@@ -22,7 +22,7 @@ from typing import Any
 
 import pandas as pd
 
-from slamkit import cost, frames, latency, stats
+from slamkit import cost, frames, latency, serving, stats
 from slamkit.display import HTML, samples_table
 from slamkit.gguf import quant_bits
 from slamkit.smart.equivalence import EmbeddingSimilarity
@@ -89,7 +89,39 @@ class Study:
         """Per variant: count, latency percentiles, TTFT, decode/prefill rates, tokens,
         truncated share, bits per weight (one DuckDB query)."""
         p = aggregates.variant_summary(self.store, self.scope)
-        return p.assign(bits=[quant_bits(q) for q in p["quant"]])
+        p = p.assign(bits=[quant_bits(q) for q in p["quant"]])
+        return cost.hosting_throughput(p, self.capacity)
+
+    @cached_property
+    def capacity(self) -> pd.DataFrame:
+        """Per model, the capacity at the latency target of its newest load test
+        (:func:`slamkit.serving.capacity_frame`); the cost model prices self-hosting from
+        it where there is one (``perf.throughput_basis`` says which)."""
+        return serving.capacity_frame(self.store, self.task_id)
+
+    @cached_property
+    def load_ids(self) -> list[str]:
+        """The newest finished load test of each model of the study (newest first)."""
+        runs = readers.load_runs(self.store, self.task_id)
+        runs = runs[runs["status"].isin(["complete", "interrupted"])]
+        return list(runs.drop_duplicates("model")["load_id"])
+
+    def load_table(self) -> pd.DataFrame:
+        """The knee table of the study's newest load tests (one row per load point)."""
+        parts = [serving.load_table(self.store, i) for i in self.load_ids]
+        parts = [p for p in parts if len(p)]
+        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+
+    def load_report(self) -> str:
+        """The knee tables and capacities, as text (what ``slamkit load`` prints)."""
+        if not self.load_ids:
+            return "No load test in the store: `slamkit load` (or 05_performance) runs one."
+        return "\n\n".join(serving.load_report(self.store, i) for i in self.load_ids)
+
+    def load_latencies(self) -> pd.DataFrame:
+        """Per request under load, and the reference API's captured requests beside them
+        (:func:`slamkit.serving.latency_by_source`)."""
+        return serving.latency_by_source(self.store, self.load_ids, self.refs)
 
     @cached_property
     def scores(self) -> pd.DataFrame:
@@ -126,9 +158,12 @@ class Study:
     @cached_property
     def unit_costs(self) -> dict[str, float]:
         """USD per request: each variant (self-hosted) and the reference model (API)."""
+        p = self.perf
         own = {
-            v: cost.self_hosted_usd_per_request(self.hourly_usd, t, self.utilization)
-            for v, t in zip(self.perf["variant"], self.perf["mean_latency_s"], strict=True)
+            v: cost.self_hosted_usd_per_request(self.hourly_usd, t, self.utilization, rph)
+            for v, t, rph in zip(
+                p["variant"], p["mean_latency_s"], p["requests_per_hour"], strict=True
+            )
         }
         return own | {self.reference_model: self.reference["usd_per_request"]}
 

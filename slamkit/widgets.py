@@ -205,9 +205,10 @@ class TradeoffExplorer(LinkedFigure):
         front = d[charts.frontier_mask(d)]
         best = front.sort_values("cost_per_1k").iloc[0]
         traffic = v["requests_per_month"]
-        servers = cost.servers_needed(traffic, best["mean_latency_s"], v["utilization"])
+        rph = best.get("requests_per_hour")
+        servers = cost.servers_needed(traffic, best["mean_latency_s"], v["utilization"], rph)
         monthly = cost.monthly_self_hosted(
-            traffic, best["mean_latency_s"], v["hourly_usd"], v["utilization"]
+            traffic, best["mean_latency_s"], v["hourly_usd"], v["utilization"], rph
         )
         text = (
             f"Cheapest variant on the frontier: <b>{html.escape(str(best['variant']))}</b>, "

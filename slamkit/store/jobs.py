@@ -330,7 +330,7 @@ def generations_to_score(
 SELECT g.gen_key, g.text, r.ref_id, r.text AS ref_text
 FROM generations g
 LEFT JOIN refs r ON r.task_id = g.task_id AND r.item_id = g.item_id AND r.rn = 1
-WHERE g.text IS NOT NULL AND g.error IS NULL
+WHERE g.text IS NOT NULL AND g.error IS NULL AND g.load_id IS NULL
   AND (CAST(? AS VARCHAR) IS NULL OR g.task_id = ?)
 ORDER BY g.task_id, g.item_id, g.gen_key
 """,
@@ -387,7 +387,7 @@ SELECT g.task_id, g.item_id, 'generation' AS a_kind, g.gen_key AS a_id,
        'reference' AS b_kind, r.ref_id AS b_id
 FROM generations g
 JOIN refs r ON r.task_id = g.task_id AND r.item_id = g.item_id AND r.rn = 1
-WHERE g.text IS NOT NULL AND g.error IS NULL
+WHERE g.text IS NOT NULL AND g.error IS NULL AND g.load_id IS NULL
   AND (CAST(? AS VARCHAR) IS NULL OR g.task_id = ?)
   AND (CAST(? AS INTEGER) IS NULL OR g.sample_index = ?)
 ORDER BY g.task_id, g.item_id, g.gen_key
@@ -514,3 +514,36 @@ def uncounted_reference_texts(store: Store, task_id: str, encoding: str) -> list
 def write_token_counts(store: Store, counts: list[dict[str, object]]) -> int:
     """Store ``text_sha256, encoding, tokens`` rows (idempotent)."""
     return store.write("token_counts", counts)
+
+
+# -- load tests (slamkit.load) ---------------------------------------------------------------
+def start_load_run(store: Store, run: Mapping[str, Any], load: Mapping[str, Any]) -> None:
+    """The ``runs`` row (provenance) and the ``load_runs`` row of a new load test, together."""
+    with store.transaction() as db:
+        _insert_rows(db, "runs", [dict(run)])
+        _insert_rows(db, "load_runs", [dict(load)])
+
+
+def write_load_batch(
+    store: Store,
+    requests: Sequence[Mapping[str, Any]],
+    generations: Sequence[Mapping[str, Any]],
+    points: Sequence[Mapping[str, Any]] = (),
+) -> int:
+    """Commit measured requests, their answers (generations rows) and finished points in
+    one transaction (a kill leaves all of them or none; ON CONFLICT DO NOTHING)."""
+    with store.transaction() as db:
+        _insert_rows(db, "generations", _same_columns(generations))
+        written = _insert_rows(db, "load_requests", _same_columns(requests))
+        _insert_rows(db, "load_points", _same_columns(points))
+    return written
+
+
+def finish_load_run(store: Store, load_id: str, status: str, note: str) -> None:
+    """Mark a load run ``complete`` / ``interrupted`` / ``failed`` with why it stopped."""
+    with store.transaction() as db:
+        db.execute(
+            "UPDATE load_runs SET status = ?, note = ?, finished_at = current_timestamp "
+            "WHERE load_id = ?",
+            [status, note, load_id],
+        )

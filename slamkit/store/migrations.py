@@ -17,6 +17,9 @@ Tables (see README "Data model"):
 * ``selections``        SMART / recommendation results with their guarantee
 * ``token_counts``      reference token counts per text and encoding
 * ``job_errors``        the failed cells of jobs whose table has no error column
+* ``load_runs``         serving load tests: endpoint, server, latency target
+* ``load_points``       one offered load (concurrency or arrival rate) of a load run
+* ``load_requests``     one request of a load point, timed token by token
 """
 
 from __future__ import annotations
@@ -282,6 +285,74 @@ def m006_nodes(db: duckdb.DuckDBPyConnection) -> None:
     db.execute("ALTER TABLE generations ADD COLUMN node VARCHAR")
 
 
+def m007_load(db: duckdb.DuckDBPyConnection) -> None:
+    """Serving load tests (``slamkit load``). A load run sends a task's prompts to one
+    endpoint at several offered loads (points); every request is a ``load_requests`` row,
+    and every answer a ``generations`` row with ``load_id`` set and ``executor = 'load'``
+    (its own key: it repeats the cell ``load_requests.cell_key`` under load), so it can be
+    scored like any other but never counts as a generation of the study."""
+    db.execute(
+        """
+        CREATE TABLE load_runs (
+            load_id VARCHAR PRIMARY KEY,
+            run_id VARCHAR,                        -- the runs row: versions, hardware, params
+            model_id VARCHAR, model VARCHAR,       -- what was served (catalog or endpoint id)
+            task_id VARCHAR,
+            endpoint VARCHAR,                      -- public URL, no credentials
+            protocol VARCHAR,                      -- 'llama.cpp' | 'openai'
+            server VARCHAR,                        -- JSON: kind, version, slots, threads, GPU
+            sampling VARCHAR, seed BIGINT,
+            target_ttft_s DOUBLE, target_e2e_s DOUBLE,
+            target_source VARCHAR,                 -- where the target came from
+            attainment DOUBLE,                     -- share of requests that must meet it
+            status VARCHAR,                        -- running | complete | interrupted | failed
+            note VARCHAR,                          -- why it stopped where it did
+            started_at TIMESTAMP DEFAULT current_timestamp,
+            finished_at TIMESTAMP
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE load_points (
+            load_id VARCHAR NOT NULL,
+            point INTEGER NOT NULL,                -- order within the run
+            mode VARCHAR NOT NULL,                 -- 'closed' (concurrency) | 'open' (Poisson rate)
+            concurrency INTEGER, rate_rps DOUBLE,  -- the offered load
+            planned INTEGER, sent INTEGER,
+            duration_s DOUBLE,                     -- first send to last answer
+            status VARCHAR,                        -- 'complete' | 'time bound' | 'interrupted'
+            lag_mean_s DOUBLE, lag_p99_s DOUBLE,   -- open loop: sent minus due time
+            lag_max_s DOUBLE,
+            PRIMARY KEY (load_id, point)
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE load_requests (
+            load_id VARCHAR NOT NULL,
+            point INTEGER NOT NULL,
+            request INTEGER NOT NULL,
+            item_id VARCHAR,
+            cell_key VARCHAR,                      -- the generation cell this request repeats
+            gen_key VARCHAR,                       -- its answer in generations (NULL: failed)
+            scheduled_at_s DOUBLE, sent_at_s DOUBLE,  -- offsets from the point's start
+            ttft_s DOUBLE, e2e_s DOUBLE, tpot_s DOUBLE,
+            itl_s VARCHAR,                         -- JSON list of inter-token gaps (s)
+            prompt_tokens INTEGER, completion_tokens INTEGER,
+            in_flight INTEGER,                     -- most requests in flight while it ran
+            status VARCHAR NOT NULL,               -- 'ok' | 'error' | 'timeout'
+            http_status INTEGER,
+            error VARCHAR,
+            PRIMARY KEY (load_id, point, request)
+        )
+        """
+    )
+    db.execute("ALTER TABLE generations ADD COLUMN load_id VARCHAR")
+
+
 MIGRATIONS: list[Migration] = [
     m001_core, m002_quality, m003_analysis, m004_token_counts, m005_executors, m006_nodes,
+    m007_load,
 ]  # fmt: skip

@@ -118,7 +118,8 @@ class Scope:
                 "max_tokens": pa.array([_max_tokens(s) for s in keep], type=pa.float64()),
             }
         )
-        where = ["g.task_id = ?"]
+        # answers made by a load test (slamkit load) repeat cells under load: never the study's
+        where = ["g.task_id = ?", "g.load_id IS NULL"]
         params: list[Any] = [sel.task_id]
         if sel.n_items:
             where.append(
@@ -218,7 +219,7 @@ def variants(store: Store, task_id: str) -> list[str]:
     """Names of the variants with generations for ``task_id``."""
     df = store.df(
         f"SELECT DISTINCT {_GEN_EXPR['variant']} AS v FROM generations g "
-        "LEFT JOIN models m USING (model_id) WHERE g.task_id = ? ORDER BY 1",
+        "LEFT JOIN models m USING (model_id) WHERE g.task_id = ? AND g.load_id IS NULL ORDER BY 1",
         [task_id],
     )
     return [str(v) for v in df["v"]]
@@ -278,7 +279,8 @@ def generation_counts(store: Store, task_id: str) -> pd.DataFrame:
         """SELECT m.name AS model, count(*) AS generations, count(g.error) AS errors,
                   round(avg(g.decode_tps), 1) AS mean_decode_tps,
                   round(avg(g.latency_s), 2) AS mean_latency_s
-           FROM generations g JOIN models m USING (model_id) WHERE g.task_id = ?
+           FROM generations g JOIN models m USING (model_id)
+           WHERE g.task_id = ? AND g.load_id IS NULL
            GROUP BY 1 ORDER BY 1""",
         [task_id],
     )
@@ -324,7 +326,7 @@ def first_generations(store: Store, task_id: str, with_text: bool = True) -> pd.
         SELECT g.gen_key, g.model_id, coalesce(m.name, g.model_id) AS model, g.item_id,
                {text}g.error, g.latency_s, g.prompt_tokens, g.completion_tokens
         FROM generations g LEFT JOIN models m ON m.model_id = g.model_id
-        WHERE g.task_id = ?
+        WHERE g.task_id = ? AND g.load_id IS NULL
         QUALIFY row_number() OVER (
             PARTITION BY g.model_id, g.item_id ORDER BY g.sample_index, g.gen_key) = 1
         """,
@@ -502,3 +504,55 @@ def annotated_pairs(store: Store, annotator: str) -> set[frozenset[tuple[str, st
         [annotator],
     )
     return {frozenset([(lk, li), (rk, ri)]) for lk, li, rk, ri in rows}
+
+
+# -- load tests (slamkit load) -------------------------------------------------------------
+def load_runs(store: Store, task_id: str | None = None) -> pd.DataFrame:
+    """Stored load runs, newest first: ``load_id, run_id, model_id, model, task_id,
+    endpoint, protocol, server, sampling, seed, target_ttft_s, target_e2e_s,
+    target_source, attainment, status, note, started_at, finished_at, hardware``."""
+    return store.df(
+        "SELECT l.*, r.hardware FROM load_runs l LEFT JOIN runs r USING (run_id) "
+        "WHERE CAST(? AS VARCHAR) IS NULL OR l.task_id = ? "
+        "ORDER BY l.started_at DESC, l.load_id DESC",
+        [task_id, task_id],
+    )
+
+
+def load_points(store: Store, load_ids: Sequence[str]) -> pd.DataFrame:
+    """The points of some load runs (offered load, duration, status, send-time error)."""
+    return store.df(
+        "SELECT * FROM load_points WHERE load_id IN (SELECT unnest(?)) ORDER BY load_id, point",
+        [list(load_ids)],
+    )
+
+
+def load_requests(store: Store, load_ids: Sequence[str], itl: bool = True) -> pd.DataFrame:
+    """The timed requests of some load runs (no texts; ``itl``: with the JSON list of
+    inter-token gaps)."""
+    cols = "*" if itl else "* EXCLUDE (itl_s)"
+    return store.df(
+        f"SELECT {cols} FROM load_requests WHERE load_id IN (SELECT unnest(?)) "
+        "ORDER BY load_id, point, request",
+        [list(load_ids)],
+    )
+
+
+def load_text_changes(store: Store, load_ids: Sequence[str]) -> pd.DataFrame:
+    """Per load run and point: answers under load compared with the same cell's stored
+    answer (generated in isolation): ``load_id, point, greedy, compared, differ`` (greedy:
+    the cell's temperature is 0, where the text should not change)."""
+    return store.df(
+        """
+        SELECT q.load_id, q.point,
+               coalesce(json_extract(b.sampling, '$.temperature')::DOUBLE, 0) = 0 AS greedy,
+               count(*) AS compared, count(*) FILTER (WHERE l.text <> b.text) AS differ
+        FROM load_requests q
+        JOIN generations l ON l.gen_key = q.gen_key
+        JOIN generations b ON b.gen_key = q.cell_key
+        WHERE q.load_id IN (SELECT unnest(?)) AND q.status = 'ok'
+          AND b.error IS NULL AND b.text IS NOT NULL AND b.load_id IS NULL
+        GROUP BY ALL ORDER BY 1, 2, 3
+        """,
+        [list(load_ids)],
+    )
