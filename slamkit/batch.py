@@ -276,6 +276,18 @@ def _names(
     return Rule(f"a list of {what} (e.g. {example}; [] for none)", convert)
 
 
+def _each(rule: Rule, example: str) -> Rule:
+    """A list whose every entry follows ``rule`` ([] allowed)."""
+
+    def convert(v: Any) -> list[Any]:
+        if not isinstance(v, list | tuple):
+            raise ValueError(v)
+        return [rule.convert(x) for x in v]
+
+    return Rule(f"a list of {rule.allowed.split(' (e.g.')[0]}s (e.g. {example}; [] for none)",
+                convert)  # fmt: skip
+
+
 def _location(kind: str, example: str) -> Rule:
     """A path as text; the store may not be a folder, a models folder may not be a file."""
 
@@ -365,6 +377,14 @@ PARAMETERS: dict[str, Rule] = {
     "utilization": _real(0, 1, "0.5 for half busy", open_lo=True),
     "requests_per_month": _real(0, None, "100000", open_lo=True),
     "api_price": _text("gpt-4"),
+    # serving load test (05_performance)
+    "load_model": _text("SmolLM2-135M-Instruct.Q4_1", null="the first default model"),
+    "load_concurrency": _each(_whole(1, 2), "[1, 2, 4]"),
+    "load_rates": _each(_real(0, None, "0.5", open_lo=True), "[0.5, 1.0]"),
+    "load_requests": _whole(1, 6, null="max(8, 3 x level)"),
+    "load_max_s": _real(0, None, "120", open_lo=True),
+    "load_target_ttft_s": _real(0, None, "1.0", open_lo=True, null="the reference API's p95"),
+    "load_target_e2e_s": _real(0, None, "10.0", open_lo=True, null="the reference API's p95"),
     # selection
     "delta": _real(0, 1, "0.1: at most 10% of outputs may differ", open_lo=True, open_hi=True),
     "gamma": _real(0, 1, "0.95 for 95% confidence", open_lo=True, open_hi=True),

@@ -37,6 +37,9 @@ __all__ = [
     "cost_breakdown",
     "break_even",
     "smart_savings",
+    "load_latency",
+    "load_throughput",
+    "load_distribution",
     "frontier_mask",
     "quant_bits",
 ]
@@ -816,4 +819,178 @@ def smart_savings(
         xaxis={"title": "delta (max share of outputs differing from the reference)"},
         yaxis=_log_axis(savings, "saving (x cheaper than the reference)", lambda t: f"{t:,.6g}x"),
         margin={"t": 110 if source else 90, "l": 70, "r": 30, "b": 60},
+    )
+
+
+# -- serving load tests ------------------------------------------------------------
+def _first(values: pd.Series) -> float | None:
+    v = pd.to_numeric(values, errors="coerce").dropna()
+    return float(v.iloc[0]) if len(v) else None
+
+
+def _empty(title: str, why: str) -> go.Figure:
+    fig = go.Figure()
+    fig.add_annotation(text=why, showarrow=False, x=0.5, y=0.5, xref="paper", yref="paper")
+    return _base_layout(fig, title, None, xaxis={"visible": False}, yaxis={"visible": False})
+
+
+def _load_x(df: pd.DataFrame) -> tuple[list[float], str, bool]:
+    """x of load points: concurrency for a closed-loop sweep, else the offered rate."""
+    closed = (df["mode"] == "closed").all()
+    if closed:
+        return [float(c) for c in df["concurrency"]], "requests in flight (concurrency)", True
+    x = [
+        float(c) if m == "closed" else float(r)
+        for m, c, r in zip(df["mode"], df["concurrency"], df["rate_rps"], strict=True)
+    ]
+    return x, "offered load (concurrency, or requests/s for Poisson points)", False
+
+
+def load_latency(df: pd.DataFrame, target_ttft_s: float | None = None,
+                 target_e2e_s: float | None = None) -> go.Figure:  # fmt: skip
+    """Latency percentiles against offered load: where the knee is.
+
+    ``df``: :func:`slamkit.serving.load_table` rows (``mode, concurrency, rate_rps`` and
+    ``e2e_p50_s/_lo/_hi``, ``e2e_p95_s``, ``e2e_p99_s``, ``ttft_p50_s``, ``ttft_p95_s``, ...,
+    ``knee``, ``meets_target``). Two panels (end-to-end, time to first token), p50 / p95 /
+    p99 with 95 % CIs as error bars, the target as a dashed line, the knee circled.
+    """
+    _need(df, ["mode", "concurrency", "rate_rps", "e2e_p50_s", "ttft_p50_s"], "load_latency")
+    if df.empty:
+        return _empty("Latency against offered load", "No load test stored yet: run "
+                      "`slamkit load` (or 05_performance).")  # fmt: skip
+    if target_ttft_s is None and "target_ttft_s" in df:
+        target_ttft_s = _first(df["target_ttft_s"])
+    if target_e2e_s is None and "target_e2e_s" in df:
+        target_e2e_s = _first(df["target_e2e_s"])
+    d = df.sort_values(["mode", "concurrency", "rate_rps"]).reset_index(drop=True)
+    x, xlabel, log = _load_x(d)
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("end-to-end latency (s)",
+                                                        "time to first token (s)"))  # fmt: skip
+    dash = {"p50": "solid", "p95": "dash", "p99": "dot"}
+    for col, (metric, target) in enumerate((("e2e", target_e2e_s), ("ttft", target_ttft_s)), 1):
+        for q, color in zip(("p50", "p95", "p99"), PALETTE, strict=False):
+            y = d[f"{metric}_{q}_s"].astype(float)
+            lo = d.get(f"{metric}_{q}_lo", y).astype(float)
+            hi = d.get(f"{metric}_{q}_hi", y).astype(float)
+            fig.add_trace(
+                go.Scatter(
+                    x=x, y=y.tolist(), mode="lines+markers", name=q, legendgroup=q,
+                    showlegend=col == 1, line={"color": color, "dash": dash[q]},
+                    error_y={"type": "data", "symmetric": False,
+                             "array": (hi - y).clip(lower=0).fillna(0).tolist(),
+                             "arrayminus": (y - lo).clip(lower=0).fillna(0).tolist(),
+                             "thickness": 1},
+                    customdata=np.stack([lo.to_numpy(), hi.to_numpy(),
+                                         d["sent"].to_numpy(float)], axis=-1),
+                    hovertemplate=(f"{q} %{{y:.3g}} s [%{{customdata[0]:.3g}}, "
+                                   "%{customdata[1]:.3g}]<br>load %{x}<br>"
+                                   "n=%{customdata[2]:.0f}<extra></extra>"),
+                ),
+                row=1, col=col,
+            )  # fmt: skip
+        if target is not None and target == target:
+            fig.add_hline(y=float(target), line_dash="dash", line_color=REFERENCE_COLOR,
+                          annotation_text="target", row=1, col=col)  # fmt: skip
+        if "knee" in d and d["knee"].any():
+            k = d.index[d["knee"]][0]
+            fig.add_trace(
+                go.Scatter(x=[x[k]], y=[float(d.loc[k, f"{metric}_p50_s"])], mode="markers",
+                           marker={"size": 18, "symbol": "circle-open", "color": "#d62728",
+                                   "line": {"width": 2}},
+                           name="knee", legendgroup="knee", showlegend=col == 1,
+                           hovertemplate="the knee: throughput stops rising after this "
+                           "level<extra></extra>"),
+                row=1, col=col,
+            )  # fmt: skip
+        fig.update_xaxes(title_text=xlabel, type="log" if log else "linear", row=1, col=col)
+        fig.update_yaxes(rangemode="tozero", row=1, col=col)
+    return _base_layout(
+        fig,
+        "Latency against offered load",
+        "Lines: percentiles of the requests at each load (error bars: 95 % CIs). Past the "
+        "knee, more requests in flight only add waiting.",
+    )
+
+
+def load_throughput(df: pd.DataFrame, capacity_rps: float | None = None) -> go.Figure:
+    """Throughput and goodput against offered load.
+
+    ``df``: :func:`slamkit.serving.load_table` rows (``throughput_rps``, ``goodput_rps``,
+    ``output_tps``, ``error_rate``, ``meets_target``). Bars: answered requests/s; inside
+    them, the share that met the latency target (goodput); the capacity at the target as
+    a dashed line.
+    """
+    _need(df, ["mode", "concurrency", "rate_rps", "throughput_rps", "goodput_rps"],
+          "load_throughput")  # fmt: skip
+    if df.empty:
+        return _empty("Throughput and goodput against offered load", "No load test stored "
+                      "yet: run `slamkit load` (or 05_performance).")  # fmt: skip
+    if capacity_rps is None and "capacity_rps" in df:
+        capacity_rps = _first(df["capacity_rps"])
+    d = df.sort_values(["mode", "concurrency", "rate_rps"]).reset_index(drop=True)
+    labels = [
+        f"c={int(c)}" if m == "closed" else f"{r:g} req/s"
+        for m, c, r in zip(d["mode"], d["concurrency"], d["rate_rps"], strict=True)
+    ]
+    fig = go.Figure()
+    fig.add_trace(go.Bar(
+        x=labels, y=d["throughput_rps"].tolist(), name="throughput (answered req/s)",
+        marker_color=PALETTE[0], opacity=0.45,
+        customdata=np.stack([d["output_tps"].to_numpy(float),
+                             d["error_rate"].to_numpy(float)], axis=-1),
+        hovertemplate=("%{x}: %{y:.3g} req/s, %{customdata[0]:.3g} output tok/s, "
+                       "errors %{customdata[1]:.0%}<extra></extra>"),
+    ))  # fmt: skip
+    fig.add_trace(go.Bar(
+        x=labels, y=d["goodput_rps"].tolist(), name="goodput (met the target, req/s)",
+        marker_color=[PALETTE[2] if m else PALETTE[1] for m in d["meets_target"]],
+        hovertemplate="%{x}: %{y:.3g} req/s met the target<extra></extra>",
+    ))  # fmt: skip
+    if capacity_rps is not None and capacity_rps == capacity_rps:
+        fig.add_hline(y=capacity_rps, line_dash="dash", line_color=REFERENCE_COLOR,
+                      annotation_text=f"capacity at the target {capacity_rps:.3g} req/s "
+                      f"= {capacity_rps * 3600:,.0f}/hour")  # fmt: skip
+    return _base_layout(
+        fig,
+        "Throughput and goodput against offered load",
+        "Goodput bars are green where the point meets the target (enough of its requests "
+        "within the latency limits), red where it does not.",
+        barmode="overlay",
+        yaxis={"title": "requests per second", "rangemode": "tozero"},
+        xaxis={"title": "offered load"},
+    )
+
+
+def load_distribution(df: pd.DataFrame, metric: str = "end-to-end (s)") -> go.Figure:
+    """The self-hosted latency distribution at each load beside the reference API's.
+
+    ``df``: :func:`slamkit.serving.latency_by_source` rows (``source, load, metric,
+    value``): one box per (source, load); reference API rows (captured with ``slamkit
+    refs capture``, at the concurrency they were captured with) in black.
+    """
+    _need(df, ["source", "load", "metric", "value"], "load_distribution")
+    d = df[df["metric"] == metric]
+    if d.empty:
+        return _empty(f"Latency under load: {metric}", "No load test stored yet: run "
+                      "`slamkit load` (or 05_performance).")  # fmt: skip
+    fig = go.Figure()
+    sources = list(dict.fromkeys(d["source"]))
+    colors = _color_map(sources)
+    for src in sources:
+        g = d[d["source"] == src]
+        ref = "reference API" in str(src)
+        fig.add_trace(go.Box(
+            x=_esc(g["load"]), y=g["value"].astype(float).tolist(), name=html.escape(str(src)),
+            marker_color=REFERENCE_COLOR if ref else colors[src], boxpoints="all",
+            jitter=0.3, pointpos=0,
+        ))  # fmt: skip
+    return _base_layout(
+        fig,
+        f"Latency under load: {metric}",
+        "One box per load level (c = requests in flight). The reference API's requests "
+        "are shown at the concurrency they were captured with.",
+        boxmode="group",
+        yaxis={"title": metric, "rangemode": "tozero"},
+        xaxis={"title": "load"},
     )

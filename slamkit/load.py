@@ -127,7 +127,7 @@ def default_target(
 @dataclass
 class LoadResult:
     """What :func:`run_load` did: ids, the points run, counts, and why it stopped.
-    ``print`` it for the knee table (see :func:`slamkit.serving.load_report`)."""
+    ``print`` it for the knee table (``report``: :func:`slamkit.serving.load_report`)."""
 
     load_id: str
     run_id: str
@@ -140,7 +140,7 @@ class LoadResult:
     status: str = "complete"
     note: str = ""
     elapsed_s: float = 0.0
-    store: Store | None = field(default=None, repr=False)
+    report: str = field(default="", repr=False)
 
     def __str__(self) -> str:
         head = (
@@ -148,11 +148,7 @@ class LoadResult:
             f"points, {self.requests} requests ({self.ok} ok) in {self.elapsed_s:.0f} s; "
             f"{self.status}: {self.note}"
         )
-        if self.store is None:
-            return head
-        from slamkit import serving
-
-        return head + "\n" + serving.load_report(self.store, self.load_id)
+        return head + ("\n" + self.report if self.report else "")
 
 
 class _LlamaReader:
@@ -263,6 +259,9 @@ def run_load(
     if backend not in ("llamacpp", "mock"):
         raise SlamkitError(f"backend must be 'llamacpp' or 'mock', got {backend!r}.")
     target = default_target(store, task_id, target_ttft_s, target_e2e_s, attainment)
+    if concurrency is not None and not list(concurrency) and not list(rates):
+        return LoadResult("", "", str(model or "default model"), "", target, status="skipped",
+                          note="no load points asked (concurrency=[] and no rates)")  # fmt: skip
     task = get_task(store, task_id)
     items_df = load_items(store, task_id, limit)
     if items_df.empty:
@@ -333,7 +332,9 @@ def run_load(
         writer.flush()
         jobs.finish_load_run(store, load_id, res.status, res.note)
     res.elapsed_s = time.monotonic() - t_start
-    res.store = store
+    from slamkit import serving
+
+    res.report = serving.load_report(store, load_id)
     return res
 
 
@@ -589,7 +590,7 @@ class _Sweep:
     ) -> None:
         self.gen, self.prompts, self.writer, self.res = gen, prompts, writer, res
         self.target = target
-        self.auto = not concurrency
+        self.auto = concurrency is None
         levels = list(concurrency or [])
         if self.auto:
             c = 1

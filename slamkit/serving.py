@@ -42,6 +42,14 @@ METRICS = ("ttft_s", "tpot_s", "itl_s", "e2e_s")
 KNEE_GAIN = 1.10
 #: the sweep stops when errors + timeouts reach this share of a point's requests
 MAX_ERROR_RATE = 0.10
+#: the columns of :func:`load_table` (the first ones; percentile columns follow)
+TABLE_COLUMNS = [
+    "load_id", "model", "point", "mode", "concurrency", "rate_rps", "sent", "ok", "errors",
+    "timeouts", "duration_s", "error_rate", "throughput_rps", "output_tps", "attainment",
+    "goodput_rps", "meets_target", "knee", "target_ttft_s", "target_e2e_s", "capacity_rps",
+    *[f"{m.removesuffix('_s')}_p{round(q * 100)}_{k}" for m in METRICS for q in QUANTILES
+      for k in ("s", "lo", "hi")],
+]  # fmt: skip
 
 
 def quantile_ci(
@@ -203,9 +211,13 @@ def past_knee(history: list[dict[str, Any]], auto: bool = True) -> str:
     return ""
 
 
-def load_table(store: Store, load_id: str) -> pd.DataFrame:
+def load_table(store: Store, load_id: str | None) -> pd.DataFrame:
     """One row per point of a stored load run (see :func:`point_summary`), with ``knee``
-    marking the closed-loop level where throughput stopped scaling."""
+    marking the closed-loop level where throughput stopped scaling, the run's
+    ``target_ttft_s`` / ``target_e2e_s`` and its ``capacity_rps`` (:func:`capacity`).
+    ``load_id=None``: an empty table with these columns (no load test yet)."""
+    if load_id is None:
+        return pd.DataFrame(columns=TABLE_COLUMNS)
     runs = readers.load_runs(store)
     run = runs[runs["load_id"] == load_id]
     if run.empty:
@@ -231,6 +243,10 @@ def load_table(store: Store, load_id: str) -> pd.DataFrame:
             df.loc[closed.index[i], "knee"] = True
             break
     df.insert(0, "load_id", load_id)
+    df.insert(1, "model", target.get("model"))
+    df["target_ttft_s"] = target.get("target_ttft_s")
+    df["target_e2e_s"] = target.get("target_e2e_s")
+    df["capacity_rps"] = capacity(df)["capacity_rps"]
     df.attrs["target"] = _target_label(target)
     return df
 

@@ -107,21 +107,22 @@ class Study:
         return list(runs.drop_duplicates("model")["load_id"])
 
     def load_table(self) -> pd.DataFrame:
-        """The knee table of the study's newest load tests (one row per load point)."""
-        parts = [serving.load_table(self.store, i) for i in self.load_ids]
-        parts = [p for p in parts if len(p)]
-        return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
+        """The knee table (one row per load point) of the newest load test in the store
+        (:func:`slamkit.serving.load_table`; empty, with the load-table columns, when
+        there is none)."""
+        return serving.load_table(self.store, self.load_ids[0] if self.load_ids else None)
 
     def load_report(self) -> str:
-        """The knee tables and capacities, as text (what ``slamkit load`` prints)."""
+        """The knee tables and capacities of each model's newest load test, as text (what
+        ``slamkit load`` prints)."""
         if not self.load_ids:
             return "No load test in the store: `slamkit load` (or 05_performance) runs one."
         return "\n\n".join(serving.load_report(self.store, i) for i in self.load_ids)
 
     def load_latencies(self) -> pd.DataFrame:
-        """Per request under load, and the reference API's captured requests beside them
-        (:func:`slamkit.serving.latency_by_source`)."""
-        return serving.latency_by_source(self.store, self.load_ids, self.refs)
+        """Per request of the newest load test, and the reference API's captured requests
+        beside them (:func:`slamkit.serving.latency_by_source`)."""
+        return serving.latency_by_source(self.store, self.load_ids[:1], self.refs)
 
     @cached_property
     def scores(self) -> pd.DataFrame:
