@@ -63,6 +63,7 @@ bench: setup
 	$(BIN)/python bench/bench_runner.py
 	$(BIN)/python bench/bench_store_scale.py
 	$(BIN)/python bench/bench_scaling.py
+	$(BIN)/python bench/bench_load.py
 
 clean:
 	rm -rf data/runs data/cache

@@ -104,4 +104,8 @@ def _cmd_load(args: argparse.Namespace) -> int:
             )
             return 130
     print(res)
+    if res.requests and not res.ok:
+        print("slamkit load: error: no request was answered (see the errors above).",
+              file=sys.stderr)  # fmt: skip
+        return 1
     return 0

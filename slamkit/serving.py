@@ -318,6 +318,12 @@ def load_report(store: Store, load_id: str) -> str:
         )
     else:
         lines.append(f"capacity at the target: none — {cap['note']}")
+    reqs = readers.load_requests(store, [load_id], itl=False)
+    bad = reqs[reqs["status"] != "ok"]
+    if len(bad):
+        top = bad.groupby(["status", "error"], dropna=False).size().sort_values(ascending=False)
+        lines.append(f"{len(bad)} of {len(reqs)} requests failed; most frequent:")
+        lines += [f"  {n} x {st}: {err}" for (st, err), n in top.head(3).items()]
     ch = text_changes(store, [load_id])
     g = ch[ch["greedy"]]
     if len(g):

@@ -317,3 +317,26 @@ def test_ctrl_c_of_slamkit_load_keeps_what_it_measured(tmp_path: Path) -> None:
     assert run["status"] == "interrupted" and "Ctrl-C" in run["note"]
     assert len(reqs) >= answered - 2 and set(reqs["status"]) == {"ok"}  # 2 were in flight
     assert points.iloc[0]["status"] == "interrupted"
+
+
+def test_cli_against_an_endpoint_that_is_down_names_the_error(tmp_path: Path) -> None:
+    """Every request fails to connect: stored as errors, the sweep stops after the first
+    point, the report names the error, exit 1."""
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    db = tmp_path / "down.duckdb"
+    with Store(db) as st:
+        _task(st, 3)
+    cmd = [sys.executable, "-m", "slamkit.cli", "--store", str(db), "load", "--task", "t",
+           "--endpoint", "x", "--base-url", f"http://127.0.0.1:{port}/v1", "--quiet"]  # fmt: skip
+    done = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 1, done.stderr[-2000:]
+    assert "Cannot connect to host 127.0.0.1" in done.stdout
+    assert "errors and timeouts reached 100% of requests at concurrency 1" in done.stdout
+    assert "no request was answered" in done.stderr
+    with Store(db) as st:
+        reqs = readers.load_requests(st, list(readers.load_runs(st)["load_id"]))
+    assert len(reqs) == 8 and set(reqs["status"]) == {"error"}
