@@ -716,6 +716,8 @@ def break_even(
             )
         )
     for h in hosted.itertuples(index=False):
+        basis = getattr(h, "throughput_basis", None)
+        basis_note = f"<br>capacity: {html.escape(str(basis))}" if basis else ""
         servers = np.maximum(1, np.ceil(x / max(float(h.capacity_per_month), 1e-9)))
         fig.add_trace(
             go.Scatter(
@@ -729,7 +731,7 @@ def break_even(
                     f"<b>{html.escape(str(h.variant))}</b> (self-hosted, "
                     f"{_fmt(h.capacity_per_month, ',.0f')} requests/month per server)<br>"
                     "%{x:,.0f} requests/month: $%{y:,.2f}/month "
-                    "(%{customdata} server(s))<extra></extra>"
+                    f"(%{{customdata}} server(s)){basis_note}<extra></extra>"
                 ),
             )
         )
@@ -748,11 +750,23 @@ def break_even(
                 ),
             )
         )
+    sub = (
+        "Solid: pay per token. Dashed: always-on servers (a step per added server). "
+        "Right of the x marker, self-hosting is cheaper."
+    )
+    if "throughput_basis" in hosted and len(hosted):
+        load = hosted["throughput_basis"].astype(str).str.startswith("load test")
+        sub += (
+            " Server capacity: "
+            + ("measured by a load test at the latency target" if load.all() else
+               "one request at a time (no load test)" if not load.any() else
+               "a load test's capacity where one exists, else one request at a time")
+            + "."
+        )  # fmt: skip
     return _base_layout(
         fig,
         "Break-even traffic: API vs self-hosted",
-        "Solid: pay per token. Dashed: always-on servers (a step per added server). "
-        "Right of the x marker, self-hosting is cheaper.",
+        sub,
         xaxis={"title": "traffic (requests per month)"},
         yaxis={"title": "cost (USD per month)", "rangemode": "tozero"},
     )

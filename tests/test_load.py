@@ -216,6 +216,16 @@ def test_notebook_path_mock_load_test_feeds_the_cost_model(tmp_path: Path, smoll
     assert row["requests_per_hour"] == pytest.approx(study.capacity["requests_per_hour"][0])
     assert row["requests_per_hour"] != pytest.approx(3600.0 / row["mean_latency_s"])
     assert len(study.load_table()) == 2 and "capacity at the target" in study.load_report()
+    # the answers under load can be scored like any other (on request: --load)
+    from slamkit.metrics.score import load_scores, score_generations
+
+    with Store(db) as st:
+        score_generations(st, ["max_sentences:4"], progress=False)
+        assert set(load_scores(st)["model"]) == {"SmolLM2-135M-Instruct.Q4_1 [mock]"}
+        res_load = score_generations(st, ["max_sentences:4"], progress=False, load=True)
+        assert res_load.done == 12
+        models = load_scores(st)["model"].value_counts()
+        assert models["SmolLM2-135M-Instruct.Q4_1 [mock] (under load)"] == 12
     # the mock's answers under load are the mock sweep's texts
     ch = serving.text_changes(Store(db, short_lived=True), [res.load_id])
     assert int(ch["differ"].sum()) == 0 and int(ch["compared"].sum()) == 12

@@ -19,6 +19,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     s.add_argument("--regex-must-not", action="append", default=[], metavar="PATTERN")
     s.add_argument("--banned", action="append", default=[], metavar="PHRASE")
     s.add_argument("--json-schema", metavar="FILE", help="JSON schema file outputs must match")
+    s.add_argument(
+        "--load", action="store_true",
+        help="also score the answers made under load by `slamkit load`",
+    )  # fmt: skip
     s.add_argument("--quiet", action="store_true", help="no progress bars")
     from slamkit.smart.simulate_args import add_executor_arguments
 
@@ -45,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     with open_store(args.store) as st:
         counts = score_generations(
             st, specs, task_id=args.task, source_model=args.source_model,
-            progress=not args.quiet, executor=executor_from_args(args),
+            progress=not args.quiet, executor=executor_from_args(args), load=args.load,
         )  # fmt: skip
         scores = load_scores(st, args.task, args.source_model)
     print("computed: " + ", ".join(f"{k}={v}" for k, v in counts.by_label.items()))

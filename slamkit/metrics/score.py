@@ -96,8 +96,11 @@ def score_generations(
     progress: bool = True,
     executor: str | engine.Executor = "sequential",
     concurrency: int | None = None,
+    load: bool = False,
 ) -> JobResult:
     """Score generations (text set, no error) and write one ``scores`` row per item.
+    ``load=True`` also scores the answers made under load by load tests (``slamkit
+    load``; left out by default: they repeat cells of the study).
 
     Each generation is scored against one reference for its (task, item): the lowest
     ``sample_index`` of ``source_model``; when None, of the task's only reference model
@@ -132,7 +135,7 @@ def score_generations(
             else {}
         )
         pairs = [f"{t}\x1f{m}" for t, m in sources.items()]
-        gens = jobs.generations_to_score(store, pairs, task_id)
+        gens = jobs.generations_to_score(store, pairs, task_id, load)
         named = sorted(set(sources.values()))
         groups, planned, cached = [], 0, 0
         for metric in built:

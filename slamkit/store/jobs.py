@@ -319,22 +319,23 @@ def reference_models_by_task(store: Store, task_id: str | None = None) -> pd.Dat
 
 # -- scoring -------------------------------------------------------------------------------
 def generations_to_score(
-    store: Store, sources: Sequence[str], task_id: str | None = None
+    store: Store, sources: Sequence[str], task_id: str | None = None, load: bool = False
 ) -> pd.DataFrame:
     """Generations with text and no error, each with its first reference (lowest
     sample_index, then ref_id) of the task's source model, if any. ``sources`` are
-    ``task_id + '\\x1f' + source_model`` keys. Columns gen_key, text, ref_id, ref_text."""
+    ``task_id + '\\x1f' + source_model`` keys. Columns gen_key, text, ref_id, ref_text.
+    ``load``: also the answers made by load tests (``load_id`` set)."""
     return store.df(
         _FIRST_REFS
         + """
 SELECT g.gen_key, g.text, r.ref_id, r.text AS ref_text
 FROM generations g
 LEFT JOIN refs r ON r.task_id = g.task_id AND r.item_id = g.item_id AND r.rn = 1
-WHERE g.text IS NOT NULL AND g.error IS NULL AND g.load_id IS NULL
+WHERE g.text IS NOT NULL AND g.error IS NULL AND (? OR g.load_id IS NULL)
   AND (CAST(? AS VARCHAR) IS NULL OR g.task_id = ?)
 ORDER BY g.task_id, g.item_id, g.gen_key
 """,
-        [list(sources), task_id, task_id],
+        [list(sources), load, task_id, task_id],
     )
 
 
@@ -356,8 +357,9 @@ def joined_scores(
         """
         SELECT s.gen_key, s.metric, s.metric_version, s.value, s.details,
                nullif(s.ref_id, '') AS ref_id, r.source_model,
-               g.model_id, coalesce(m.name, g.model_id) AS model, g.task_id, g.item_id,
-               g.sample_index
+               g.model_id, coalesce(m.name, g.model_id)
+                   || CASE WHEN g.load_id IS NULL THEN '' ELSE ' (under load)' END AS model,
+               g.task_id, g.item_id, g.sample_index, g.load_id
         FROM scores s JOIN generations g USING (gen_key)
         LEFT JOIN models m ON m.model_id = g.model_id
         LEFT JOIN reference_outputs r ON r.ref_id = s.ref_id
