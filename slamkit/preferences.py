@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 from slamkit.catalog import hash_file
 from slamkit.errors import PreferenceImportError, ReferenceImportError
 from slamkit.keys import content_key
-from slamkit.references import _get, _MISSING, _read_csv, _read_jsonl, _read_parquet, detect_format
+from slamkit.references import _MISSING, _get, _read_csv, _read_jsonl, _read_parquet, detect_format
 from slamkit.store import jobs
 
 if TYPE_CHECKING:
@@ -152,7 +152,11 @@ def _read(
             rows = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}[fmt](path)
         except ReferenceImportError as exc:
             raise PreferenceImportError(str(exc)) from None
-        recs = [_Rec(r.record, r.where(path), f"r{r.number}") for r in rows]
+        recs = [
+            _Rec(r.record, f"record {r.number}" + (f" (line {r.line})" if r.line else "")
+                 + f" of {path}", f"r{r.number}")
+            for r in rows
+        ]  # fmt: skip
     if nested is not None:
         recs = _unnest(path, recs, nested)
     return recs
@@ -232,9 +236,7 @@ def _unnest(path: Path, recs: list[_Rec], nested: str) -> list[_Rec]:
         outer = {k: v for k, v in r.record.items() if k != nested}
         for i, rec in enumerate(inner):
             merged = {**outer, **rec} if isinstance(rec, Mapping) else rec
-            out.append(
-                _Rec(merged, f"{nested}[{i}] of {r.where}", f"{r.locator}/{nested}/{i}")
-            )
+            out.append(_Rec(merged, f"{nested}[{i}] of {r.where}", f"{r.locator}/{nested}/{i}"))
     return out
 
 
@@ -246,9 +248,12 @@ def _fields_of(record: Any) -> str:
 
 # -- validating ----------------------------------------------------------------------
 def _value(rec: _Rec, column: str, role: str, required: bool) -> Any:
+    """The field's value; None when empty. ``required``: the field must exist (a mapped
+    role's field missing is a typo); only text_a / text_b must also be non-empty."""
     value = _get(rec.record, column)
-    if value is _MISSING or value is None or (isinstance(value, float) and math.isnan(value)):
-        if not required:
+    empty = value is None or (isinstance(value, float) and math.isnan(value))
+    if value is _MISSING or empty:
+        if not required or (empty and role not in _REQUIRED):
             return None
         what = "has no field" if value is _MISSING else "has an empty (null) value in field"
         raise PreferenceImportError(
@@ -465,7 +470,9 @@ def _write(
                 new_items.setdefault(item, _item(task_id, item, field_name, d["prompt"]))
             d["item_id"] = item
         elif d["item_id"] is not None and d["prompt"] is not None:
-            new_items.setdefault(d["item_id"], _item(task_id, d["item_id"], field_name, d["prompt"]))
+            new_items.setdefault(
+                d["item_id"], _item(task_id, d["item_id"], field_name, d["prompt"])
+            )
     stored_items = set(jobs.task_items(store, task_id)["item_id"]) if new_items else set()
     items = [it for k, it in new_items.items() if k not in stored_items]
     all_texts = sorted({d[s] for d in drafts for s in ("text_a", "text_b")})
