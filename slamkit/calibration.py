@@ -70,8 +70,9 @@ def ppi_mean(
     ``f_unlabeled``: the judge on N other items (from the same population). The estimate
     is ``lam * mean(f_unlabeled) + mean(y_labeled - lam * f_labeled)`` with variance
     ``lam^2 var(f_unlabeled) / N + var(y - lam f) / n``; the interval uses Student's t
-    with n - 1 degrees of freedom (the normal interval of the paper undercovers a little
-    at n ~ 20-50; for large n they agree). ``lam = 1`` is plain PPI;
+    with n - 1 degrees of freedom (simulated coverage of a nominal 0.95: 0.95 from n = 30
+    labels on, ~0.94 at n = 20; the paper's normal interval undercovers a little more).
+    ``lam = 1`` is plain PPI;
     ``power_tuning`` picks the variance-minimising ``lam = cov(y, f) / ((1 + n/N) var(f))``
     clipped to [0, 1] (PPI++), so a useless judge falls back to the human mean (lam = 0);
     tuned on the same labels it is narrower but undercovers at small n (simulated: 0.93
