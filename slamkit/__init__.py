@@ -27,7 +27,8 @@ __version__ = "0.1.0"
 
 _MODULES = (
     "catalog", "quantize", "references", "runner", "metrics", "judge", "human", "stats",
-    "latency", "cost", "smart", "frames", "charts", "widgets", "display",
+    "latency", "cost", "smart", "frames", "charts", "widgets", "display", "preferences",
+    "calibration",
 )  # fmt: skip
 _NAMES = {
     "Study": "slamkit.study",

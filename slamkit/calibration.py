@@ -315,7 +315,7 @@ def rating_table(
         m["judge_rank"] = m["judge_theta"].rank(ascending=False, method="min").astype(int)
         m.insert(0, "judge_model", jm)
         rho = float("nan")
-        if len(m) >= 3:
+        if len(m) >= 3 and m["human_theta"].nunique() > 1 and m["judge_theta"].nunique() > 1:
             rho = float(sps.spearmanr(m["human_theta"], m["judge_theta"]).statistic)
         rhos[str(jm)] = rho
         frames.append(m[RATING_COLUMNS])
