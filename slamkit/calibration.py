@@ -311,12 +311,15 @@ def rating_table(
             "theta_h": "human_theta", "ci_lo_h": "human_lo", "ci_hi_h": "human_hi",
             "theta_j": "judge_theta", "ci_lo_j": "judge_lo", "ci_hi_j": "judge_hi",
         })  # fmt: skip
-        m["human_rank"] = m["human_theta"].rank(ascending=False, method="min").astype(int)
-        m["judge_rank"] = m["judge_theta"].rank(ascending=False, method="min").astype(int)
+        # ranks and rho of strengths rounded to 1e-6: a judge that calls every pair a tie
+        # has strengths 0 up to the optimiser's noise, which must not read as an order
+        hr, jr = m["human_theta"].round(6), m["judge_theta"].round(6)
+        m["human_rank"] = hr.rank(ascending=False, method="min").astype(int)
+        m["judge_rank"] = jr.rank(ascending=False, method="min").astype(int)
         m.insert(0, "judge_model", jm)
         rho = float("nan")
-        if len(m) >= 3 and m["human_theta"].nunique() > 1 and m["judge_theta"].nunique() > 1:
-            rho = float(sps.spearmanr(m["human_theta"], m["judge_theta"]).statistic)
+        if len(m) >= 3 and hr.nunique() > 1 and jr.nunique() > 1:
+            rho = float(sps.spearmanr(hr, jr).statistic)
         rhos[str(jm)] = rho
         frames.append(m[RATING_COLUMNS])
     if not frames:
@@ -362,7 +365,8 @@ def win_rate_table(
     """Per judge and pair of models (model_a < model_b by name): model_a's win rate over
     model_b (ties half) from the humans (mean over annotators per pair, then over pairs),
     from the judge on every pair it judged, and prediction-powered (:func:`ppi_mean`: the
-    judge on the pairs without a human label, corrected on the labeled ones). With
+    judge on the pairs without a human label, corrected on the labeled ones); bounds are
+    clipped to [0, 1]. With
     ``n_labeled``, only that many labeled pairs (a seeded random choice) keep their human
     label; ``human_all`` is then the estimate from all of them, for comparison."""
     z = _z(conf)
@@ -389,11 +393,18 @@ def win_rate_table(
             r = ppi_mean(lab["score_h"], lab["score_j"], unl["score"], conf, power_tuning)
             js = jg["score"].to_numpy(dtype=float)
             jse = js.std(ddof=1) / np.sqrt(len(js)) if len(js) > 1 else float("nan")
+            r = {
+                k: float(np.clip(v, 0, 1))
+                if k in ("lo", "hi", "classical_lo", "classical_hi")
+                else v
+                for k, v in r.items()
+            }  # a win rate lies in [0, 1]: so do its bounds
+            jlo, jhi = np.clip([js.mean() - z * jse, js.mean() + z * jse], 0, 1)
             rows.append(
                 {"judge_model": jm, "model_a": m1, "model_b": m2, "n_labeled": len(lab),
                  "n_unlabeled": len(unl), "human": r["classical"], "human_lo": r["classical_lo"],
                  "human_hi": r["classical_hi"], "judge": float(js.mean()),
-                 "judge_lo": float(js.mean() - z * jse), "judge_hi": float(js.mean() + z * jse),
+                 "judge_lo": float(jlo), "judge_hi": float(jhi),
                  "ppi": r["estimate"], "ppi_lo": r["lo"], "ppi_hi": r["hi"], "lam": r["lam"],
                  "human_all": human_all, "n_human_all": n_all}
             )  # fmt: skip
