@@ -242,3 +242,28 @@ def test_empty_store_gives_empty_tables_with_a_note(store) -> None:
     assert cal.agreement.empty and cal.ratings.empty and cal.win_rates.empty
     assert cal.annotators.empty and "no human labels" in cal.note
     assert "no human labels" in repr(cal) and cal.summary().empty
+
+
+def test_widget_labels_calibrate_like_imported_ones(store) -> None:
+    """A/B widget labels (generation vs reference) use the judge's default pairs: a judge
+    run before calibration is reused, not repeated."""
+    from helpers import add_synthetic
+
+    from slamkit.human import build_ab_queue, record_choice
+    from slamkit.judge import run_judge
+
+    add_synthetic(store, gens={("m1", "i1"): "gen one", ("m1", "i2"): "gen two"})
+    queue = build_ab_queue(store)
+    for pair in queue.to_dict("records"):  # ann prefers the generation on both items
+        gen_left = pair["left_kind"] == "generation"
+        record_choice(store, "ann", pair, "left" if gen_left else "right")
+    with FakeServer({"i1": [A, B], "i2": [B, A]}) as srv:  # gen wins i1, reference i2
+        cfg = JudgeConfig(base_url=srv.base_url, model="fake-judge", api_key_env="SLAMKIT_K",
+                          timeout_s=5, max_attempts=2, backoff_s=0.01)  # fmt: skip
+        assert run_judge(store, cfg, progress=False).done == 4
+        cal = calibrate_judge(store, cfg, progress=False, n_boot=50)
+    assert cal.judged == {"planned": 4, "cached": 4, "done": 0, "failed": 0}
+    row = cal.agreement.set_index("annotator").loc["ann"]
+    assert (row.n, row.agreement) == (2, 0.5)
+    w = cal.win_rates.iloc[0]  # gpt-4 (model_a, first by name) won no human label
+    assert (w.model_a, w.model_b, w.human, w.judge) == ("gpt-4", "model-m1", 0.0, 0.5)
