@@ -303,15 +303,18 @@ def _named(df: pd.DataFrame, names: dict[tuple[str, str], str]) -> pd.DataFrame:
 
 def rating_table(
     judge: pd.DataFrame, human: pd.DataFrame, names: dict[tuple[str, str], str],
-    n_boot: int = 200, conf: float = 0.95, seed: int = 0,
+    n_boot: int = 200, conf: float = 0.95, seed: int = 0, criterion: str = "overall",
 ) -> pd.DataFrame:  # fmt: skip
     """Bradley-Terry strengths (Davidson ties, theta centred) with bootstrap CIs from the
-    human labels and from each judge on the same pairs; ``attrs['spearman']`` holds
-    ``{judge: rho}`` of the two orders (NaN with fewer than 3 models)."""
+    human labels and from each judge on the same pairs, on one ``criterion``;
+    ``attrs['spearman']`` holds ``{judge: rho}`` of the two orders (NaN with fewer than 3
+    models, or when either side has no order)."""
     from scipy import stats as sps
 
     from slamkit.stats import bradley_terry
 
+    human = human[human["criterion"] == criterion]
+    judge = judge[judge["criterion"] == criterion]
     hv = _named(human, names)
     hv = hv[hv["model_a"] != hv["model_b"]]
     empty = pd.DataFrame(columns=RATING_COLUMNS)
@@ -548,14 +551,17 @@ def calibrate_judge(
     task_id: str | None = None,
     source: str | None = None,
     limit: int | None = None,
+    criteria: Sequence[str] = (),
     progress: bool = True,
     executor: str | Executor = "sequential",
     concurrency: int | None = None,
     **report: Any,
 ) -> Calibration:
     """Run the judge ``config`` (pairwise, both orders) on the human pairs not yet judged
-    by it and return :func:`calibration_report` for it. ``limit``: the first N human
-    pairs (in label order; None: all). Resumable like :func:`slamkit.judge.run_judge`."""
+    by it and return :func:`calibration_report` for it. ``criteria``: also judge these
+    criteria (mode 'criteria'), to compare with per-criterion human choices of the same
+    names. ``limit``: the first N human pairs (in label order; None: all). Resumable like
+    :func:`slamkit.judge.run_judge`."""
     from slamkit.judge.run import run_judge
     from slamkit.tasks import check_limit
 
@@ -564,9 +570,17 @@ def calibrate_judge(
     if limit is not None:
         pairs = pairs.head(int(limit))
     result: JobResult | None = None
+    crits = [c for c in dict.fromkeys(criteria) if c != "overall"]  # overall: pairwise
     if not pairs.empty:
         result = run_judge(store, config, mode="pairwise", pairs=pairs, progress=progress,
                            executor=executor, concurrency=concurrency)  # fmt: skip
+        if crits:
+            more = run_judge(
+                store, config, mode="criteria", pairs=pairs, criteria=crits,
+                progress=progress, executor=executor, concurrency=concurrency,
+            )  # fmt: skip
+            for k in ("planned", "cached", "done", "failed"):
+                setattr(result, k, getattr(result, k) + getattr(more, k))
     cal = calibration_report(store, judge_model=config.model, task_id=task_id, source=source,
                              **report)  # fmt: skip
     if result is not None:

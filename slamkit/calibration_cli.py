@@ -77,6 +77,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
             c.add_argument("--timeout", type=number(0, lo_open=True, note="seconds"),
                            default=60.0, help="seconds per request (default 60)")  # fmt: skip
             c.add_argument("--limit", type=LIMIT, help="the first N human pairs (default: all)")
+            c.add_argument("--criteria", default="",
+                           help="comma-separated criteria to judge too, as the imported "
+                           "per-criterion choices are named (default: overall only)")  # fmt: skip
             add_executor_arguments(c)
             c.add_argument("--quiet", action="store_true")
         else:
@@ -147,6 +150,7 @@ def _calibrate(args: argparse.Namespace) -> int:
     with open_store(args.store) as st:
         cal = calibrate_judge(
             st, cfg, task_id=args.task, source=args.source, limit=args.limit,
+            criteria=[c.strip() for c in args.criteria.split(",") if c.strip()],
             progress=not args.quiet, executor=executor_from_args(args),
             n_labeled=args.n_labeled, seed=args.seed,
         )  # fmt: skip

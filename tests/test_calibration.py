@@ -267,3 +267,24 @@ def test_widget_labels_calibrate_like_imported_ones(store) -> None:
     assert (row.n, row.agreement) == (2, 0.5)
     w = cal.win_rates.iloc[0]  # gpt-4 (model_a, first by name) won no human label
     assert (w.model_a, w.model_b, w.human, w.judge) == ("gpt-4", "model-m1", 0.0, 0.5)
+
+
+def test_per_criterion_choices_meet_the_judge_on_the_same_criterion(store, tmp_path) -> None:
+    path = tmp_path / "crit.jsonl"
+    recs = [
+        {"annotator": "ann", "prompt": f"<c{i}>", "text_a": f"a{i}", "text_b": f"b{i}",
+         "model_a": "x", "model_b": "y", "choice": "1", "clarity": "2"}
+        for i in range(3)
+    ]  # fmt: skip
+    path.write_text("".join(json.dumps(r) + "\n" for r in recs))
+    import_preferences(store, path, "crit", criteria={"clarity": "clarity"})
+    with FakeServer({"<c": [A]}) as srv:  # always 'A': every verdict flips with the order
+        cfg = JudgeConfig(base_url=srv.base_url, model="fake-judge", api_key_env="SLAMKIT_K",
+                          timeout_s=5, max_attempts=2, backoff_s=0.01)  # fmt: skip
+        cal = calibrate_judge(store, cfg, criteria=["clarity", "overall"], progress=False,
+                              n_boot=50)  # fmt: skip
+    assert cal.judged == {"planned": 12, "cached": 0, "done": 12, "failed": 0}
+    got = cal.agreement.set_index(["criterion", "annotator"])
+    assert got.loc[("clarity", "ann"), "n"] == 3 == got.loc[("overall", "ann"), "n"]
+    assert got.loc[("clarity", "ann"), "agreement"] == 0.0  # judge: ties, human: a choice
+    assert set(cal.ratings["comparisons"]) == {3}  # ratings are on the overall choice only
