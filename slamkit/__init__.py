@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 _MODULES = (
     "catalog", "quantize", "references", "runner", "metrics", "judge", "human", "stats",
     "latency", "cost", "smart", "frames", "charts", "widgets", "display", "load", "serving",
+    "preferences", "calibration",
 )  # fmt: skip
 _NAMES = {
     "Study": "slamkit.study",

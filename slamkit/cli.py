@@ -162,6 +162,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     smart_cli.add_parser(sub)
     load_cli.add_parser(sub)
+    from slamkit import calibration_cli  # human preferences: import, judge calibration
+
+    calibration_cli.add_parser(sub)
     _ = sub
     return p
 

@@ -46,6 +46,10 @@ class ReferenceImportError(SlamkitError):
     """A reference file or one of its rows cannot be imported."""
 
 
+class PreferenceImportError(SlamkitError):
+    """A human-preference file, one of its records or one of its fields cannot be imported."""
+
+
 class TemplateError(SlamkitError):
     """A prompt template names a field the item does not have, or is malformed."""
 

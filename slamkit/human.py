@@ -68,7 +68,7 @@ def _done_pairs(store: Store, annotator: str) -> set[frozenset]:
 
 
 def _text(store: Store, kind: str, key: str) -> str:
-    if kind not in ("generation", "reference"):
+    if kind not in ("generation", "reference", "text"):
         return f"({kind} {key})"
     text = readers.texts(store, kind, [key]).get(key)
     return text if text is not None else f"(missing {kind} {key})"

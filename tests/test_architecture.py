@@ -35,6 +35,7 @@ LAYERS = {
     "slamkit.cells": 2, "slamkit.engine": 2, "slamkit.ray_executor": 2, "slamkit.loadgen": 2,
     "slamkit.runner": 3, "slamkit.references": 3, "slamkit.slam_import": 3, "slamkit.load": 3,
     "slamkit.serving": 3,
+    "slamkit.preferences": 4, "slamkit.calibration": 5, "slamkit.calibration_cli": 9,
     "slamkit.metrics": 4, "slamkit.judge": 4, "slamkit.human": 4,
     "slamkit.stats": 5, "slamkit.latency": 5, "slamkit.cost": 5, "slamkit.pareto": 5,
     "slamkit.smart": 5,

@@ -70,7 +70,7 @@ def first_items(store: Store, pairs: pd.DataFrame, limit: int) -> pd.DataFrame:
 
 def _texts(store: Store, pairs: pd.DataFrame) -> dict[tuple[str, str], str]:
     out: dict[tuple[str, str], str] = {}
-    for kind in ("generation", "reference"):
+    for kind in ("generation", "reference", "text"):  # 'text': imported human pairs
         ids = set(pairs.loc[pairs.a_kind == kind, "a_id"]) | set(
             pairs.loc[pairs.b_kind == kind, "b_id"]
         )

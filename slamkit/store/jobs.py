@@ -409,12 +409,13 @@ def generation_keys_of_models(store: Store, model_ids: Sequence[str]) -> set[str
 _TEXT_TABLES = {
     "generation": ("generations", "gen_key"),
     "reference": ("reference_outputs", "ref_id"),
+    "text": ("pair_texts", "text_id"),
 }
 
 
 def texts_by_id(store: Store, kind: str, ids: Iterable[str]) -> dict[str, str]:
-    """``{id: text}`` of generations (``kind='generation'``, by gen_key) or references
-    (``kind='reference'``, by ref_id)."""
+    """``{id: text}`` of generations (``kind='generation'``, by gen_key), references
+    (``kind='reference'``, by ref_id) or imported pair texts (``kind='text'``)."""
     table, key = _TEXT_TABLES[kind]
     df = store.df(
         f"SELECT {key} AS k, text FROM {table} WHERE {key} IN (SELECT unnest(?))",
@@ -549,3 +550,72 @@ def finish_load_run(store: Store, load_id: str, status: str, note: str) -> None:
             "WHERE load_id = ?",
             [status, note, load_id],
         )
+
+
+# -- imported human preferences (slamkit.preferences) ---------------------------------------
+def texts_matching(store: Store, task_id: str, texts: Sequence[str]) -> pd.DataFrame:
+    """Generations (with text) and references of ``task_id`` whose text is one of
+    ``texts``. Columns kind, id, item_id, model, text, sample_index."""
+    return store.df(
+        """
+        SELECT 'generation' AS kind, g.gen_key AS id, g.item_id, coalesce(m.name, g.model_id)
+               AS model, g.text, g.sample_index
+        FROM generations g LEFT JOIN models m ON m.model_id = g.model_id
+        WHERE g.task_id = ? AND g.error IS NULL AND g.load_id IS NULL
+          AND g.text IN (SELECT unnest(?))
+        UNION ALL
+        SELECT 'reference', ref_id, item_id, source_model, text, sample_index
+        FROM reference_outputs WHERE task_id = ? AND text IN (SELECT unnest(?))
+        ORDER BY kind, sample_index, id
+        """,
+        [task_id, list(texts), task_id, list(texts)],
+    )
+
+
+def items_with_prompts(store: Store, task_id: str, prompts: Sequence[str]) -> dict[str, str]:
+    """``{prompt: item_id}`` of the items of ``task_id`` whose prompt is one of ``prompts``
+    (the first item by position when several share a prompt)."""
+    rows = store.rows(
+        "SELECT prompt, item_id FROM items WHERE task_id = ? AND prompt IN (SELECT unnest(?)) "
+        "ORDER BY position DESC NULLS FIRST, item_id DESC",
+        [task_id, list(prompts)],
+    )
+    return {p: i for p, i in rows}
+
+
+def write_preferences(
+    store: Store,
+    task: Mapping[str, Any],
+    items: Sequence[Mapping[str, Any]],
+    texts: Sequence[Mapping[str, Any]],
+    judgments: Sequence[Mapping[str, Any]],
+) -> tuple[int, int, int]:
+    """Write imported preferences in one transaction: the task (when missing), new items,
+    pair texts, and the ``human_judgments`` rows whose ``import_key`` is not stored yet.
+    A failure rolls all of it back. Returns (items, texts, judgments) written."""
+    with store.transaction() as db:
+        if not db.execute("SELECT 1 FROM tasks WHERE task_id = ?", [task["task_id"]]).fetchall():
+            _insert(db, "tasks", [task])
+        next_pos = _scalar(
+            db,
+            "SELECT coalesce(max(position) + 1, 0) FROM items WHERE task_id = ?",
+            [task["task_id"]],
+        )
+        rows = [
+            {**it, "position": next_pos + k, "fields": json.dumps(it["fields"], sort_keys=True)}
+            for k, it in enumerate(items)
+        ]
+        n_items = _insert(db, "items", rows, _ITEM_TYPES)
+        n_texts = _insert(db, "pair_texts", texts)
+        keys = [j["import_key"] for j in judgments]
+        stored = {
+            r[0]
+            for r in db.execute(
+                "SELECT import_key FROM human_judgments WHERE import_key IN (SELECT unnest(?))",
+                [keys],
+            ).fetchall()
+        }
+        new = [dict(j) for j in judgments if j["import_key"] not in stored]
+        new = list({j["import_key"]: j for j in new}.values())
+        n_judged = _insert(db, "human_judgments", new, {"time_spent_s": "float64"})
+    return n_items, n_texts, n_judged

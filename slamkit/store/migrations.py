@@ -13,7 +13,8 @@ Tables (see README "Data model"):
 * ``generations``       one row per content-addressed generation cell
 * ``scores``            per-generation metric values (metric name + version)
 * ``judgments``         LLM-judge verdicts with raw transcripts
-* ``human_judgments``   append-only blind A/B choices by annotators
+* ``human_judgments``   append-only blind A/B choices by annotators (and imported ones)
+* ``pair_texts``        texts of imported human pairs that match no generation/reference
 * ``selections``        SMART / recommendation results with their guarantee
 * ``token_counts``      reference token counts per text and encoding
 * ``job_errors``        the failed cells of jobs whose table has no error column
@@ -352,7 +353,31 @@ def m007_load(db: duckdb.DuckDBPyConnection) -> None:
     db.execute("ALTER TABLE generations ADD COLUMN load_id VARCHAR")
 
 
+def m009_preferences(db: duckdb.DuckDBPyConnection) -> None:
+    """Imported pairwise human preferences (slamkit.preferences).
+
+    ``human_judgments`` gains the two sides' model names, the time the annotator spent and
+    ``import_key``: a hash of the source file, the record and the label, so importing the
+    same file again writes nothing. A text that matches no stored generation or reference
+    is kept in ``pair_texts`` (side kind ``'text'``, id = hash of the text).
+    """
+    db.execute("ALTER TABLE human_judgments ADD COLUMN left_model VARCHAR")
+    db.execute("ALTER TABLE human_judgments ADD COLUMN right_model VARCHAR")
+    db.execute("ALTER TABLE human_judgments ADD COLUMN time_spent_s DOUBLE")
+    db.execute("ALTER TABLE human_judgments ADD COLUMN import_key VARCHAR")
+    db.execute(
+        """
+        CREATE TABLE pair_texts (
+            text_id VARCHAR PRIMARY KEY,           -- hash of the text
+            text VARCHAR NOT NULL,
+            origin VARCHAR,                        -- file + record that first brought it
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+
+
 MIGRATIONS: list[Migration] = [
     m001_core, m002_quality, m003_analysis, m004_token_counts, m005_executors, m006_nodes,
-    m007_load,
+    m007_load, m009_preferences,
 ]  # fmt: skip

@@ -300,14 +300,15 @@ def sample_outputs(store: Store, selection: Selection | Scope, n_items: int = 3)
 
 
 def texts(store: Store, kind: str, keys: Sequence[str]) -> dict[str, str | None]:
-    """key -> text of generations (``kind='generation'``, by gen_key) or references
-    (``kind='reference'``, by ref_id)."""
+    """key -> text of generations (``kind='generation'``, by gen_key), references
+    (``kind='reference'``, by ref_id) or imported pair texts (``kind='text'``)."""
     table, col = {
         "generation": ("generations", "gen_key"),
         "reference": ("reference_outputs", "ref_id"),
+        "text": ("pair_texts", "text_id"),
     }.get(kind, (None, None))
     if table is None:
-        raise SlamkitError(f"kind must be 'generation' or 'reference', got {kind!r}.")
+        raise SlamkitError(f"kind must be 'generation', 'reference' or 'text', got {kind!r}.")
     if not keys:
         return {}
     rows = store.rows(
@@ -556,3 +557,14 @@ def load_text_changes(store: Store, load_ids: Sequence[str]) -> pd.DataFrame:
         """,
         [list(load_ids)],
     )
+
+
+def human_side_models(store: Store) -> dict[tuple[str, str], str]:
+    """(kind, id) -> model name of the sides of human judgments whose model name was
+    stored with them (imported preferences)."""
+    rows = store.rows(
+        "SELECT left_kind, left_id, left_model FROM human_judgments WHERE left_model IS NOT NULL "
+        "UNION SELECT right_kind, right_id, right_model FROM human_judgments "
+        "WHERE right_model IS NOT NULL"
+    )
+    return {(k, i): m for k, i, m in rows}
