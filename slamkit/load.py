@@ -522,12 +522,15 @@ class _Writer:
         self.flush()
 
     def flush(self) -> None:
+        """Commit what is pending; the rows leave the queue only once committed, so a
+        Ctrl-C in the middle of a write loses nothing (the next flush writes them)."""
         self.last = time.monotonic()
-        recs = []
-        while self.pending:
-            recs.append(self.pending.popleft())
-        recs = [r for r in recs if r.status != "cancelled"]
+        n = len(self.pending)  # the generator's thread only appends
+        taken = [self.pending[i] for i in range(n)]
+        recs = [r for r in taken if r.status != "cancelled"]
         if not recs and not self.points:
+            for _ in range(n):
+                self.pending.popleft()
             return
         requests, gens = [], []
         for r in recs:
@@ -550,6 +553,8 @@ class _Writer:
                 "http_status": r.http_status, "error": r.error,
             })  # fmt: skip
         jobs.write_load_batch(self.store, requests, gens, self.points)
+        for _ in range(n):
+            self.pending.popleft()
         self.stored += len(requests)
         self.points = []
 
