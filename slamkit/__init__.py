@@ -11,7 +11,7 @@ plotly):
 * ``selection_display``, ``simulation_long`` — SMART results as tables and chart inputs;
 * modules: ``catalog``, ``quantize``, ``references``, ``runner``, ``metrics``, ``judge``,
   ``human``, ``stats``, ``latency``, ``cost``, ``smart``, ``frames``, ``charts``,
-  ``widgets``, ``display``.
+  ``widgets``, ``display``, ``matrix`` (drift, speed, reproducibility).
 
 >>> import slamkit
 >>> "Study" in slamkit.__all__ and slamkit.Sampling().temperature == 0.0
@@ -27,7 +27,7 @@ __version__ = "0.1.0"
 
 _MODULES = (
     "catalog", "quantize", "references", "runner", "metrics", "judge", "human", "stats",
-    "latency", "cost", "smart", "frames", "charts", "widgets", "display",
+    "latency", "cost", "smart", "frames", "charts", "widgets", "display", "matrix",
 )  # fmt: skip
 _NAMES = {
     "Study": "slamkit.study",

@@ -160,6 +160,9 @@ def build_parser() -> argparse.ArgumentParser:
     from slamkit.smart import cli as smart_cli
 
     smart_cli.add_parser(sub)
+    from slamkit.matrix import cli as matrix_cli
+
+    matrix_cli.add_parser(sub)
     _ = sub
     return p
 

@@ -33,7 +33,7 @@ LAYERS = {
     "slamkit.store": 1,
     "slamkit.catalog": 2, "slamkit.quantize": 2, "slamkit.tasks": 2, "slamkit.backends": 2,
     "slamkit.cells": 2, "slamkit.engine": 2, "slamkit.ray_executor": 2,
-    "slamkit.runner": 3, "slamkit.references": 3, "slamkit.slam_import": 3,
+    "slamkit.runner": 3, "slamkit.references": 3, "slamkit.slam_import": 3, "slamkit.matrix": 3,
     "slamkit.metrics": 4, "slamkit.judge": 4, "slamkit.human": 4,
     "slamkit.stats": 5, "slamkit.latency": 5, "slamkit.cost": 5, "slamkit.pareto": 5,
     "slamkit.smart": 5,
@@ -42,6 +42,7 @@ LAYERS = {
     "slamkit.widgets": 8,
     "slamkit.batch": 9, "slamkit.cli": 9, "slamkit.metrics.cli": 9, "slamkit.judge.cli": 9,
     "slamkit.smart.cli": 9, "slamkit.smart.simulate": 9, "slamkit.smart.simulate_args": 9,
+    "slamkit.matrix.cli": 9,
 }  # fmt: skip
 
 
