@@ -234,7 +234,7 @@ def reproducibility(repro: pd.DataFrame) -> pd.DataFrame:
     >>> r = pd.DataFrame({"model_id": ["m"] * 3, "variant": ["v"] * 3, "gen_key": ["a", "a", "b"],
     ...                   "greedy": [True] * 3, "same": [True, True, False], "error": [None] * 3})
     >>> reproducibility(r)[["greedy_cells", "greedy_pct", "reruns"]].iloc[0].tolist()
-    [2, 50.0, 3]
+    [2.0, 50.0, 3.0]
     """
     cols = ["model_id", "variant", "greedy_cells", "greedy_pct", "sampled_cells",
             "sampled_pct", "reruns", "greedy_drifted"]  # fmt: skip
