@@ -323,3 +323,20 @@ def test_repro_detects_a_cell_whose_text_changed(smollm2: Path, store: Store) ->
     rows = readers.repro_results(store)
     assert not rows["same"].any() and rows["attempt"].tolist() == [0, 1]
     assert frames.repro_note(rows).startswith("WARNING: greedy output is not reproducible")
+
+
+@pytest.mark.slow
+def test_repro_across_executors_through_a_managed_server(smollm2: Path, store: Store) -> None:
+    from slamkit.references import load_alpaca_eval
+    from slamkit.runner import run_sweep
+
+    load_alpaca_eval(store, limit=1)
+    run_sweep(store, [smollm2], "alpaca_eval", Sampling(max_tokens=12), n_threads=1,
+              progress=False)  # fmt: skip
+    r = run_repro(store, n_cells=1, thread_counts=(1,), executors=("sequential", "server"),
+                  progress=False)  # fmt: skip
+    assert (r.planned, r.done, r.failed) == (2, 2, 0)
+    rows = readers.repro_results(store)
+    assert sorted(rows["executor"]) == ["sequential", "server"] and rows["same"].all()
+    server_run = readers.runs(store).query("kind == 'repro' and executor == 'server'")
+    assert len(server_run) == 1 and "xllamacpp" in server_run.iloc[0]["params"]
