@@ -218,7 +218,8 @@ MATRIX_COLUMNS = (
     "variant", "family", "quant", "bits per weight", "size (MB)", "license",
     "{metric}", "{metric} lo", "{metric} hi", "KLD vs parent", "KLD lo", "KLD hi",
     "same top-1 (%)", "drift base", "pp tok/s", "pp sd", "tg tok/s", "tg sd",
-    "p95 latency (s)", "load (s)", "peak RSS (MB)", "model memory (MB)",
+    "p95 latency (s)", "TTFT p50 (s)", "decode tok/s", "load (s)", "peak RSS (MB)",
+    "model memory (MB)",
     "reproducible greedy (%)", "reproducible sampled (%)", "re-runs",
 )  # fmt: skip
 
@@ -306,11 +307,13 @@ def variant_matrix(
     variants: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """One row per variant: catalog facts, quality vs the reference with its CI, drift vs
-    the parent, raw speed, p95 latency, memory and reproducibility (:data:`MATRIX_COLUMNS`).
+    the parent, raw speed beside the real prompts' p95 latency, TTFT and decode rate, memory
+    and reproducibility (:data:`MATRIX_COLUMNS`).
 
     ``models``: :func:`slamkit.store.readers.matrix_model_facts`; ``quality``:
     :func:`quality_summary` (variant, mean, lo, hi); ``perf``:
-    :func:`slamkit.store.aggregates.variant_summary` (variant, p95_latency_s); ``drift``,
+    :func:`slamkit.store.aggregates.variant_summary` (variant, p95_latency_s, ttft_p50_s,
+    decode_tps); ``drift``,
     ``speed``, ``repro``: the readers of those tables. Rows: ``variants``, else every
     variant with quality or timings. Drift is the newest row against the variant's parent
     (else against any base, named in ``drift base``); speed the newest row. Missing
@@ -357,7 +360,8 @@ def variant_matrix(
             100.0 * get(dr, mid, "same_top1"), get(dr, mid, "base"),
             get(sp, mid, "pp_tps_mean"), get(sp, mid, "pp_tps_sd"),
             get(sp, mid, "tg_tps_mean"), get(sp, mid, "tg_tps_sd"),
-            get(p, name, "p95_latency_s"), get(sp, mid, "load_time_s"),
+            get(p, name, "p95_latency_s"), get(p, name, "ttft_p50_s"), get(p, name, "decode_tps"),
+            get(sp, mid, "load_time_s"),
             get(sp, mid, "peak_rss_mb"), get(sp, mid, "model_mem_mb"),
             get(rp, mid, "greedy_pct"), get(rp, mid, "sampled_pct"), get(rp, mid, "reruns"),
         ])  # fmt: skip

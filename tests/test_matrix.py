@@ -166,7 +166,10 @@ def test_variant_matrix_joins_every_measurement() -> None:
     t0, t1 = pd.Timestamp("2026-01-01"), pd.Timestamp("2026-01-02")
     quality = pd.DataFrame({"variant": ["P", "V", "G"], "mean": [0.3, 0.2, 0.1],
                             "lo": [0.2, 0.1, 0.0], "hi": [0.4, 0.3, 0.2]})  # fmt: skip
-    perf = pd.DataFrame({"variant": ["P", "V", "G"], "p95_latency_s": [1.0, 0.9, 2.0]})
+    perf = pd.DataFrame({
+        "variant": ["P", "V", "G"], "p95_latency_s": [1.0, 0.9, 2.0],
+        "ttft_p50_s": [0.1, 0.2, 0.3], "decode_tps": [45.0, 47.0, 20.0],
+    })  # fmt: skip
     drift = pd.DataFrame({
         "model_id": ["v", "v"], "base_model_id": ["p", "g"], "base": ["P", "G"],
         "kld_mean": [0.4, 9.0], "kld_lo": [0.3, 8.0], "kld_hi": [0.5, 10.0],
@@ -191,6 +194,7 @@ def test_variant_matrix_joins_every_measurement() -> None:
     assert v["tg tok/s"] == 50.0 and v["pp sd"] == 2.0  # the newest speed row
     assert v["reproducible greedy (%)"] == 50.0 and v["reproducible sampled (%)"] == 100.0
     assert v["re-runs"] == 4 and v["rougeL lo"] == 0.1 and v["p95 latency (s)"] == 0.9
+    assert v["TTFT p50 (s)"] == 0.2 and v["decode tok/s"] == 47.0
     g = m.set_index("variant").loc["G"]
     assert math.isnan(g["KLD vs parent"]) and math.isnan(g["tg tok/s"]) and g["license"] == "gemma"
     fig = charts.drift_quality(m, "rougeL")
@@ -340,3 +344,30 @@ def test_repro_across_executors_through_a_managed_server(smollm2: Path, store: S
     assert sorted(rows["executor"]) == ["sequential", "server"] and rows["same"].all()
     server_run = readers.runs(store).query("kind == 'repro' and executor == 'server'")
     assert len(server_run) == 1 and "xllamacpp" in server_run.iloc[0]["params"]
+
+
+def test_matrix_cli_and_study_on_a_synthetic_store(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from helpers import add_synthetic
+
+    from slamkit.study import Study
+
+    db = tmp_path / "s.duckdb"
+    with Store(db) as st:
+        add_synthetic(st)
+        st.insert("drift", {
+            "drift_key": "d1", "model_id": "m2", "base_model_id": "m1", "text_set": "x",
+            "text_sha256": "h", "n_ctx": 64, "kld_mean": 0.25, "same_top1": 0.8,
+        })  # fmt: skip
+        # stored cells whose GGUF files are gone cannot be re-run: nothing is planned
+        assert run_repro(st, progress=False).planned == 0
+    assert cli_main(["--store", str(db), "matrix", "--task", "t", "--n-items", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "model-m1" in out and "model-m2" in out and "KLD vs parent" in out
+    assert "no stored cell was re-run yet" in out
+    m = Study(db, "t", n_items=2).matrix("rougeL").set_index("variant")
+    assert (
+        m.loc["model-m2", "KLD vs parent"] == 0.25 and m.loc["model-m2", "drift base"] == "model-m1"
+    )
+    assert math.isnan(m.loc["model-m1", "KLD vs parent"])
