@@ -11,7 +11,8 @@ plotly):
 * ``selection_display``, ``simulation_long`` — SMART results as tables and chart inputs;
 * modules: ``catalog``, ``quantize``, ``references``, ``runner``, ``metrics``, ``judge``,
   ``human``, ``stats``, ``latency``, ``cost``, ``smart``, ``frames``, ``charts``,
-  ``widgets``, ``display``, ``load`` (serving load tests), ``serving`` (their analysis).
+  ``widgets``, ``display``, ``load`` (serving load tests), ``serving`` (their analysis),
+  ``matrix`` (drift, speed, reproducibility).
 
 >>> import slamkit
 >>> "Study" in slamkit.__all__ and slamkit.Sampling().temperature == 0.0
@@ -28,7 +29,7 @@ __version__ = "0.1.0"
 _MODULES = (
     "catalog", "quantize", "references", "runner", "metrics", "judge", "human", "stats",
     "latency", "cost", "smart", "frames", "charts", "widgets", "display", "load", "serving",
-    "preferences", "calibration",
+    "preferences", "calibration", "matrix",
 )  # fmt: skip
 _NAMES = {
     "Study": "slamkit.study",

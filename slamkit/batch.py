@@ -371,6 +371,14 @@ PARAMETERS: dict[str, Rule] = {
     "judge_base_url": _url("no judge"),
     "judge_model": _text("gpt-4", null="no judge"),
     "judge_max_tokens": _whole(1, 256),
+    # the variant matrix
+    "drift_n_ctx": _whole(8, 128),
+    "drift_chunks": _whole(1, 4),
+    "speed_pp": _whole(1, 64),
+    "speed_tg": _whole(1, 32),
+    "speed_reps": _whole(1, 3),
+    "repro_cells": _whole(1, 3),
+    "repro_k": _whole(1, 1),
     # cost
     "instance": _text("aws-c7i.large"),
     "hourly_usd": _real(0, None, "0.089", open_lo=True, null="the price of `instance`"),

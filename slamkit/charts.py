@@ -1008,3 +1008,72 @@ def load_distribution(df: pd.DataFrame, metric: str = "end-to-end (s)") -> go.Fi
         yaxis={"title": metric, "rangemode": "tozero"},
         xaxis={"title": "load"},
     )
+
+
+# -- the variant matrix ------------------------------------------------------------------
+def _drift_hover(r: pd.Series, q: str) -> str:
+    base = r.get("drift base")
+    vs = html.escape(str(base)) if pd.notna(base) else "itself"
+    return (
+        f"<b>{html.escape(str(r['variant']))}</b><br>KLD vs {vs}: {_fmt(r['kld'], '.4f')} "
+        f"[{_fmt(r.get('KLD lo'), '.4f')}, {_fmt(r.get('KLD hi'), '.4f')}]<br>same top-1: "
+        f"{_fmt(r.get('same top-1 (%)'), '.1f')}%<br>{html.escape(q)}: {_fmt(r[q])}<br>"
+        f"tg: {_fmt(r['tg tok/s'], '.1f')} tok/s"
+    )
+
+
+def drift_quality(df: pd.DataFrame, quality_label: str = "quality") -> go.Figure:
+    """Quality vs quantization drift, one marker per variant (size = generation tokens/s,
+    colour = family): a variant far right drifted far from its parent; one low drifted in
+    quality too. Bases of a drift measurement sit at KLD 0 (a model against itself);
+    variants with neither a drift figure nor a role as a base are listed in the subtitle.
+
+    ``df``: :func:`slamkit.frames.variant_matrix` (``variant``, ``family``, ``quant``,
+    ``KLD vs parent``, ``KLD lo``/``KLD hi``, ``same top-1 (%)``, ``drift base``,
+    ``tg tok/s``, and the quality columns named ``quality_label``, ``<label> lo``/``hi``).
+    """
+    q, lo, hi = quality_label, f"{quality_label} lo", f"{quality_label} hi"
+    _need(df, ["variant", "family", "KLD vs parent", "drift base", "tg tok/s", q], "drift_quality")
+    d = df.copy()
+    bases = set(d["drift base"].dropna())
+    d["kld"] = [
+        k if pd.notna(k) else (0.0 if v in bases else np.nan)
+        for v, k in zip(d["variant"], d["KLD vs parent"], strict=True)
+    ]
+    left_out = d.loc[d["kld"].isna(), "variant"].tolist()
+    d = d[d["kld"].notna()]
+    colors = _color_map(df["family"].fillna("?"))
+    fig = go.Figure()
+    sizes = _sizes(d["tg tok/s"]) if len(d) else []
+    d = d.assign(_size=sizes)
+    for fam, g in d.groupby(d["family"].fillna("?"), sort=True):
+        err = None
+        if {lo, hi} <= set(g.columns):
+            err = {
+                "type": "data",
+                "array": (g[hi] - g[q]).clip(lower=0).fillna(0).tolist(),
+                "arrayminus": (g[q] - g[lo]).clip(lower=0).fillna(0).tolist(),
+            }
+        hover = [_drift_hover(r, q) for _, r in g.iterrows()]
+        fig.add_trace(
+            go.Scatter(
+                x=g["kld"].tolist(),
+                y=g[q].tolist(),
+                mode="markers+text",
+                text=_esc(g.get("quant", g["variant"])),
+                textposition="top center",
+                name=html.escape(str(fam)),
+                marker={"size": g["_size"].tolist(), "color": colors[fam], "opacity": 0.85},
+                error_y=err,
+                hovertext=hover,
+                hoverinfo="text",
+            )
+        )
+    sub = "marker size = generation tokens/s (llama-bench tg); bases at KLD 0"
+    if left_out:
+        sub += "; no drift measured: " + html.escape(", ".join(map(str, left_out)))
+    return _base_layout(
+        fig, f"{html.escape(q)} vs quantization drift", sub,
+        xaxis={"title": "mean KL divergence vs parent (nats)", "rangemode": "tozero"},
+        yaxis={"title": html.escape(q)}, legend={"title": "family"},
+    )  # fmt: skip

@@ -165,6 +165,9 @@ def build_parser() -> argparse.ArgumentParser:
     from slamkit import calibration_cli  # human preferences: import, judge calibration
 
     calibration_cli.add_parser(sub)
+    from slamkit.matrix import cli as matrix_cli
+
+    matrix_cli.add_parser(sub)
     _ = sub
     return p
 

@@ -58,6 +58,15 @@ class BackendError(SlamkitError):
     """A backend failed to load a model or to generate."""
 
 
+class MatrixError(SlamkitError):
+    """A variant-matrix job (drift, speed, repro) cannot run as asked."""
+
+
+class VocabularyMismatchError(MatrixError):
+    """Drift asked between two models whose vocabularies differ (KL divergence needs the
+    same tokens on both sides)."""
+
+
 class MissingDependencyError(SlamkitError):
     """An optional dependency is not installed; the message carries the install command."""
 

@@ -211,3 +211,163 @@ def reference_table(refs: pd.DataFrame, subsets: pd.DataFrame, n: int = 10) -> p
     t = t.assign(chars=t["text"].str.len(), text=t["text"].str.slice(0, 160))
     return t[["item_id", "subset", "source_model", "chars", "completion_tokens", "latency_s",
               "text"]]  # fmt: skip
+
+
+# -- the variant matrix ------------------------------------------------------------------
+#: the matrix's columns, in order (``{metric}`` is the quality metric's name)
+MATRIX_COLUMNS = (
+    "variant", "family", "quant", "bits per weight", "size (MB)", "license",
+    "{metric}", "{metric} lo", "{metric} hi", "KLD vs parent", "KLD lo", "KLD hi",
+    "same top-1 (%)", "drift base", "pp tok/s", "pp sd", "tg tok/s", "tg sd",
+    "p95 latency (s)", "TTFT p50 (s)", "decode tok/s", "load (s)", "peak RSS (MB)",
+    "model memory (MB)",
+    "reproducible greedy (%)", "reproducible sampled (%)", "re-runs",
+)  # fmt: skip
+
+
+def reproducibility(repro: pd.DataFrame) -> pd.DataFrame:
+    """Per model_id (and variant): greedy / sampled cells re-run, the share of them whose
+    every re-run equalled the stored text (in %), and the re-runs counted. Failed re-runs
+    (``error`` set) are left out; a cell with none left is not counted.
+
+    ``repro``: :func:`slamkit.store.readers.repro_results` rows (model_id, variant, gen_key,
+    greedy, same, error).
+
+    >>> r = pd.DataFrame({"model_id": ["m"] * 3, "variant": ["v"] * 3, "gen_key": ["a", "a", "b"],
+    ...                   "greedy": [True] * 3, "same": [True, True, False], "error": [None] * 3})
+    >>> reproducibility(r)[["greedy_cells", "greedy_pct", "reruns"]].iloc[0].tolist()
+    [2.0, 50.0, 3.0]
+    """
+    cols = ["model_id", "variant", "greedy_cells", "greedy_pct", "sampled_cells",
+            "sampled_pct", "reruns", "greedy_drifted"]  # fmt: skip
+    if repro.empty:
+        return pd.DataFrame(columns=cols)
+    ok = repro[repro["error"].isna()] if "error" in repro else repro
+    if ok.empty:
+        return pd.DataFrame(columns=cols)
+    cell = ok.groupby(
+        ["model_id", "variant", "gen_key", "greedy"], as_index=False, dropna=False
+    ).agg(same=("same", "all"), reruns=("same", "size"))
+    rows = []
+    for (mid, var), g in cell.groupby(["model_id", "variant"], dropna=False):
+        gr, sa = g[g["greedy"].astype(bool)], g[~g["greedy"].astype(bool)]
+        rows.append({
+            "model_id": mid, "variant": var, "greedy_cells": len(gr),
+            "greedy_pct": 100.0 * gr["same"].mean() if len(gr) else float("nan"),
+            "sampled_cells": len(sa),
+            "sampled_pct": 100.0 * sa["same"].mean() if len(sa) else float("nan"),
+            "reruns": int(g["reruns"].sum()), "greedy_drifted": int((~gr["same"]).sum()),
+        })  # fmt: skip
+    return pd.DataFrame(rows, columns=cols)
+
+
+def repro_note(repro: pd.DataFrame) -> str:
+    """One line on determinism for the report: a WARNING naming the variants whose greedy
+    cells drifted, else how many reproduced.
+
+    >>> repro_note(pd.DataFrame())
+    'Determinism: no stored cell was re-run yet (slamkit repro).'
+    """
+    per = reproducibility(repro)
+    if per.empty:
+        return "Determinism: no stored cell was re-run yet (slamkit repro)."
+    g, s = int(per["greedy_cells"].sum()), int(per["sampled_cells"].sum())
+    bad = per[per["greedy_drifted"] > 0]
+    if len(bad):
+        names = ", ".join(f"{v} ({n} of {c})" for v, n, c in zip(
+            bad["variant"], bad["greedy_drifted"], bad["greedy_cells"], strict=True))  # fmt: skip
+        return (
+            f"WARNING: greedy output is not reproducible for {names}: re-running the same cell "
+            "(same model, prompt, seed) gave different text — compare thread counts and "
+            "executors in the repro table before trusting single-run comparisons."
+        )
+    sampled = (
+        f"; sampled cells reproduced with the same seed: {per['sampled_pct'].mean():.0f}% of {s}"
+        if s else "; no sampled cell was re-run"
+    )  # fmt: skip
+    return (
+        f"Determinism: all {g} greedy cells re-run ({int(per['reruns'].sum())} re-runs across "
+        f"thread counts / executors) reproduced byte for byte{sampled}."
+    )
+
+
+def _newest(df: pd.DataFrame, key: str = "model_id") -> pd.DataFrame:
+    if df.empty:
+        return df
+    return df.sort_values("created_at", ascending=False).drop_duplicates(key)
+
+
+def variant_matrix(
+    models: pd.DataFrame,
+    quality: pd.DataFrame,
+    perf: pd.DataFrame,
+    drift: pd.DataFrame,
+    speed: pd.DataFrame,
+    repro: pd.DataFrame,
+    metric: str = "quality",
+    variants: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """One row per variant: catalog facts, quality vs the reference with its CI, drift vs
+    the parent, raw speed beside the real prompts' p95 latency, TTFT and decode rate, memory
+    and reproducibility (:data:`MATRIX_COLUMNS`).
+
+    ``models``: :func:`slamkit.store.readers.matrix_model_facts`; ``quality``:
+    :func:`quality_summary` (variant, mean, lo, hi); ``perf``:
+    :func:`slamkit.store.aggregates.variant_summary` (variant, p95_latency_s, ttft_p50_s,
+    decode_tps); ``drift``,
+    ``speed``, ``repro``: the readers of those tables. Rows: ``variants``, else every
+    variant with quality or timings. Drift is the newest row against the variant's parent
+    (else against any base, named in ``drift base``); speed the newest row. Missing
+    figures are NaN (shown as —).
+    """
+    cols = [c.format(metric=metric) for c in MATRIX_COLUMNS]
+    names = list(variants) if variants else list(
+        dict.fromkeys([*quality.get("variant", []), *perf.get("variant", [])])
+    )  # fmt: skip
+    facts = models.set_index("variant") if len(models) else pd.DataFrame()
+    q = quality.set_index("variant") if len(quality) else pd.DataFrame()
+    p = perf.set_index("variant") if len(perf) else pd.DataFrame()
+    dr = drift.copy()
+    if len(dr):
+        parent = dict(zip(models["model_id"], models["parent_model_id"], strict=True))
+        dr["_parent"] = [parent.get(m) == b for m, b in zip(dr["model_id"], dr["base_model_id"],
+                                                             strict=True)]  # fmt: skip
+        dr = dr.sort_values(["_parent", "created_at"], ascending=False).drop_duplicates("model_id")
+        dr = dr.set_index("model_id")
+    sp = _newest(speed)
+    sp = sp.set_index("model_id") if len(sp) else sp
+    rp = reproducibility(repro).set_index("model_id")
+
+    def get(frame: pd.DataFrame, idx: Any, col: str) -> Any:
+        if idx is None or not len(frame) or idx not in frame.index or col not in frame:
+            return float("nan")
+        v = frame.at[idx, col]
+        return float("nan") if v is None else v
+
+    rows = []
+    for name in names:
+        mid = get(facts, name, "model_id")
+        mid = None if not isinstance(mid, str) else mid
+        size, n_params = get(facts, name, "size_bytes"), get(facts, name, "n_params")
+        bits = (
+            8.0 * float(size) / float(n_params)
+            if pd.notna(size) and pd.notna(n_params) and float(n_params) > 0 else float("nan")
+        )  # fmt: skip
+        rows.append([
+            name, get(facts, name, "family"), get(facts, name, "quant"), bits,
+            float(size) / 1e6 if pd.notna(size) else float("nan"), get(facts, name, "license"),
+            get(q, name, "mean"), get(q, name, "lo"), get(q, name, "hi"),
+            get(dr, mid, "kld_mean"), get(dr, mid, "kld_lo"), get(dr, mid, "kld_hi"),
+            100.0 * get(dr, mid, "same_top1"), get(dr, mid, "base"),
+            get(sp, mid, "pp_tps_mean"), get(sp, mid, "pp_tps_sd"),
+            get(sp, mid, "tg_tps_mean"), get(sp, mid, "tg_tps_sd"),
+            get(p, name, "p95_latency_s"), get(p, name, "ttft_p50_s"), get(p, name, "decode_tps"),
+            get(sp, mid, "load_time_s"),
+            get(sp, mid, "peak_rss_mb"), get(sp, mid, "model_mem_mb"),
+            get(rp, mid, "greedy_pct"), get(rp, mid, "sampled_pct"), get(rp, mid, "reruns"),
+        ])  # fmt: skip
+    out = pd.DataFrame(rows, columns=cols)
+    for c in cols:
+        if c not in ("variant", "family", "quant", "license", "drift base"):
+            out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
+    return out

@@ -511,6 +511,10 @@ def _sweep_group(
     )  # fmt: skip
 
 
+#: the group of a sweep's cells (also what :mod:`slamkit.matrix.repro` re-runs cells with)
+sweep_group = _sweep_group
+
+
 def _result_columns(res: GenerationResult) -> dict[str, Any]:
     return {
         "text": res.text,

@@ -224,6 +224,22 @@ class Study:
             self.utilization, metric,
         )  # fmt: skip
 
+    def matrix(self, metric: str) -> pd.DataFrame:
+        """The variant matrix (``frames.variant_matrix``): per variant of the study, the
+        catalog facts, ``metric`` vs the reference with its CI, drift vs the parent, raw
+        speed, p95 latency, memory and reproducibility (``slamkit drift / speed / repro``)."""
+        return frames.variant_matrix(
+            readers.matrix_model_facts(self.store), self.quality(metric), self.perf,
+            readers.drift_results(self.store), readers.speed_results(self.store),
+            readers.repro_results(self.store), metric, variants=list(self.perf["variant"]),
+        )  # fmt: skip
+
+    def repro_note(self) -> str:
+        """One line on determinism; a WARNING when a greedy cell did not reproduce."""
+        repro = readers.repro_results(self.store)
+        names = set(self.perf["variant"])
+        return frames.repro_note(repro[repro["variant"].isin(names)] if len(repro) else repro)
+
     @property
     def timed_refs(self) -> pd.DataFrame:
         """The references whose latencies count under ``timings`` (isolated: captured

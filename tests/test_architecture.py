@@ -34,7 +34,7 @@ LAYERS = {
     "slamkit.catalog": 2, "slamkit.quantize": 2, "slamkit.tasks": 2, "slamkit.backends": 2,
     "slamkit.cells": 2, "slamkit.engine": 2, "slamkit.ray_executor": 2, "slamkit.loadgen": 2,
     "slamkit.runner": 3, "slamkit.references": 3, "slamkit.slam_import": 3, "slamkit.load": 3,
-    "slamkit.serving": 3,
+    "slamkit.serving": 3, "slamkit.matrix": 3,
     "slamkit.preferences": 4, "slamkit.calibration": 5, "slamkit.calibration_cli": 9,
     "slamkit.metrics": 4, "slamkit.judge": 4, "slamkit.human": 4,
     "slamkit.stats": 5, "slamkit.latency": 5, "slamkit.cost": 5, "slamkit.pareto": 5,
@@ -45,6 +45,7 @@ LAYERS = {
     "slamkit.batch": 9, "slamkit.cli": 9, "slamkit.load_cli": 9, "slamkit.metrics.cli": 9,
     "slamkit.judge.cli": 9,
     "slamkit.smart.cli": 9, "slamkit.smart.simulate": 9, "slamkit.smart.simulate_args": 9,
+    "slamkit.matrix.cli": 9,
 }  # fmt: skip
 
 

@@ -619,3 +619,60 @@ def write_preferences(
         new = list({j["import_key"]: j for j in new}.values())
         n_judged = _insert(db, "human_judgments", new, {"time_spent_s": "float64"})
     return n_items, n_texts, n_judged
+
+
+# -- the variant matrix (slamkit.matrix: drift, speed, repro) -------------------------------
+def matrix_models(store: Store) -> pd.DataFrame:
+    """Registered GGUF models: model_id, name, path, family, architecture, quant,
+    parent_model_id (ordered by name)."""
+    return store.df(
+        "SELECT model_id, name, path, family, architecture, quant, parent_model_id "
+        "FROM models WHERE path LIKE '%.gguf' ORDER BY name"
+    )
+
+
+def stored_matrix_keys(store: Store, table: str, key: str, keys: Iterable[str]) -> set[str]:
+    """Which of a matrix job's planned keys (``drift``, ``speed``, ``repro``) are stored
+    without an error (failed cells are planned again)."""
+    if table not in ("drift", "speed", "repro"):
+        raise ValueError(f"not a matrix table: {table!r}")
+    return store.existing(table, key, keys, where="t.error IS NULL")
+
+
+def reference_texts(
+    store: Store, task_id: str, source_model: str | None, limit: int | None
+) -> list[str]:
+    """The first reference text of each item of ``task_id`` (by item position; the first
+    ``limit`` items), from ``source_model`` (None: any source), for a drift text set."""
+    sql = (
+        "SELECT r.text FROM reference_outputs r "
+        "LEFT JOIN items i ON i.task_id = r.task_id AND i.item_id = r.item_id "
+        "WHERE r.task_id = ?" + (" AND r.source_model = ?" if source_model else "") + " "
+        "QUALIFY row_number() OVER (PARTITION BY r.item_id "
+        "ORDER BY r.source_model, r.sample_index, r.ref_id) = 1 "
+        "ORDER BY i.position, r.item_id"
+    )
+    params: list[Any] = [task_id, *([source_model] if source_model else [])]
+    if limit is not None:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    return [str(r[0]) for r in store.rows(sql, params)]
+
+
+def repro_candidates(store: Store, task_id: str | None = None) -> pd.DataFrame:
+    """Stored generations that can be re-run in process: good rows of registered GGUF
+    models, with what re-running needs — gen_key, model_id, name, path, task_id, item_id,
+    sample_index, seed, sampling (JSON), chat_format, text, prompt, system_prompt —
+    ordered by gen_key."""
+    sql = (
+        "SELECT g.gen_key, g.model_id, m.name, m.path, g.task_id, g.item_id, g.sample_index, "
+        "g.seed, g.sampling, g.chat_format, g.text, i.prompt, t.system_prompt "
+        "FROM generations g JOIN models m ON m.model_id = g.model_id "
+        "JOIN items i ON i.task_id = g.task_id AND i.item_id = g.item_id "
+        "JOIN tasks t ON t.task_id = g.task_id "
+        "WHERE g.error IS NULL AND g.text IS NOT NULL AND m.path LIKE '%.gguf' "
+        "AND coalesce(g.backend, '') <> 'MockBackend'"
+        + (" AND g.task_id = ?" if task_id else "")
+        + " ORDER BY g.gen_key"
+    )
+    return store.df(sql, [task_id] if task_id else [])

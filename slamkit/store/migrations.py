@@ -21,6 +21,7 @@ Tables (see README "Data model"):
 * ``load_runs``         serving load tests: endpoint, server, latency target
 * ``load_points``       one offered load (concurrency or arrival rate) of a load run
 * ``load_requests``     one request of a load point, timed token by token
+* ``drift``, ``speed``, ``repro``  the variant matrix: drift vs a base, raw speed, re-runs
 """
 
 from __future__ import annotations
@@ -353,6 +354,83 @@ def m007_load(db: duckdb.DuckDBPyConnection) -> None:
     db.execute("ALTER TABLE generations ADD COLUMN load_id VARCHAR")
 
 
+def m008_variant_matrix(db: duckdb.DuckDBPyConnection) -> None:
+    """The variant matrix (see :mod:`slamkit.matrix`): quantization drift against a base
+    model, llama-bench-style raw speed, and re-runs of stored cells (determinism).
+
+    ``drift``: one row per (variant, base, text set, context, chunks) — llama.cpp's
+    ``llama-perplexity --kl-divergence`` statistics, computed from full log-softmax
+    distributions over the second half of each context window. ``speed``: one row per
+    (model, prompt tokens, generated tokens, repetitions, threads, GPU layers, machine).
+    ``repro``: one row per re-run of a stored generation (its attempt, executor, threads)
+    with the sha256 of the new text and whether it equals the stored one byte for byte.
+    """
+    db.execute(
+        """
+        CREATE TABLE drift (
+            drift_key VARCHAR PRIMARY KEY,         -- content hash of what changes the figures
+            run_id VARCHAR,
+            model_id VARCHAR NOT NULL,             -- the variant
+            base_model_id VARCHAR NOT NULL,        -- what it drifts from (its parent by default)
+            text_set VARCHAR NOT NULL,             -- name of the text set, e.g. alpaca_eval refs
+            text_sha256 VARCHAR NOT NULL,          -- sha256 of the text set's text
+            n_ctx INTEGER NOT NULL,                -- context window of each chunk
+            n_chunks INTEGER,                      -- chunks evaluated
+            n_tokens INTEGER,                      -- tokens scored (second half of each chunk)
+            kld_mean DOUBLE, kld_se DOUBLE,        -- mean KL(base || variant), nats; its s.e.
+            kld_lo DOUBLE, kld_hi DOUBLE,          -- 95% CI (mean +- 1.96 s.e., as llama.cpp)
+            kld_median DOUBLE, kld_p90 DOUBLE, kld_p99 DOUBLE, kld_max DOUBLE,
+            same_top1 DOUBLE, same_top1_se DOUBLE, -- share of tokens with the same argmax
+            delta_p_top DOUBLE,                    -- mean change in p of the base's top token
+            delta_p DOUBLE, delta_p_rms DOUBLE,    -- llama.cpp's delta p: of the actual next token
+            ppl_model DOUBLE, ppl_base DOUBLE,     -- perplexities on the scored tokens
+            n_threads INTEGER,
+            error VARCHAR,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE speed (
+            speed_key VARCHAR PRIMARY KEY,
+            run_id VARCHAR,
+            model_id VARCHAR NOT NULL,
+            n_prompt INTEGER NOT NULL,             -- pp: prompt tokens processed in one batch
+            n_gen INTEGER NOT NULL,                -- tg: tokens generated one at a time
+            repetitions INTEGER NOT NULL,
+            n_threads INTEGER, n_gpu_layers INTEGER,
+            pp_tps_mean DOUBLE, pp_tps_sd DOUBLE,  -- tokens/s over the repetitions
+            tg_tps_mean DOUBLE, tg_tps_sd DOUBLE,
+            pp_tps VARCHAR, tg_tps VARCHAR,        -- JSON lists: each repetition
+            load_time_s DOUBLE,
+            peak_rss_mb DOUBLE, model_mem_mb DOUBLE,
+            node VARCHAR,
+            error VARCHAR,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+    db.execute(
+        """
+        CREATE TABLE repro (
+            repro_key VARCHAR PRIMARY KEY,         -- hash of gen_key, attempt, executor, threads
+            run_id VARCHAR,
+            gen_key VARCHAR NOT NULL,              -- the stored cell re-run
+            model_id VARCHAR NOT NULL,
+            greedy BOOLEAN,                        -- temperature 0 (else sampled, same seed)
+            attempt INTEGER NOT NULL,
+            executor VARCHAR, n_threads INTEGER,
+            stored_sha256 VARCHAR,                 -- sha256 of the stored text
+            text_sha256 VARCHAR,                   -- sha256 of the re-run's text
+            same BOOLEAN,                          -- byte-identical to the stored text
+            error VARCHAR,
+            created_at TIMESTAMP DEFAULT current_timestamp
+        )
+        """
+    )
+
+
 def m009_preferences(db: duckdb.DuckDBPyConnection) -> None:
     """Imported pairwise human preferences (slamkit.preferences).
 
@@ -379,5 +457,5 @@ def m009_preferences(db: duckdb.DuckDBPyConnection) -> None:
 
 MIGRATIONS: list[Migration] = [
     m001_core, m002_quality, m003_analysis, m004_token_counts, m005_executors, m006_nodes,
-    m007_load, m009_preferences,
+    m007_load, m008_variant_matrix, m009_preferences,
 ]  # fmt: skip

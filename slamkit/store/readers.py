@@ -568,3 +568,42 @@ def human_side_models(store: Store) -> dict[tuple[str, str], str]:
         "WHERE right_model IS NOT NULL"
     )
     return {(k, i): m for k, i, m in rows}
+
+
+# -- the variant matrix (slamkit.matrix) ----------------------------------------------------
+def matrix_model_facts(store: Store) -> pd.DataFrame:
+    """Per registered model, what the variant matrix shows of it: model_id, variant (name),
+    family, quant, n_params, size_bytes, license, parent_model_id, parent (its name)."""
+    return store.df(
+        "SELECT m.model_id, m.name AS variant, coalesce(m.family, m.architecture) AS family, "
+        "m.quant, m.n_params, m.size_bytes, m.license, m.parent_model_id, p.name AS parent "
+        "FROM models m LEFT JOIN models p ON p.model_id = m.parent_model_id ORDER BY m.name"
+    )
+
+
+def drift_results(store: Store) -> pd.DataFrame:
+    """Stored quantization drift (table ``drift``, good rows, newest first) with the names of
+    the variant (``variant``) and of the base (``base``)."""
+    return store.df(
+        "SELECT d.*, m.name AS variant, b.name AS base FROM drift d "
+        "LEFT JOIN models m ON m.model_id = d.model_id "
+        "LEFT JOIN models b ON b.model_id = d.base_model_id "
+        "WHERE d.error IS NULL ORDER BY d.created_at DESC, m.name"
+    )
+
+
+def speed_results(store: Store) -> pd.DataFrame:
+    """Stored raw speed (table ``speed``, good rows, newest first) with ``variant``."""
+    return store.df(
+        "SELECT s.*, m.name AS variant FROM speed s LEFT JOIN models m USING (model_id) "
+        "WHERE s.error IS NULL ORDER BY s.created_at DESC, m.name"
+    )
+
+
+def repro_results(store: Store) -> pd.DataFrame:
+    """Every stored re-run (table ``repro``) with ``variant``: gen_key, greedy, attempt,
+    executor, n_threads, stored_sha256, text_sha256, same, error."""
+    return store.df(
+        "SELECT r.*, m.name AS variant FROM repro r LEFT JOIN models m USING (model_id) "
+        "ORDER BY m.name, r.gen_key, r.executor, r.n_threads, r.attempt"
+    )

@@ -115,6 +115,11 @@ def test_series_runs_on_real_models_and_report_is_offline_and_clean(
     for title in ["Quality vs cost", "confidence intervals", "Latency consistency", "Break-even"]:
         assert title in html
     assert "SmolLM2-135M-Instruct.Q4_1" in html and "gemma-3-270m" in html.lower()
+    # the variant matrix: measured in 07 (drift, speed, re-runs), shown in the report
+    tradeoffs = json.dumps(nbformat.read(out / "07_tradeoffs.ipynb", as_version=4).cells)
+    assert "(run speed-" in tradeoffs and "(run repro-" in tradeoffs
+    assert "vs quantization drift" in html and "KLD vs parent" in html
+    assert "greedy cells re-run" in html or "WARNING: greedy output" in html  # the note
     assert not re.search(r"<script[^>]*\ssrc=", html, re.I)
     for f in out.rglob("*"):
         if f.is_file():
