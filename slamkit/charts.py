@@ -848,68 +848,74 @@ def _empty(title: str, why: str) -> go.Figure:
     return _base_layout(fig, title, None, xaxis={"visible": False}, yaxis={"visible": False})
 
 
-def _load_x(df: pd.DataFrame) -> tuple[list[float], str, bool]:
-    """x of load points: concurrency for a closed-loop sweep, else the offered rate."""
-    closed = (df["mode"] == "closed").all()
-    if closed:
-        return [float(c) for c in df["concurrency"]], "requests in flight (concurrency)", True
-    x = [
-        float(c) if m == "closed" else float(r)
+def _load_label(df: pd.DataFrame) -> list[str]:
+    return [
+        f"c={int(c)}" if m == "closed" else f"{r:g} req/s offered"
         for m, c, r in zip(df["mode"], df["concurrency"], df["rate_rps"], strict=True)
     ]
-    return x, "offered load (concurrency, or requests/s for Poisson points)", False
 
 
 def load_latency(df: pd.DataFrame, target_ttft_s: float | None = None,
                  target_e2e_s: float | None = None) -> go.Figure:  # fmt: skip
-    """Latency percentiles against offered load: where the knee is.
+    """Latency percentiles against load: where the knee is.
 
-    ``df``: :func:`slamkit.serving.load_table` rows (``mode, concurrency, rate_rps`` and
-    ``e2e_p50_s/_lo/_hi``, ``e2e_p95_s``, ``e2e_p99_s``, ``ttft_p50_s``, ``ttft_p95_s``, ...,
-    ``knee``, ``meets_target``). Two panels (end-to-end, time to first token), p50 / p95 /
-    p99 with 95 % CIs as error bars, the target as a dashed line, the knee circled.
+    ``df``: :func:`slamkit.serving.load_table` rows (``mode, concurrency, rate_rps,
+    throughput_rps`` and ``e2e_p50_s/_lo/_hi``, ``e2e_p95_s``, ``e2e_p99_s``,
+    ``ttft_p50_s``, ``ttft_p95_s``, ..., ``knee``). Two panels (end-to-end, time to first
+    token); x is the throughput each point achieved (requests/s), so closed-loop levels
+    (lines, labelled c=N) and Poisson points (diamonds, labelled by offered rate) share one
+    axis; p50 / p95 / p99 with 95 % CIs as error bars (none where a point has too few
+    requests for a bound), the target as a dashed line, the knee circled.
     """
-    _need(df, ["mode", "concurrency", "rate_rps", "e2e_p50_s", "ttft_p50_s"], "load_latency")
+    _need(df, ["mode", "concurrency", "rate_rps", "throughput_rps", "e2e_p50_s", "ttft_p50_s"],
+          "load_latency")  # fmt: skip
     if df.empty:
-        return _empty("Latency against offered load", "No load test stored yet: run "
+        return _empty("Latency against load", "No load test stored yet: run "
                       "`slamkit load` (or 05_performance).")  # fmt: skip
     if target_ttft_s is None and "target_ttft_s" in df:
         target_ttft_s = _first(df["target_ttft_s"])
     if target_e2e_s is None and "target_e2e_s" in df:
         target_e2e_s = _first(df["target_e2e_s"])
     d = df.sort_values(["mode", "concurrency", "rate_rps"]).reset_index(drop=True)
-    x, xlabel, log = _load_x(d)
     fig = make_subplots(rows=1, cols=2, subplot_titles=("end-to-end latency (s)",
                                                         "time to first token (s)"))  # fmt: skip
     dash = {"p50": "solid", "p95": "dash", "p99": "dot"}
     for col, (metric, target) in enumerate((("e2e", target_e2e_s), ("ttft", target_ttft_s)), 1):
         for q, color in zip(("p50", "p95", "p99"), PALETTE, strict=False):
-            y = d[f"{metric}_{q}_s"].astype(float)
-            lo = d.get(f"{metric}_{q}_lo", y).astype(float)
-            hi = d.get(f"{metric}_{q}_hi", y).astype(float)
-            fig.add_trace(
-                go.Scatter(
-                    x=x, y=y.tolist(), mode="lines+markers", name=q, legendgroup=q,
-                    showlegend=col == 1, line={"color": color, "dash": dash[q]},
-                    error_y={"type": "data", "symmetric": False,
-                             "array": (hi - y).clip(lower=0).fillna(0).tolist(),
-                             "arrayminus": (y - lo).clip(lower=0).fillna(0).tolist(),
-                             "thickness": 1},
-                    customdata=np.stack([lo.to_numpy(), hi.to_numpy(),
-                                         d["sent"].to_numpy(float)], axis=-1),
-                    hovertemplate=(f"{q} %{{y:.3g}} s [%{{customdata[0]:.3g}}, "
-                                   "%{customdata[1]:.3g}]<br>load %{x}<br>"
-                                   "n=%{customdata[2]:.0f}<extra></extra>"),
-                ),
-                row=1, col=col,
-            )  # fmt: skip
+            for mode, g in d.groupby("mode", sort=True):
+                y = g[f"{metric}_{q}_s"].astype(float)
+                lo = g.get(f"{metric}_{q}_lo", y).astype(float)
+                hi = g.get(f"{metric}_{q}_hi", y).astype(float)
+                closed = mode == "closed"
+                fig.add_trace(
+                    go.Scatter(
+                        x=g["throughput_rps"].astype(float).tolist(), y=y.tolist(),
+                        mode="lines+markers" if closed else "markers",
+                        name=q if closed else f"{q} (Poisson)", legendgroup=q,
+                        showlegend=col == 1,
+                        line={"color": color, "dash": dash[q]},
+                        marker={"symbol": "circle" if closed else "diamond", "size": 8},
+                        error_y={"type": "data", "symmetric": False,
+                                 "array": (hi - y).clip(lower=0).tolist(),
+                                 "arrayminus": (y - lo).clip(lower=0).tolist(),
+                                 "thickness": 1},
+                        text=_load_label(g),
+                        customdata=np.stack([lo.to_numpy(), hi.to_numpy(),
+                                             g["sent"].to_numpy(float)], axis=-1),
+                        hovertemplate=(f"%{{text}}: {q} %{{y:.3g}} s [%{{customdata[0]:.3g}}, "
+                                       "%{customdata[1]:.3g}]<br>%{x:.3g} req/s answered, "
+                                       "n=%{customdata[2]:.0f}<extra></extra>"),
+                    ),
+                    row=1, col=col,
+                )  # fmt: skip
         if target is not None and target == target:
             fig.add_hline(y=float(target), line_dash="dash", line_color=REFERENCE_COLOR,
                           annotation_text="target", row=1, col=col)  # fmt: skip
         if "knee" in d and d["knee"].any():
-            k = d.index[d["knee"]][0]
+            k = d.index[d["knee"].astype(bool)][0]
             fig.add_trace(
-                go.Scatter(x=[x[k]], y=[float(d.loc[k, f"{metric}_p50_s"])], mode="markers",
+                go.Scatter(x=[float(d.loc[k, "throughput_rps"])],
+                           y=[float(d.loc[k, f"{metric}_p50_s"])], mode="markers",
                            marker={"size": 18, "symbol": "circle-open", "color": "#d62728",
                                    "line": {"width": 2}},
                            name="knee", legendgroup="knee", showlegend=col == 1,
@@ -917,13 +923,14 @@ def load_latency(df: pd.DataFrame, target_ttft_s: float | None = None,
                            "level<extra></extra>"),
                 row=1, col=col,
             )  # fmt: skip
-        fig.update_xaxes(title_text=xlabel, type="log" if log else "linear", row=1, col=col)
+        fig.update_xaxes(title_text="throughput (answered requests/s)", rangemode="tozero",
+                         row=1, col=col)  # fmt: skip
         fig.update_yaxes(rangemode="tozero", row=1, col=col)
     return _base_layout(
         fig,
-        "Latency against offered load",
-        "Lines: percentiles of the requests at each load (error bars: 95 % CIs). Past the "
-        "knee, more requests in flight only add waiting.",
+        "Latency against load",
+        "Each marker is one load point (hover: its level). Past the knee, more requests in "
+        "flight add waiting but no throughput: the curve turns upward.",
     )
 
 

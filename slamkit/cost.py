@@ -559,7 +559,7 @@ def usage_from_summary(
          "tokens_out": r.completion_tokens, "latency_s": r.mean_latency_s,
          "n_requests": r.n, "truncated_share": r.truncated_share,
          "input_per_1k_usd": np.nan, "output_per_1k_usd": np.nan,
-         "capacity_rph": r.requests_per_hour if r.throughput_basis != SEQUENTIAL_BASIS
+         "capacity_rph": r.requests_per_hour if is_capacity_basis(r.throughput_basis)
          else np.nan, "throughput_basis": r.throughput_basis}
         for r in hosting_throughput(perf).itertuples(index=False)
     ]  # fmt: skip
@@ -632,7 +632,19 @@ def hosting_throughput(perf: pd.DataFrame, capacity: pd.DataFrame | None = None)
     if capacity is not None and len(capacity) and len(out):
         cap = capacity.set_index("model")
         for i, v in zip(out.index, out["variant"], strict=True):
-            if v in cap.index and float(cap.loc[v, "requests_per_hour"]) > 0:
-                out.loc[i, "requests_per_hour"] = float(cap.loc[v, "requests_per_hour"])
+            if v not in cap.index:
+                continue
+            rph = float(cap.loc[v, "requests_per_hour"])
+            if rph > 0:
+                out.loc[i, "requests_per_hour"] = rph
                 out.loc[i, "throughput_basis"] = str(cap.loc[v, "basis"])
+            else:  # its load test met the target at no load: say so, beside the price
+                out.loc[i, "throughput_basis"] = (
+                    f"{SEQUENTIAL_BASIS}; NOT at the latency target: {cap.loc[v, 'basis']}"
+                )
     return out
+
+
+def is_capacity_basis(basis: object) -> bool:
+    """True when a ``throughput_basis`` is a load test's capacity at the target."""
+    return isinstance(basis, str) and basis.startswith("load test")

@@ -147,6 +147,15 @@ def bt_frame(bt: pd.DataFrame, reference: str | None = None) -> pd.DataFrame:
     return out
 
 
+def _priced_from(basis: object) -> str:
+    """The headline's short form of a ``throughput_basis``."""
+    if cost.is_capacity_basis(basis):
+        return "load test capacity"
+    if isinstance(basis, str) and "NOT at the latency target" in basis:
+        return "one at a time (load test: target missed)"
+    return "one at a time"
+
+
 def headline(
     perf: pd.DataFrame,
     quality: pd.DataFrame,
@@ -171,6 +180,7 @@ def headline(
             "p95 latency (s)": round(float(r.p95_latency_s), 2),
             "decode (tok/s)": round(float(r.decode_tps), 1),
             "USD / 1K requests": round(float(r.cost_per_1k), 4),
+            "priced from": _priced_from(getattr(r, "throughput_basis", None)),
             TRUNCATED_COL: round(100 * float(getattr(r, "truncated_share", np.nan)), 1),
         }
         for r in d.itertuples(index=False)
@@ -187,6 +197,7 @@ def headline(
                 else None,
                 "decode (tok/s)": None,
                 "USD / 1K requests": round(reference["cost_per_1k"], 4),
+                "priced from": "API prices",
                 TRUNCATED_COL: None,
             }
         )

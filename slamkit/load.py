@@ -110,7 +110,8 @@ def default_target(
     if ttft_s is not None or e2e_s is not None:
         return LoadTarget(ttft_s, e2e_s, attainment, "given")
     refs = readers.references(store, task_id, reference_model, with_text=False)
-    timed = refs[refs["latency_s"].notna()] if len(refs) else refs
+    # requests timed alone (a capture with other requests in flight is itself under load)
+    timed = refs[refs["latency_s"].notna() & (refs["in_flight"] <= 1)] if len(refs) else refs
     if len(timed) >= 5:
         model = ", ".join(sorted(set(timed["source_model"])))
         ttft = timed["ttft_s"].dropna()
@@ -118,7 +119,7 @@ def default_target(
             float(ttft.quantile(0.95)) if len(ttft) >= 5 else None,
             float(timed["latency_s"].quantile(0.95)),
             attainment,
-            f"p95 of {len(timed)} captured requests to the reference API {model}",
+            f"p95 of {len(timed)} requests captured one at a time from the reference API {model}",
         )
     return LoadTarget(*DEFAULT_TARGET, attainment, "default: no target given and no captured "
                       "reference latencies")  # fmt: skip
@@ -232,6 +233,7 @@ def run_load(
     target_ttft_s: float | None = None,
     target_e2e_s: float | None = None,
     attainment: float = DEFAULT_ATTAINMENT,
+    reference_model: str | None = None,
     parallel: int = 2,
     n_threads: int | None = None,
     n_gpu_layers: int = 0,
@@ -250,7 +252,8 @@ def run_load(
     closed-loop levels (default 1, 2, 4, ... up to ``max_concurrency``, stopping past the
     knee; given levels all run unless errors climb); ``rates``: open-loop Poisson rates
     (requests/s) run after the sweep. ``requests_per_point``: default ``max(8, 3 x
-    level)`` closed, ``max(8, 10 s x rate)`` open. The target is :func:`default_target`.
+    level)`` closed, ``max(8, 10 s x rate)`` open. The target is :func:`default_target`
+    (``reference_model``: whose captured latencies set it; default: any reference model).
     ``backend="mock"``: a dry run against a scripted local endpoint (no weights).
     """
     sampling = sampling or Sampling()
@@ -258,7 +261,9 @@ def run_load(
                     timeout_s, max_concurrency)  # fmt: skip
     if backend not in ("llamacpp", "mock"):
         raise SlamkitError(f"backend must be 'llamacpp' or 'mock', got {backend!r}.")
-    target = default_target(store, task_id, target_ttft_s, target_e2e_s, attainment)
+    target = default_target(
+        store, task_id, target_ttft_s, target_e2e_s, attainment, reference_model
+    )
     if concurrency is not None and not list(concurrency) and not list(rates):
         return LoadResult("", "", str(model or "default model"), "", target, status="skipped",
                           note="no load points asked (concurrency=[] and no rates)")  # fmt: skip
@@ -681,6 +686,10 @@ class _Sweep:
                 info = self.gen.open(point, self.prompts, rate, n, max_s, on_record,
                                      seed=self.seed + point, first_request=self.sent,
                                      tick=tick)  # fmt: skip
+        except BaseException:
+            if info is None and self.gen.last_info is not None:
+                self.gen.last_info.status = "interrupted"
+            raise
         finally:
             bar.close()
             if info is None:  # interrupted: what the point did until then

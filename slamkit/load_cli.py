@@ -7,6 +7,7 @@ import sys
 from typing import Any
 
 from slamkit.backends.llamacpp import CHAT_FORMATS
+from slamkit.errors import SlamkitError
 from slamkit.smart.simulate_args import LIMIT, SEED, number, whole
 
 SECONDS = number(0, lo_open=True, note="seconds")
@@ -43,6 +44,10 @@ def add_parser(sub: Any) -> None:
     )  # fmt: skip
     g.add_argument("--max-concurrency", type=whole(1), default=64, help="(default 64)")
     g.add_argument(
+        "--no-sweep", action="store_true",
+        help="no closed-loop sweep: only the --rate points (open loop)",
+    )  # fmt: skip
+    g.add_argument(
         "--rate", type=number(0, lo_open=True, note="requests per second"), action="append",
         default=[], help="open-loop Poisson arrival rate in requests/s (repeatable)",
     )  # fmt: skip
@@ -58,6 +63,10 @@ def add_parser(sub: Any) -> None:
     g.add_argument(
         "--attainment", type=number(0, 1, lo_open=True), default=0.95,
         help="share of requests that must meet the target (default 0.95)",
+    )  # fmt: skip
+    g.add_argument(
+        "--reference", metavar="SOURCE_MODEL",
+        help="the reference whose captured latencies set the default target (default: any)",
     )  # fmt: skip
     g.add_argument("--parallel", type=whole(1), default=2, help="server slots (default 2)")
     g.add_argument("--threads", type=whole(1), help="server threads (default: half the cores)")
@@ -76,6 +85,10 @@ def _cmd_load(args: argparse.Namespace) -> int:
     from slamkit.runner import EndpointModel
     from slamkit.store import open_store
 
+    if args.no_sweep and not args.rate:
+        raise SlamkitError("--no-sweep leaves no load point: give at least one --rate.")
+    if args.no_sweep and args.concurrency:
+        raise SlamkitError("--no-sweep and --concurrency contradict each other: pick one.")
     model: Any = args.model
     if args.endpoint:
         model = EndpointModel(args.endpoint, args.base_url, args.api_key_env, args.timeout)
@@ -85,12 +98,14 @@ def _cmd_load(args: argparse.Namespace) -> int:
                 st, args.task, model,
                 sampling=Sampling(temperature=args.temperature, top_p=args.top_p,
                                   max_tokens=args.max_tokens),
-                seed=args.seed, limit=args.limit, concurrency=args.concurrency,
+                seed=args.seed, limit=args.limit,
+                concurrency=[] if args.no_sweep else args.concurrency,
                 max_concurrency=args.max_concurrency, rates=args.rate,
                 requests_per_point=args.requests, max_point_s=args.max_point_s,
                 max_total_s=args.max_total_s, timeout_s=args.timeout,
                 target_ttft_s=args.target_ttft, target_e2e_s=args.target_e2e,
-                attainment=args.attainment, parallel=args.parallel, n_threads=args.threads,
+                attainment=args.attainment, reference_model=args.reference,
+                parallel=args.parallel, n_threads=args.threads,
                 n_gpu_layers=args.gpu_layers, n_ctx=args.n_ctx,
                 server_binary=args.server_binary, chat_format=args.chat_format,
                 backend="mock" if args.mock else "llamacpp", progress=not args.quiet,

@@ -203,7 +203,15 @@ class LoadGenerator:
         Ctrl-C reaches this thread at once, and cancel the coroutine then (its requests
         end as ``cancelled``)."""
         assert self._loop is not None
-        fut = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        finished = threading.Event()
+
+        async def tracked() -> Any:
+            try:
+                return await coro
+            finally:
+                finished.set()
+
+        fut = asyncio.run_coroutine_threadsafe(tracked(), self._loop)
         try:
             while True:
                 try:
@@ -212,11 +220,8 @@ class LoadGenerator:
                     if tick is not None:
                         tick()
         except BaseException:
-            fut.cancel()
-            try:
-                fut.result(timeout=5)
-            except BaseException:
-                pass
+            fut.cancel()  # cancels the task; wait until it has wound down (records, status)
+            finished.wait(5)
             raise
 
     def close(self) -> None:

@@ -148,6 +148,7 @@ def point_summary(
     row["output_tps"] = float(tokens) / dur if dur > 0 else math.nan
     met = int(_meets(df, t_ttft, t_e2e).sum()) if (t_ttft or t_e2e) else len(ok)
     row["attainment"] = met / n if n else math.nan
+    row["attainment_lo"] = _wilson_lo(met, n)
     row["goodput_rps"] = met / dur if dur > 0 else math.nan
     row["meets_target"] = bool(n and row["attainment"] >= share)
     row["in_flight_max"] = int(df["in_flight"].max()) if n and "in_flight" in df else None
@@ -160,6 +161,21 @@ def point_summary(
                 est, lo, hi = quantile_ci(pd.to_numeric(ok[m], errors="coerce"), q, conf)
             row[f"{name}_s"], row[f"{name}_lo"], row[f"{name}_hi"] = est, lo, hi
     return row
+
+
+def _wilson_lo(k: int, n: int, z: float = 1.959964) -> float:
+    """The 95 % Wilson lower bound of a share k/n (NaN for n = 0): how sure a point's
+    attainment is — 4 of 4 requests on target is only >= 0.51.
+
+    >>> round(_wilson_lo(4, 4), 2), round(_wilson_lo(95, 100), 3)
+    (0.51, 0.888)
+    """
+    if n <= 0:
+        return math.nan
+    p = k / n
+    centre = p + z * z / (2 * n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return (centre - half) / (1 + z * z / n)
 
 
 def _num(v: Any) -> float | None:
@@ -236,7 +252,9 @@ def load_table(store: Store, load_id: str | None) -> pd.DataFrame:
     if df.empty:
         return df
     df["knee"] = False
-    closed = df[df["mode"] == "closed"].sort_values("concurrency")
+    closed = df[(df["mode"] == "closed") & (df["status"] != "interrupted")].sort_values(
+        "concurrency"
+    )
     thr = closed["throughput_rps"].to_numpy()
     for i in range(len(closed)):
         if i + 1 < len(closed) and thr[i + 1] < KNEE_GAIN * thr[: i + 1].max():
@@ -264,15 +282,27 @@ def _target_label(run: dict[str, Any]) -> str:
 def capacity(table: pd.DataFrame) -> dict[str, Any]:
     """The capacity at the target from :func:`load_table`: ``capacity_rps`` (NaN when
     no point met it), ``at`` (the point's offered load), ``note``."""
-    met = table[table["meets_target"]] if len(table) else table
+    whole = table[table["status"] != "interrupted"] if len(table) else table
+    met = whole[whole["meets_target"].astype(bool)] if len(whole) else whole
     if met.empty:
-        note = "no load point met the target (not even one request at a time)"
-        return {"capacity_rps": math.nan, "at": None, "note": note}
+        c1 = bool(((whole["mode"] == "closed") & (whole["concurrency"] == 1)).any())
+        note = "no load point met the target" + (
+            " (not even one request at a time)" if c1 else "")  # fmt: skip
+        return {"capacity_rps": math.nan, "at": None, "note": note, "lower_bound": False}
     best = met.loc[met["throughput_rps"].idxmax()]
     at = (f"concurrency {int(best['concurrency'])}" if best["mode"] == "closed"
           else f"{best['rate_rps']:g} req/s offered")  # fmt: skip
-    return {"capacity_rps": float(best["throughput_rps"]), "at": at,
-            "note": f"{best['throughput_rps']:.3g} req/s at {at}"}  # fmt: skip
+    closed = whole[whole["mode"] == "closed"]
+    # the highest level met the target and nothing showed the knee: more may be possible
+    lower = bool(best["mode"] == "closed" and len(closed)
+                 and best["concurrency"] == closed["concurrency"].max()
+                 and not bool(closed.get("knee", pd.Series(False)).any()))  # fmt: skip
+    note = f"{best['throughput_rps']:.3g} req/s at {at}" + (
+        " — at least: the highest level run still met the target" if lower else ""
+    )
+    return {"capacity_rps": float(best["throughput_rps"]), "at": at, "note": note,
+            "lower_bound": lower, "n": int(best["sent"]),
+            "attainment_lo": float(best.get("attainment_lo", math.nan))}  # fmt: skip
 
 
 def text_changes(store: Store, load_ids: Sequence[str]) -> pd.DataFrame:
@@ -287,23 +317,35 @@ def text_changes(store: Store, load_ids: Sequence[str]) -> pd.DataFrame:
 
 
 def load_report(store: Store, load_id: str) -> str:
-    """The knee table, the capacity at the target and the greedy-text check, as text."""
+    """The knee table (p95s with their 95 % CIs), the capacity at the target, the
+    failures and the greedy-text check, as text."""
     t = load_table(store, load_id)
     if t.empty:
         return "(no load points stored)"
+
+    def ci(est: float, lo: float, hi: float) -> str:
+        if est != est:
+            return "-"
+        bound = lambda v: f"{v:.3g}" if v == v else "?"  # noqa: E731
+        return f"{est:.3g} [{bound(lo)}, {bound(hi)}]"
+
     show = t.assign(
         load=[f"c={int(c)}" if m == "closed" else f"{r:g}/s"
               for m, c, r in zip(t["mode"], t["concurrency"], t["rate_rps"], strict=True)],
         err=[f"{e:.0%}" for e in t["error_rate"]],
-        attain=[f"{a:.0%}" for a in t["attainment"]],
+        attain=[f"{a:.0%} (>={lo:.0%})" if a == a else "-"
+                for a, lo in zip(t["attainment"], t["attainment_lo"], strict=True)],
+        ttft95=[ci(*v) for v in t[["ttft_p95_s", "ttft_p95_lo", "ttft_p95_hi"]].to_numpy()],
+        e2e95=[ci(*v) for v in t[["e2e_p95_s", "e2e_p95_lo", "e2e_p95_hi"]].to_numpy()],
         meets=["yes" if m else "no" for m in t["meets_target"]],
-        knee=["<- knee" if k else "" for k in t["knee"]],
+        knee=["<- knee" if k else ("(interrupted)" if st == "interrupted" else "")
+              for k, st in zip(t["knee"], t["status"], strict=True)],
     )  # fmt: skip
     cols = {"load": "load", "sent": "sent", "err": "err", "throughput_rps": "req/s",
-            "output_tps": "tok/s", "goodput_rps": "goodput", "attain": "attain",
-            "ttft_p50_s": "ttft p50", "ttft_p95_s": "ttft p95", "e2e_p50_s": "e2e p50",
-            "e2e_p95_s": "e2e p95", "e2e_p99_s": "e2e p99", "tpot_p50_s": "tpot p50",
-            "meets": "meets", "knee": ""}  # fmt: skip
+            "output_tps": "tok/s", "goodput_rps": "goodput", "attain": "attain (95% lo)",
+            "ttft_p50_s": "ttft p50", "ttft95": "ttft p95 [95% CI]", "e2e_p50_s": "e2e p50",
+            "e2e95": "e2e p95 [95% CI]", "tpot_p50_s": "tpot p50", "meets": "meets",
+            "knee": ""}  # fmt: skip
     text = (
         show[list(cols)]
         .rename(columns=cols)
@@ -312,9 +354,13 @@ def load_report(store: Store, load_id: str) -> str:
     cap = capacity(t)
     lines = [f"target: {t.attrs.get('target')}", text]
     if cap["capacity_rps"] == cap["capacity_rps"]:
+        least = "at least " if cap["lower_bound"] else ""
         lines.append(
-            f"capacity at the target: {cap['capacity_rps']:.3g} req/s = "
-            f"{cap['capacity_rps'] * 3600:,.0f} requests/hour per server ({cap['at']})"
+            f"capacity at the target: {least}{cap['capacity_rps']:.3g} req/s = "
+            f"{cap['capacity_rps'] * 3600:,.0f} requests/hour per server ({cap['at']}; "
+            f"{cap['n']} requests, attainment >= {cap['attainment_lo']:.0%} at 95 % confidence"
+            + ("; the highest level run still met the target" if cap["lower_bound"] else "")
+            + ")"
         )
     else:
         lines.append(f"capacity at the target: none — {cap['note']}")
@@ -332,31 +378,67 @@ def load_report(store: Store, load_id: str) -> str:
             f"greedy answers under load that differ from the isolated run: "
             f"{int(r['differ'])} of {int(r['compared'])} ({r['share_differ']:.0%})"
         )
+    elif len(reqs) and (reqs["status"] == "ok").any():
+        lines.append(
+            "greedy answers under load vs isolated: nothing to compare (no stored answer of "
+            "the same cells generated in isolation: run the sweep with the same settings)"
+        )
     return "\n".join(lines)
 
 
-def capacity_frame(store: Store, task_id: str | None = None) -> pd.DataFrame:
-    """Per model: the capacity at the target of its newest finished load run —
-    ``model, model_id, load_id, capacity_rps, requests_per_hour, at, target, basis`` —
-    what :func:`slamkit.cost.cost_table` prices self-hosting from when present."""
+def _sampling_of(run: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(run["sampling"]) if isinstance(run["sampling"], str) else {}
+    except ValueError:
+        value = {}
+    return value if isinstance(value, dict) else {}
+
+
+def capacity_frame(
+    store: Store,
+    task_id: str | None = None,
+    temperature: float | None = None,
+    max_tokens: int | None = None,
+) -> pd.DataFrame:
+    """Per model: the capacity at the target of its newest finished load test with the
+    study's sampling (``temperature`` / ``max_tokens``; None: any) — ``model, model_id,
+    load_id, capacity_rps, requests_per_hour, meets_target, at, target, basis`` — what the
+    cost model prices self-hosting from (:func:`slamkit.cost.hosting_throughput`). A
+    model whose load test met the target at no load has ``meets_target`` False and a NaN
+    capacity (its basis says so; it is never priced as if it had met it)."""
     runs = readers.load_runs(store, task_id)
-    cols = ["model", "model_id", "load_id", "capacity_rps", "requests_per_hour", "at",
-            "target", "basis"]  # fmt: skip
+    cols = ["model", "model_id", "load_id", "capacity_rps", "requests_per_hour",
+            "meets_target", "at", "target", "basis"]  # fmt: skip
     runs = runs[runs["status"].isin(["complete", "interrupted"])] if len(runs) else runs
     rows = []
     for model, g in runs.groupby("model", sort=True):
-        run = g.iloc[0]
+        keep = []
+        for r in g.to_dict("records"):
+            sp = _sampling_of(r)
+            if temperature is not None and float(sp.get("temperature", 0.0)) != temperature:
+                continue
+            if max_tokens is not None and int(sp.get("max_tokens", -1)) != max_tokens:
+                continue
+            keep.append(r)
+        if not keep:
+            continue
+        run = keep[0]  # newest first
         t = load_table(store, run["load_id"])
         if t.empty:
             continue
         cap = capacity(t)
         rps = cap["capacity_rps"]
+        sp = _sampling_of(run)
+        how = f"t={float(sp.get('temperature', 0.0)):g}, max {sp.get('max_tokens')} tokens"
+        basis = (
+            f"load test {run['load_id']} ({how}): capacity at the target ({cap['at']})"
+            if rps == rps
+            else f"load test {run['load_id']} ({how}): {cap['note']}"
+        )
         rows.append({
             "model": model, "model_id": run["model_id"], "load_id": run["load_id"],
-            "capacity_rps": rps, "requests_per_hour": rps * 3600.0, "at": cap["at"],
-            "target": t.attrs.get("target"),
-            "basis": (f"load test {run['load_id']}: capacity at the target ({cap['at']})"
-                      if rps == rps else f"load test {run['load_id']}: {cap['note']}"),
+            "capacity_rps": rps, "requests_per_hour": rps * 3600.0, "meets_target": rps == rps,
+            "at": cap["at"], "target": t.attrs.get("target"), "basis": basis,
         })  # fmt: skip
     return pd.DataFrame(rows, columns=cols)
 

@@ -97,14 +97,48 @@ class Study:
         """Per model, the capacity at the latency target of its newest load test
         (:func:`slamkit.serving.capacity_frame`); the cost model prices self-hosting from
         it where there is one (``perf.throughput_basis`` says which)."""
-        return serving.capacity_frame(self.store, self.task_id)
+        sel = self.selection
+        return serving.capacity_frame(self.store, self.task_id, sel.temperature, sel.max_tokens)
 
     @cached_property
     def load_ids(self) -> list[str]:
-        """The newest finished load test of each model of the study (newest first)."""
+        """The newest finished load test of each variant of the study with the study's
+        sampling (newest first; the one that prices it, see :attr:`capacity`)."""
+        cap = self.capacity
+        variants = set(aggregates.variant_summary(self.store, self.scope)["variant"])
         runs = readers.load_runs(self.store, self.task_id)
-        runs = runs[runs["status"].isin(["complete", "interrupted"])]
-        return list(runs.drop_duplicates("model")["load_id"])
+        order = {i: k for k, i in enumerate(runs["load_id"])}
+        ids = [i for m, i in zip(cap["model"], cap["load_id"], strict=True) if m in variants]
+        return sorted(ids, key=lambda i: order.get(i, 0))
+
+    def pricing_note(self) -> str:
+        """Which throughput prices each variant, in words — and a warning when the
+        variants are priced in different ways (not comparable)."""
+        p = self.perf
+        if p.empty:
+            return "No variants."
+        by_load = [v for v, b in zip(p["variant"], p["throughput_basis"], strict=True)
+                   if cost.is_capacity_basis(b)]  # fmt: skip
+        missed = [v for v, b in zip(p["variant"], p["throughput_basis"], strict=True)
+                  if "NOT at the latency target" in str(b)]  # fmt: skip
+        alone = [v for v in p["variant"] if v not in by_load and v not in missed]
+        parts = []
+        if by_load:
+            parts.append("from the capacity at the latency target of a load test: "
+                         + ", ".join(by_load))  # fmt: skip
+        if missed:
+            parts.append("one request at a time although its load test met the target at "
+                         "no load: " + ", ".join(missed))  # fmt: skip
+        if alone:
+            parts.append("one request at a time (no load test with the study's settings): "
+                         + ", ".join(alone))  # fmt: skip
+        note = "Self-hosting priced " + "; ".join(parts) + "."
+        if by_load and (alone or missed):
+            note += (
+                " Variants priced in different ways are not comparable: load-test each "
+                "(slamkit load --model NAME, same sampling) for a like-for-like cost."
+            )
+        return note
 
     def load_table(self) -> pd.DataFrame:
         """The knee table (one row per load point) of the newest load test in the store

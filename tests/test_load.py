@@ -212,7 +212,9 @@ def test_notebook_path_mock_load_test_feeds_the_cost_model(tmp_path: Path, smoll
     study = Study(db, "t", reference_model="none")
     perf = study.perf
     row = perf.iloc[0]
-    assert row["throughput_basis"].startswith(f"load test {res.load_id}: capacity")
+    assert row["throughput_basis"].startswith(
+        f"load test {res.load_id} (t=0, max 16 tokens): capacity at the target"
+    )
     assert row["requests_per_hour"] == pytest.approx(study.capacity["requests_per_hour"][0])
     assert row["requests_per_hour"] != pytest.approx(3600.0 / row["mean_latency_s"])
     assert len(study.load_table()) == 2 and "capacity at the target" in study.load_report()
@@ -226,6 +228,24 @@ def test_notebook_path_mock_load_test_feeds_the_cost_model(tmp_path: Path, smoll
         assert res_load.done == 12
         models = load_scores(st)["model"].value_counts()
         assert models["SmolLM2-135M-Instruct.Q4_1 [mock] (under load)"] == 12
+    assert "priced from the capacity at the latency target" in study.pricing_note()
+    # a newer load test with other sampling does not price this study ...
+    with Store(db) as st:
+        short = run_load(st, "t", smollm2, sampling=Sampling(max_tokens=8), concurrency=[1],
+                         requests_per_point=2, backend="mock", progress=False)  # fmt: skip
+        cap = serving.capacity_frame(st, "t", 0.0, 16)
+        assert list(cap["load_id"]) == [res.load_id]
+        assert list(serving.capacity_frame(st, "t")["load_id"]) == [short.load_id]
+        # ... and one that met the target at no load is never priced as if it had
+        missed = run_load(st, "t", smollm2, sampling=GREEDY, concurrency=[1],
+                          requests_per_point=2, target_e2e_s=1e-6, backend="mock",
+                          progress=False)  # fmt: skip
+    again = Study(db, "t", reference_model="none", max_tokens=16)
+    row = again.perf.iloc[0]
+    assert "NOT at the latency target" in row["throughput_basis"], row["throughput_basis"]
+    assert missed.load_id in row["throughput_basis"]
+    assert row["requests_per_hour"] == pytest.approx(3600.0 / row["mean_latency_s"])
+    assert "met the target at no load" in again.pricing_note()
     # the mock's answers under load are the mock sweep's texts
     ch = serving.text_changes(Store(db, short_lived=True), [res.load_id])
     assert int(ch["differ"].sum()) == 0 and int(ch["compared"].sum()) == 12
@@ -240,7 +260,7 @@ def test_target_comes_from_captured_reference_latencies(store: Store) -> None:
     store.write("reference_outputs", rows)
     t = default_target(store, "t")
     assert t.e2e_s == pytest.approx(np.quantile([1.0 + i for i in range(6)], 0.95))
-    assert "captured requests to the reference API gpt-4" in t.source
+    assert "captured one at a time from the reference API gpt-4" in t.source
     assert default_target(store, "t", e2e_s=3.0).source == "given"
     with pytest.raises(SlamkitError, match="attainment"):
         LoadTarget(1.0, 2.0, attainment=0)
@@ -324,7 +344,7 @@ def test_ctrl_c_of_slamkit_load_keeps_what_it_measured(tmp_path: Path) -> None:
         run = readers.load_runs(st).iloc[0]
         reqs = readers.load_requests(st, [run["load_id"]])
         points = readers.load_points(st, [run["load_id"]])
-    assert run["status"] == "interrupted" and "Ctrl-C" in run["note"]
+    assert run["status"] == "interrupted" and "Ctrl-C" in run["note"], (run["note"], out, err)
     assert len(reqs) >= answered - 2 and set(reqs["status"]) == {"ok"}  # 2 were in flight
     assert points.iloc[0]["status"] == "interrupted"
 
@@ -350,3 +370,24 @@ def test_cli_against_an_endpoint_that_is_down_names_the_error(tmp_path: Path) ->
     with Store(db) as st:
         reqs = readers.load_requests(st, list(readers.load_runs(st)["load_id"]))
     assert len(reqs) == 8 and set(reqs["status"]) == {"error"}
+
+
+def test_headline_says_what_priced_each_variant() -> None:
+    from slamkit import frames
+
+    perf = pd.DataFrame({
+        "variant": ["a", "b", "c"], "mean_latency_s": [2.0, 2.0, 2.0],
+        "p50_latency_s": [2.0] * 3, "p95_latency_s": [2.5] * 3, "decode_tps": [50.0] * 3,
+        "truncated_share": [0.0] * 3,
+        "requests_per_hour": [7200.0, 1800.0, 1800.0],
+        "throughput_basis": ["load test L (t=0, max 8 tokens): capacity at the target (c=2)",
+                             cost.SEQUENTIAL_BASIS,
+                             f"{cost.SEQUENTIAL_BASIS}; NOT at the latency target: load test M"],
+    })  # fmt: skip
+    quality = pd.DataFrame({"variant": ["a", "b", "c"], "mean": [0.5] * 3, "lo": [0.4] * 3,
+                            "hi": [0.6] * 3, "n": [10] * 3})  # fmt: skip
+    h = frames.headline(perf, quality, None, 0.36, 0.5, "q").set_index("variant")
+    assert h.loc["a", "priced from"] == "load test capacity"
+    assert h.loc["b", "priced from"] == "one at a time"
+    assert h.loc["c", "priced from"] == "one at a time (load test: target missed)"
+    assert h.loc["a", "USD / 1K requests"] == pytest.approx(1000 * 0.36 / (7200 * 0.5), rel=1e-3)

@@ -139,8 +139,10 @@ def _costs(
     instance: str,
     utilization: float,
     prices: pd.DataFrame | None,
+    capacity: Mapping[str, tuple[float, str]] | None = None,
 ) -> tuple[pd.Series, pd.Series, dict[str, Any]]:
-    """Per-item cost of the reference (by item) and of each generation (by row of df)."""
+    """Per-item cost of the reference (by item) and of each generation (by row of df).
+    ``capacity``: model -> (requests/hour at the latency target, basis) from load tests."""
     cpi = dict(cost_per_item or {})
     info: dict[str, Any] = {}
     if reference_model in cpi:
@@ -187,12 +189,18 @@ def _costs(
                 "pass cost_per_item={...} for it."
             )
         lat = lat.fillna(fallback)
-        gen_cost[rows.index] = [
-            costmod.self_hosted_cost_per_request(hourly, t, utilization) for t in lat
-        ]
+        cap_rph, cap_basis = (capacity or {}).get(str(model), (np.nan, ""))
+        rph = float(cap_rph)
+        if rph > 0:  # a load test's capacity at the latency target prices it
+            gen_cost[rows.index] = hourly / (rph * utilization)
+        else:
+            gen_cost[rows.index] = [
+                costmod.self_hosted_cost_per_request(hourly, t, utilization) for t in lat
+            ]
         info[str(model)] = {
             "instance": instance, "hourly_usd": hourly, "utilization": utilization,
             "mean_latency_s": float(lat.mean()),
+            "throughput_basis": cap_basis if rph > 0 else costmod.SEQUENTIAL_BASIS,
         }  # fmt: skip
     return ref_cost, gen_cost, info
 
@@ -226,8 +234,23 @@ def smart_from_store(
     if method not in METHODS:
         raise SlamkitError(f"Unknown SMART method {method!r}: use one of {', '.join(METHODS)}.")
     ref, df = conformity_frame(store, task_id, reference_model, equivalence, models, all_items)
+    from slamkit import serving
+
+    cap = serving.capacity_frame(store, task_id)
+    capacity = {
+        str(m): (float(r), str(b))
+        for m, r, b in zip(cap["model"], cap["requests_per_hour"], cap["basis"], strict=True)
+    }
     ref_cost, gen_cost, cost_info = _costs(
-        ref, df, cost_per_item, reference_model, reference_price, instance, utilization, prices
+        ref,
+        df,
+        cost_per_item,
+        reference_model,
+        reference_price,
+        instance,
+        utilization,
+        prices,
+        capacity,
     )
     df["cost"] = gen_cost
     candidates = sorted(df["model"].unique())
