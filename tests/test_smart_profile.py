@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from slamkit.errors import SlamkitError
-from slamkit.smart.bounds import BetaBinomialCS, ClopperPearson, thresholds_at
+from slamkit.smart.bounds import BetaBinomialCS, ClopperPearson, anytime_family, thresholds_at
 from slamkit.smart.profile import expected_cost_stop, profile, unit_costs
 from slamkit.smart.select import choose
-from slamkit.smart.simulate import profile_vectorized
+from slamkit.smart.simulate import Conformity, profile_vectorized
 
 
 def _oracle(rates: dict[str, float], n: int, seed: int = 1):
@@ -100,21 +100,15 @@ def test_expected_cost_stop_gives_up_on_hopeless_models() -> None:
     assert stop[0] and e[0] >= 10_000 * 0.03
 
 
-class _ReplayRNG:
-    """Feeds the vectorized simulator the batch sums of a fixed per-item conformity matrix."""
-
-    def __init__(self, conf: np.ndarray, batch: int) -> None:
-        self.conf, self.batch, self.j = conf, batch, 0
-
-    def binomial(self, n: int, p: np.ndarray, size: object = None) -> np.ndarray:
-        lo = self.j * self.batch
-        self.j += 1
-        return self.conf[lo : lo + n].sum(axis=0)[None, :]
-
-
-@pytest.mark.parametrize("family", [ClopperPearson(0.95), BetaBinomialCS(0.05 / 3)])
+@pytest.mark.parametrize(
+    ("family", "every"),
+    [(ClopperPearson(0.95), 10), (BetaBinomialCS(0.05 / 3), 10),
+     (anytime_family(0.05 / 3, 0.94, 4000), 1)],
+)  # fmt: skip
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_item_by_item_profiler_matches_vectorized_simulator(family, seed) -> None:
+def test_item_by_item_profiler_matches_vectorized_simulator(family, every, seed) -> None:
+    """Same conformity matrix, same decisions: the simulator's vectorized profiler (bounds
+    checked every batch, or after every item for the anytime family) is the item-by-item one."""
     N, batch, delta = 4000, 10, 0.06
     names = ["m0", "m1", "m2"]
     p = np.array([0.5, 0.93, 0.97])
@@ -124,8 +118,12 @@ def test_item_by_item_profiler_matches_vectorized_simulator(family, seed) -> Non
     res = profile(
         list(range(N)), names, dict(zip(names, u, strict=True)), lambda i: 0.03,
         lambda m, i: (bool(conf[i, names.index(m)]), u[names.index(m)]), delta, family,
+        check_every=every,
     )  # fmt: skip
-    vec = profile_vectorized(p, u, 0.03, N, delta, family, 1, _ReplayRNG(conf, batch), batch)
+    vec = profile_vectorized(
+        Conformity.from_matrix(conf[None]), u, 0.03, N, delta, family, batch=batch,
+        check_every=every,
+    )  # fmt: skip
     assert vec["cnt"][0] == res.n_profiled
     assert list(vec["k"][0]) == list(res.stats["k"])
     assert list(vec["n"][0]) == list(res.stats["n"])
@@ -141,7 +139,7 @@ def test_profile_rejects_bad_inputs() -> None:
         profile([1], ["a"], {}, lambda i: 1.0, lambda m, i: (True, 1.0), 0.1, ClopperPearson())
 
 
-@pytest.mark.parametrize("method", ["smart", "smart-mix", "anytime"])
+@pytest.mark.parametrize("method", ["smart", "smart-mix", "anytime", "anytime-mix"])
 def test_tiny_task_is_fully_profiled_and_says_so(method: str) -> None:
     from slamkit.smart.select import bounds_for
 

@@ -146,12 +146,16 @@ def profile(
     batch: int = 10,
     early_stop: bool = True,
     n_items: int | None = None,
+    check_every: int | None = None,
 ) -> ProfileResult:
     """Profile ``models`` on ``items`` (already shuffled) against the reference.
 
     ``prices`` orders the candidates (expected cost per item, e.g. from the cost model);
-    measured unit costs replace them once a model has processed items.
+    measured unit costs replace them once a model has processed items. Bounds are checked
+    every ``check_every`` items (default ``batch``, SMART's rule; 1 for an anytime-valid
+    family, which may be checked after every item), the expected-cost stop every ``batch``.
     """
+    every = check_every or batch
     if not 0 < delta < 1:
         raise SlamkitError(f"delta must be in (0, 1), got {delta}.")
     missing = [m for m in models if m not in prices]
@@ -188,7 +192,7 @@ def profile(
                 cost[i] += float(c)
         cnt += 1
         profiled.append(item)
-        if cnt % batch and cnt != len(items):
+        if cnt % every and cnt != len(items):
             continue
         for i in range(M):
             if state[i] != UNKNOWN or n[i] == 0:
@@ -202,7 +206,7 @@ def profile(
         if first == M or state[first] == SATISFIED:
             stopped_by = "bounds"
             break
-        if early_stop and cnt < N:
+        if early_stop and cnt < N and cnt % batch == 0:
             s = cheapest_satisfied()
             u = unit_costs(cost, n, cnt, price)
             u_ref = ref_cost / cnt

@@ -7,14 +7,18 @@ from typing import Any
 
 import numpy as np
 
-from slamkit.smart.bounds import ClopperPearson, anytime_family, clopper_pearson
-from slamkit.smart.mix import solve_mix_milp
+from slamkit.smart.bounds import ClopperPearson, FinitePopulationCS, anytime_family, clopper_pearson
+from slamkit.smart.mix import largest_safe_share, solve_mix_milp
 from slamkit.smart.profile import ProfileResult
 
 #: confidence levels ModelMix may assign to a model (plus the free option: level 1, a = 0)
 MIX_LEVELS = np.round(np.arange(0.95, 0.9951, 0.005), 3)
 
-METHODS = ("smart", "smart-mix", "anytime")
+METHODS = ("smart", "smart-mix", "anytime", "anytime-mix")
+#: the methods whose guarantee holds however often bounds are checked
+GUARANTEED = ("anytime", "anytime-mix")
+#: error budget the guaranteed mix keeps for the random split of the remaining items
+MIX_SPLIT_ALPHA = 0.01
 
 
 @dataclass
@@ -105,7 +109,13 @@ def choose_single(res: ProfileResult, gamma: float, method: str = "smart") -> Se
     if len(sat):
         best = sat.iloc[0]
         model, u = str(best["model"]), float(best["unit_cost"])
+        fam = res.bounds[model]
         why = (
+            f"the remaining {R} go to {model} (conformity {best['conformity']:.3f} on "
+            f"{int(best['n'])} items; by {fam.describe()}, at least "
+            f"{float(best['lower']):.3f} of the {res.n_items - int(best['n'])} items it did not "
+            f"see agree, enough with the profiled items for {target:.1%} of all {res.n_items})"
+        ) if isinstance(fam, FinitePopulationCS) else (
             f"the remaining {R} go to {model} (conformity {best['conformity']:.3f} on "
             f"{int(best['n'])} items, lower bound {best['lower']:.3f} >= {target:.3f} by "
             f"{res.bounds[model].describe()})"
@@ -116,7 +126,8 @@ def choose_single(res: ProfileResult, gamma: float, method: str = "smart") -> Se
     caveat = (
         " The confidence is nominal: re-checking after every batch is not corrected for."
         if method == "smart"
-        else ""
+        else " Anytime-valid: it holds however often the bounds were checked, and it is about "
+        "the outputs actually produced (not an expected rate)."
     )
     text = (
         f"With confidence {gamma:g}, at least {target:.1%} of the {res.n_items} outputs agree "
@@ -214,18 +225,84 @@ def choose_mix(
     )
 
 
-def bounds_for(method: str, gamma: float, n_candidates: int, delta: float) -> Any:
-    """The bound family each method profiles with."""
+def bounds_for(
+    method: str, gamma: float, n_candidates: int, delta: float, n_items: int | None = None
+) -> Any:
+    """The bound family each method profiles with: Clopper-Pearson at gamma for the paper's
+    methods; for the guaranteed ones a finite-population confidence sequence per candidate
+    over the ``n_items`` items at alpha = (1 - gamma) / candidates (Bonferroni; the mix keeps
+    :data:`MIX_SPLIT_ALPHA` of 1 - gamma for its random split)."""
+    m = max(n_candidates, 1)
     if method == "anytime":
-        return anytime_family((1 - gamma) / max(n_candidates, 1), 1 - delta)
+        return anytime_family((1 - gamma) / m, 1 - delta, n_items)
+    if method == "anytime-mix":
+        return anytime_family((1 - gamma - MIX_SPLIT_ALPHA) / m, 1 - delta, n_items)
     return ClopperPearson(gamma)
 
 
+def check_every(method: str, batch: int = 10) -> int:
+    """How often a method checks its bounds: after every item when anytime-valid."""
+    return 1 if method in GUARANTEED else batch
+
+
+def choose_safe_mix(res: ProfileResult, gamma: float, alpha_split: float = MIX_SPLIT_ALPHA) -> Selection:
+    """The guaranteed model mix: the cheapest of the single satisfied model and, per
+    candidate, the largest random share of the remaining items it may answer with the
+    reference answering the rest (:func:`~slamkit.smart.mix.largest_safe_share`) - from the
+    candidates' finite-population confidence-sequence lower bounds, minus the profiled items
+    a candidate did not see."""
+    st = res.stats
+    N, cnt, R = res.n_items, res.n_profiled, res.remaining
+    target = 1 - res.delta
+    need = float(np.ceil(target * N - 1e-9))
+    options: list[tuple[float, dict[str, float], str]] = [
+        (R * res.u_ref, {res.reference: 1.0}, f"all {R} to {res.reference}")
+    ]
+    sat = st[st["state"] == "satisfied"]
+    if len(sat) and R > 0:
+        b = sat.iloc[0]
+        options.append((R * float(b["unit_cost"]), {str(b["model"]): 1.0},
+                        f"all {R} to {b['model']} (confidence-sequence bound reached)"))  # fmt: skip
+    for r in st.itertuples():
+        if R <= 0 or r.n == 0 or not isinstance(res.bounds[r.model], FinitePopulationCS):
+            continue
+        unseen_lo = np.floor(float(r.lower) * (N - r.n) + 1e-6)
+        G = float(np.clip(unseen_lo - (cnt - r.n), 0, R))
+        s = float(largest_safe_share(np.array(cnt), np.array(R), np.array(G), need, alpha_split)[0])
+        if s <= 0:
+            continue
+        c = s * float(r.unit_cost) + (R - s) * res.u_ref
+        options.append((c, {str(r.model): s / R, res.reference: 1 - s / R},
+                        f"{int(s)} drawn at random to {r.model} (at least {int(G)} of the {R} agree "
+                        f"with {res.reference} by its confidence sequence), the rest to "
+                        f"{res.reference}"))  # fmt: skip
+    cost, shares, how = min(options, key=lambda o: o[0])
+    shares = {m: v for m, v in shares.items() if v > 1e-12}
+    text = (
+        f"With confidence {gamma:g}, at least {target:.1%} of the {N} outputs agree with "
+        f"{res.reference}: the {cnt} profiled items use {res.reference}'s output; of the "
+        f"remaining {R}, {how}. Anytime-valid: finite-population confidence sequences "
+        f"(checked after every item, Bonferroni over the candidates) plus {alpha_split:g} for "
+        "the random split; it is about the outputs actually produced."
+    )
+    if R <= 0:
+        text = _all_profiled(res)
+    details = _details(res)
+    details.update({"need": need, "split_alpha": alpha_split})
+    return Selection(
+        method="anytime-mix", choice=shares, guarantee=text,
+        expected_cost=_profiling_cost(res) + cost, reference_cost=N * res.u_ref, n_items=N,
+        n_profiled=cnt, delta=res.delta, gamma=gamma, details=details,
+    )  # fmt: skip
+
+
 def choose(res: ProfileResult, method: str, gamma: float) -> Selection:
-    if method == "smart":
-        return choose_single(res, gamma, "smart")
-    if method in ("smart-mix", "anytime"):
+    if method in ("smart", "anytime"):
+        return choose_single(res, gamma, method)
+    if method == "smart-mix":
         return choose_mix(res, gamma, method)
+    if method == "anytime-mix":
+        return choose_safe_mix(res, gamma)
     from slamkit.errors import SlamkitError
 
     raise SlamkitError(f"Unknown SMART method {method!r}: use one of {', '.join(METHODS)}.")
