@@ -56,7 +56,7 @@ from slamkit.smart.bounds import (
     thresholds_at,
 )
 from slamkit.smart.mix import largest_safe_share, solve_mix_pairs
-from slamkit.smart.profile import expected_cost_stop
+from slamkit.smart.profile import expected_cost_stop, stop_step
 from slamkit.smart.simulate_args import add_simulate_arguments
 
 REFERENCE = "gpt-4"
@@ -150,7 +150,6 @@ class Conformity:
     and every delta sees the same items in the same order (common random numbers)."""
 
     BLOCK = 1000
-    KEEP = 16  # blocks kept in memory (the first ones: where decisions are made)
 
     def __init__(self, rates: np.ndarray, n_items: int, seeds: int, seed: int = 0) -> None:
         self.p = np.asarray(rates, dtype=float)
@@ -174,16 +173,17 @@ class Conformity:
         size = min(self.BLOCK, self.N - lo)
         if self._matrix is not None:
             return self._matrix[:, :, lo : lo + size]
-        got = self._cache.get(b)
-        if got is None and self._last is not None and self._last[0] == b:
-            got = self._last[1]
-        if got is None:
+        if self._last is not None and self._last[0] == b:
+            return self._last[1]
+        packed = self._cache.get(b)
+        if packed is None:
             rng = np.random.default_rng([self.seed, b, 7919])
             u = rng.random((self.S, len(self.p), size), dtype=np.float32)
             got = u < self.p[None, :, None].astype(np.float32)
-            if b < self.KEEP:
-                self._cache[b] = got
-            self._last = (b, got)
+            self._cache[b] = np.packbits(got, axis=2)  # 1 bit per item: all blocks fit
+        else:
+            got = np.unpackbits(packed, axis=2, count=size).astype(bool)
+        self._last = (b, got)
         return got
 
     def window(self, start: int, size: int) -> np.ndarray:
@@ -244,7 +244,9 @@ def profile_vectorized(
     S, M = conf.S, len(u)
     every = check_every or batch
     target = round(1 - delta, 12)
-    table = _lazy_table(family, n_items, target)
+    # checks happen only for running models, whose n equals the items profiled - a multiple
+    # of ``every`` at every check (or N): the tables need only that grid
+    table = _lazy_table(family, n_items, target, every)
     coarse = threshold_table(family, n_items, target, batch)[1]  # type: ignore[arg-type]
 
     def k_sat(nn: np.ndarray) -> np.ndarray:  # for the early stop's horizons: batch grid
@@ -257,11 +259,13 @@ def profile_vectorized(
     how = np.full(S, 2, dtype=np.int8)
     active = np.ones(S, dtype=bool)
     cols = np.arange(M)
-    for start in range(0, n_items, batch):
+    start = 0
+    while start < n_items:
         idx = np.nonzero(active)[0]
         if idx.size == 0:
             break
-        size = min(batch, n_items - start)
+        step = stop_step(start + batch, batch)  # up to the next look of the early stop
+        size = min(step - start % step, n_items - start)
         x = conf.window(start, size)[idx].astype(np.int64)  # (A, M, size)
         cx = np.concatenate([np.zeros((idx.size, M, 1), np.int64), np.cumsum(x, 2)], 2)
         pos_all = start + np.arange(size) + 1  # items profiled after each offset
@@ -281,8 +285,10 @@ def profile_vectorized(
             seen = (jj[None, :] >= pos[:, None])[:, None, :]  # (A, 1, size)
             kk = kk0[:, :, None] + run[:, :, None] * (cx[:, :, 1:] - base) * seen
             nn = nn0[:, :, None] + run[:, :, None] * np.maximum(jj[None, None, :] - pos[:, None, None] + 1, 0)
-            inv = kk <= k_inv_t[nn]
-            satn = kk >= k_sat_t[nn]
+            at = np.minimum(nn // every, len(k_sat_t) - 1)
+            end = nn == n_items
+            inv = kk <= np.where(end, table.last[0], k_inv_t[at])
+            satn = kk >= np.where(end, table.last[1], k_sat_t[at])
             ev = (inv | satn) & run[:, :, None] & seen & check[None, None, :] & (nn > 0)
             evj = ev.any(1) & ~done[:, None]
             has = evj.any(1)
@@ -304,7 +310,8 @@ def profile_vectorized(
         cnt[idx] = start + used
         how[idx[stopped]] = 0
         stop_now = stopped.copy()
-        if early_stop and size == batch:
+        start += size
+        if early_stop and start < n_items and start % stop_step(start, batch) == 0:
             go = ~stopped & (cnt[idx] < n_items)
             if go.any():
                 g = idx[go]
@@ -328,29 +335,34 @@ class _Table:
     """Per-item thresholds (k_inv[n], k_sat[n]) of one family and target, computed in
     growing chunks as profiling reaches larger n (most cells decide within a few thousand)."""
 
-    def __init__(self, family: BoundFamily, n_items: int, target: float) -> None:
-        self.family, self.N, self.t = family, n_items, target
+    def __init__(self, family: BoundFamily, n_items: int, target: float, step: int) -> None:
+        self.family, self.N, self.t, self.step = family, n_items, target, step
         self.k_inv = np.zeros(0, dtype=np.int64)
         self.k_sat = np.zeros(0, dtype=np.int64)
+        ki, ks = thresholds_at(family, np.array([n_items]), target)
+        self.last = (int(ki[0]), int(ks[0]))  # at n = N (the last look, maybe off the grid)
 
     def upto(self, n: int) -> tuple[np.ndarray, np.ndarray]:
-        if len(self.k_sat) <= n:
-            top = min(max(2 * len(self.k_sat), n + 1, 2048), self.N + 1)
-            ki, ks = thresholds_at(self.family, np.arange(len(self.k_sat), top), self.t)
+        """Tables indexed by n // step, covering n (only multiples of step are exact)."""
+        top_needed = n // self.step + 1
+        if len(self.k_sat) < top_needed:
+            top = min(max(2 * len(self.k_sat), top_needed, 2048), self.N // self.step + 1)
+            grid = np.arange(len(self.k_sat), top) * self.step
+            ki, ks = thresholds_at(self.family, grid, self.t)
             self.k_inv = np.concatenate([self.k_inv, ki])
             self.k_sat = np.concatenate([self.k_sat, ks])
         return self.k_inv, self.k_sat
 
 
-_TABLES: dict[tuple[object, int, float], _Table] = {}
+_TABLES: dict[tuple[object, int, float, int], _Table] = {}
 
 
-def _lazy_table(family: BoundFamily, n_items: int, target: float) -> _Table:
-    key = (family, n_items, target)
+def _lazy_table(family: BoundFamily, n_items: int, target: float, step: int) -> _Table:
+    key = (family, n_items, target, step)
     if key not in _TABLES:
         if len(_TABLES) > 256:
             _TABLES.clear()
-        _TABLES[key] = _Table(family, n_items, target)
+        _TABLES[key] = _Table(family, n_items, target, step)
     return _TABLES[key]
 
 
