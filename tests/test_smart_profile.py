@@ -107,6 +107,19 @@ def test_expected_cost_stop_gives_up_on_hopeless_models() -> None:
 )  # fmt: skip
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_item_by_item_profiler_matches_vectorized_simulator(family, every, seed) -> None:
+    _match(family, every, seed)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_screened_anytime_profiler_matches_vectorized_simulator(seed) -> None:
+    """The guaranteed methods' profiling (first batch screens, then finite-population
+    sequences at alpha split over the survivors, checked after every item) is the same item
+    by item and vectorized; the 0.1-rate candidate is dropped by the screening."""
+    res, vec = _match(None, 1, seed, screened=True)
+    assert res.stats["state"].iloc[0] == "invalid" and int(vec["survivors"][0]) == 2
+
+
+def _match(family, every, seed, screened: bool = False):
     """Same conformity matrix, same decisions: the simulator's vectorized profiler (bounds
     checked every batch, or after every item for the anytime family) is the item-by-item one."""
     N, batch, delta = 4000, 10, 0.06
@@ -114,21 +127,31 @@ def test_item_by_item_profiler_matches_vectorized_simulator(family, every, seed)
     p = np.array([0.5, 0.93, 0.97])
     u = np.array([0.0005, 0.001, 0.002])
     rng = np.random.default_rng(seed)
+    if screened:
+        p = np.array([0.1, 0.93, 0.97])
     conf = rng.random((N, 3)) < p
+    extra: dict = {}
+    if screened:
+        from slamkit.smart.select import profile_options
+
+        extra = profile_options("anytime", 0.95, 3, delta, N, batch)
+        family = extra.pop("bounds")
+        extra.pop("check_every")
     res = profile(
         list(range(N)), names, dict(zip(names, u, strict=True)), lambda i: 0.03,
         lambda m, i: (bool(conf[i, names.index(m)]), u[names.index(m)]), delta, family,
-        check_every=every,
+        check_every=every, **extra,
     )  # fmt: skip
     vec = profile_vectorized(
         Conformity.from_matrix(conf[None]), u, 0.03, N, delta, family, batch=batch,
-        check_every=every,
+        check_every=every, **extra,
     )  # fmt: skip
     assert vec["cnt"][0] == res.n_profiled
     assert list(vec["k"][0]) == list(res.stats["k"])
     assert list(vec["n"][0]) == list(res.stats["n"])
     states = {0: "unknown", 1: "satisfied", 2: "invalid"}
     assert [states[int(s)] for s in vec["state"][0]] == list(res.stats["state"])
+    return res, vec
 
 
 def test_profile_rejects_bad_inputs() -> None:

@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import special
 
 from slamkit.errors import SlamkitError
-from slamkit.smart.bounds import BoundFamily, thresholds_at
+from slamkit.smart.bounds import SCREEN_KEEP, AfterScreening, BoundFamily, thresholds_at
 
 UNKNOWN, SATISFIED, INVALID = "unknown", "satisfied", "invalid"
 
@@ -161,6 +161,8 @@ def profile(
     early_stop: bool = True,
     n_items: int | None = None,
     check_every: int | None = None,
+    screen: int = 0,
+    screened: Callable[[int], Any] | None = None,
 ) -> ProfileResult:
     """Profile ``models`` on ``items`` (already shuffled) against the reference.
 
@@ -168,6 +170,11 @@ def profile(
     measured unit costs replace them once a model has processed items. Bounds are checked
     every ``check_every`` items (default ``batch``, SMART's rule; 1 for an anytime-valid
     family, which may be checked after every item), the expected-cost stop every ``batch``.
+
+    ``screen`` > 0 (with ``screened(survivors) -> family``): the first ``screen`` items only
+    screen - candidates agreeing on fewer than half of them are dropped - and the survivors
+    are then judged by :class:`~slamkit.smart.bounds.AfterScreening` on the later items, at
+    the error budget split over the survivors only.
     """
     every = check_every or batch
     if not 0 < delta < 1:
@@ -206,6 +213,23 @@ def profile(
                 cost[i] += float(c)
         cnt += 1
         profiled.append(item)
+        if screen and screened is not None and cnt <= screen:
+            if cnt < screen and cnt != len(items):
+                continue
+            keep = [i for i in range(M) if k[i] >= SCREEN_KEEP * cnt]
+            for i in range(M):
+                if i in keep:
+                    fam[order[i]] = AfterScreening(screened(len(keep)), cnt, int(k[i]))
+                else:
+                    state[i] = INVALID
+            history.append(
+                {"n_profiled": cnt, "k": k.tolist(), "n": n.tolist(), "state": list(state),
+                 "screening": True}
+            )  # fmt: skip
+            if not keep:
+                stopped_by = "bounds"
+                break
+            continue
         if cnt % every and cnt != len(items):
             continue
         for i in range(M):

@@ -3,11 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import numpy as np
 
-from slamkit.smart.bounds import ClopperPearson, FinitePopulationCS, anytime_family, clopper_pearson
+from slamkit.smart.bounds import (
+    AfterScreening,
+    ClopperPearson,
+    FinitePopulationCS,
+    anytime_family,
+    clopper_pearson,
+    screened_family,
+)
 from slamkit.smart.mix import largest_safe_share, solve_mix_milp
 from slamkit.smart.profile import ProfileResult
 
@@ -115,7 +123,7 @@ def choose_single(res: ProfileResult, gamma: float, method: str = "smart") -> Se
             f"{int(best['n'])} items; by {fam.describe()}, at least "
             f"{float(best['lower']):.3f} of the {res.n_items - int(best['n'])} items it did not "
             f"see agree, enough with the profiled items for {target:.1%} of all {res.n_items})"
-        ) if isinstance(fam, FinitePopulationCS) else (
+        ) if isinstance(fam, (FinitePopulationCS, AfterScreening)) else (
             f"the remaining {R} go to {model} (conformity {best['conformity']:.3f} on "
             f"{int(best['n'])} items, lower bound {best['lower']:.3f} >= {target:.3f} by "
             f"{res.bounds[model].describe()})"
@@ -240,6 +248,23 @@ def bounds_for(
     return ClopperPearson(gamma)
 
 
+def profile_options(
+    method: str, gamma: float, n_candidates: int, delta: float, n_items: int, batch: int = 10
+) -> dict[str, Any]:
+    """The keyword arguments of :func:`~slamkit.smart.profile.profile` for ``method``: its
+    bounds, how often they are checked, and - for the guaranteed methods - the screening
+    batch whose survivors share the error budget (:class:`~slamkit.smart.bounds.AfterScreening`)."""
+    opts: dict[str, Any] = {
+        "bounds": bounds_for(method, gamma, n_candidates, delta, n_items),
+        "check_every": check_every(method, batch),
+    }
+    if method in GUARANTEED and n_items > batch:
+        alpha = 1 - gamma - (MIX_SPLIT_ALPHA if method == "anytime-mix" else 0.0)
+        opts["screen"] = batch
+        opts["screened"] = partial(screened_family, alpha, 1 - delta, n_items, batch)
+    return opts
+
+
 def check_every(method: str, batch: int = 10) -> int:
     """How often a method checks its bounds: after every item when anytime-valid."""
     return 1 if method in GUARANTEED else batch
@@ -264,7 +289,9 @@ def choose_safe_mix(res: ProfileResult, gamma: float, alpha_split: float = MIX_S
         options.append((R * float(b["unit_cost"]), {str(b["model"]): 1.0},
                         f"all {R} to {b['model']} (confidence-sequence bound reached)"))  # fmt: skip
     for r in st.itertuples():
-        if R <= 0 or r.n == 0 or not isinstance(res.bounds[r.model], FinitePopulationCS):
+        if R <= 0 or r.n == 0 or r.state == "invalid":
+            continue
+        if not isinstance(res.bounds[r.model], (FinitePopulationCS, AfterScreening)):
             continue
         unseen_lo = np.floor(float(r.lower) * (N - r.n) + 1e-6)
         G = float(np.clip(unseen_lo - (cnt - r.n), 0, R))

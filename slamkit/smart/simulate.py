@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -50,8 +51,11 @@ from slamkit.cost import api_cost_per_request, api_price, load_prices
 from slamkit.smart.bounds import (
     BoundFamily,
     ClopperPearson,
+    SCREEN_KEEP,
+    AfterScreening,
     FinitePopulationCS,
     anytime_family,
+    screened_family,
     threshold_table,
     thresholds_at,
 )
@@ -226,34 +230,44 @@ def profile_vectorized(
     n_items: int,
     delta: float,
     family: BoundFamily,
-    seeds: np.ndarray | None = None,
     batch: int = 10,
     check_every: int | None = None,
     early_stop: bool = True,
     authors_cost: bool = False,
+    screen: int = 0,
+    screened: Callable[[int], BoundFamily] | None = None,
 ) -> dict[str, np.ndarray]:
-    """Run SMART profiling for every seed of ``conf`` at once (candidates in price order).
+    """Run SMART profiling for every seed of ``conf`` at once (candidates in price order);
+    the same decisions as :func:`slamkit.smart.profile.profile` on the same items.
 
     Bounds are checked every ``check_every`` items (default ``batch``: SMART's rule; 1 for
-    an anytime-valid family), the expected-cost early stop every ``batch`` items.
-    ``authors_cost``: the early stop uses the authors' unit costs (a model's cost divided by
-    all profiled items, not by the items it processed). Returns per-seed arrays: k, n (S, M),
-    state (0 unknown, 1 satisfied, 2 invalid), cnt (S,) and ``stop`` (0 bounds, 1 expected
-    cost, 2 exhausted).
+    an anytime-valid family), the expected-cost early stop every ``batch`` items (thinned by
+    :func:`~slamkit.smart.profile.stop_step`). ``authors_cost``: the early stop uses the
+    authors' unit costs (a model's cost divided by all profiled items, not by the items it
+    processed). ``screen`` = ``batch`` with ``screened``: the first batch screens (see
+    :class:`~slamkit.smart.bounds.AfterScreening`). Returns per-seed arrays: k, n (S, M),
+    state (0 unknown, 1 satisfied, 2 invalid), cnt (S,), ``stop`` (0 bounds, 1 expected
+    cost, 2 exhausted), ``k0`` (agreeing screening items) and ``survivors`` (S,).
     """
     S, M = conf.S, len(u)
     every = check_every or batch
     target = round(1 - delta, 12)
-    # checks happen only for running models, whose n equals the items profiled - a multiple
-    # of ``every`` at every check (or N): the tables need only that grid
-    table = _lazy_table(family, n_items, target, every)
-    coarse = threshold_table(family, n_items, target, batch)[1]  # type: ignore[arg-type]
-
-    def k_sat(nn: np.ndarray) -> np.ndarray:  # for the early stop's horizons: batch grid
-        return coarse[np.minimum(nn // batch, len(coarse) - 1)]
+    scr = screen if screened is not None else 0
+    if scr and scr != batch:
+        raise ValueError("the simulator screens exactly the first batch")
+    if scr:
+        t2 = (target * n_items - scr) / (n_items - scr)
+        fams = [screened(m) for m in range(1, M + 1)]
+        tables = [_lazy_table(f, n_items - scr, t2, every) for f in fams]
+        coarse = np.stack([threshold_table(f, n_items - scr, t2, batch)[1] for f in fams])  # type: ignore[arg-type]
+    else:
+        tables = [_lazy_table(family, n_items, target, every)]
+        coarse = threshold_table(family, n_items, target, batch)[1][None, :]  # type: ignore[arg-type]
 
     k = np.zeros((S, M), dtype=np.int64)
     n = np.zeros((S, M), dtype=np.int64)
+    k0 = np.zeros((S, M), dtype=np.int64)  # set-aside screening agreement
+    surv = np.full(S, M, dtype=np.int64)
     state = np.zeros((S, M), dtype=np.int8)
     cnt = np.zeros(S, dtype=np.int64)
     how = np.full(S, 2, dtype=np.int8)
@@ -268,9 +282,29 @@ def profile_vectorized(
         size = min(step - start % step, n_items - start)
         x = conf.window(start, size)[idx].astype(np.int64)  # (A, M, size)
         cx = np.concatenate([np.zeros((idx.size, M, 1), np.int64), np.cumsum(x, 2)], 2)
+        if scr and start == 0:  # the screening batch: everyone runs, nothing is decided
+            kk = cx[:, :, -1]
+            k[idx], n[idx], cnt[idx] = kk, size, size
+            keep = kk >= SCREEN_KEEP * size
+            k0[idx] = kk
+            surv[idx] = keep.sum(1)
+            state[idx] = np.where(keep, 0, 2).astype(np.int8)
+            gone = surv[idx] == 0
+            how[idx[gone]] = 0
+            active[idx[gone]] = False
+            start += size
+            continue
         pos_all = start + np.arange(size) + 1  # items profiled after each offset
         check = (pos_all % every == 0) | (pos_all == n_items)
-        k_inv_t, k_sat_t = table.upto(start + size)
+        top = start + size - scr
+        parts = [t.upto(top) for t in tables]
+        L = top // every + 1
+        kinv_tab = np.stack([q[0][:L] for q in parts])  # (T, L)
+        ksat_tab = np.stack([q[1][:L] for q in parts])
+        last_inv = np.array([t.last[0] for t in tables])
+        last_sat = np.array([t.last[1] for t in tables])
+        ti = (surv[idx] - 1 if scr else np.zeros(idx.size, np.int64))[:, None, None]
+        off = k0[idx][:, :, None]
         kk0, nn0, st = k[idx].copy(), n[idx].copy(), state[idx].copy()
         pos = np.zeros(idx.size, dtype=np.int64)  # first offset not yet applied
         done = np.zeros(idx.size, dtype=bool)
@@ -284,17 +318,19 @@ def profile_vectorized(
             base = cx[rows, :, pos][:, :, None]  # (A, M, 1)
             seen = (jj[None, :] >= pos[:, None])[:, None, :]  # (A, 1, size)
             kk = kk0[:, :, None] + run[:, :, None] * (cx[:, :, 1:] - base) * seen
-            nn = nn0[:, :, None] + run[:, :, None] * np.maximum(jj[None, None, :] - pos[:, None, None] + 1, 0)
-            at = np.minimum(nn // every, len(k_sat_t) - 1)
+            nn = nn0[:, :, None] + run[:, :, None] * np.maximum(
+                jj[None, None, :] - pos[:, None, None] + 1, 0
+            )
+            ke, ne = kk - off, nn - scr  # the evidence the sequences use
+            at = np.clip(ne // every, 0, L - 1)
             end = nn == n_items
-            inv = kk <= np.where(end, table.last[0], k_inv_t[at])
-            satn = kk >= np.where(end, table.last[1], k_sat_t[at])
-            ev = (inv | satn) & run[:, :, None] & seen & check[None, None, :] & (nn > 0)
+            inv = ke <= np.where(end, last_inv[ti], kinv_tab[ti, at])
+            satn = ke >= np.where(end, last_sat[ti], ksat_tab[ti, at])
+            ev = (inv | satn) & run[:, :, None] & seen & check[None, None, :] & (ne > 0)
             evj = ev.any(1) & ~done[:, None]
             has = evj.any(1)
             e = np.where(has, evj.argmax(1), size - 1)
-            upd = ~done
-            r = rows[upd]
+            r = rows[~done]
             kk0[r] = kk[r, :, e[r]]
             nn0[r] = nn[r, :, e[r]]
             hit = ev[r, :, e[r]]
@@ -322,13 +358,20 @@ def profile_vectorized(
                 uu = u[None, :] * n[g] / cnt[g][:, None] if authors_cost else u[None, :]
                 uu = np.broadcast_to(uu, (g.size, M))
                 u_s = np.where(fs < M, uu[np.arange(g.size), np.minimum(fs, M - 1)], u_ref)
+                tg = (surv[g] - 1 if scr else np.zeros(g.size, np.int64))[:, None, None]
+                og = k0[g][:, :, None]
+
+                def k_sat(nn: np.ndarray, tg: np.ndarray = tg, og: np.ndarray = og) -> np.ndarray:
+                    at = np.clip((nn - scr) // batch, 0, coarse.shape[1] - 1)
+                    return og + coarse[tg, at]
+
                 es, _ = expected_cost_stop(
                     k[g], n[g], in_u, uu, u_ref, u_s, n_items - cnt[g], k_sat, batch
                 )
                 stop_now[go] = es
                 how[g[es]] = 1
         active[idx[stop_now]] = False
-    return {"k": k, "n": n, "state": state, "cnt": cnt, "stop": how}
+    return {"k": k, "n": n, "state": state, "cnt": cnt, "stop": how, "k0": k0, "survivors": surv}
 
 
 class _Table:
@@ -368,10 +411,10 @@ def _lazy_table(family: BoundFamily, n_items: int, target: float, step: int) -> 
 
 def safe_mix(
     res: dict[str, np.ndarray],
-    family: FinitePopulationCS,
     u: np.ndarray,
     u_ref: float,
     delta: float,
+    N: int,
     split_alpha: float = MIX_SPLIT_ALPHA,
 ) -> tuple[np.ndarray, np.ndarray]:
     """The guaranteed model mix after anytime-valid profiling, per seed: the cheaper of the
@@ -383,14 +426,14 @@ def safe_mix(
     where L_s bounds the agreeing items in a random s of the R: the candidate's
     confidence-sequence lower bound on its agreeing unseen items, minus the profiled items it
     did not see, then the without-replacement Chernoff bound at ``split_alpha``
-    (:func:`~slamkit.smart.mix.largest_safe_share`). Error budget: the family's alpha per candidate + ``split_alpha``.
-    Returns (cost of the remaining items per seed, shares (S, M+1), reference last)."""
+    (:func:`~slamkit.smart.mix.largest_safe_share`). Error budget: the sequences' alpha +
+    ``split_alpha``. Returns (cost of the remaining items per seed, shares (S, M+1),
+    reference last)."""
     k, n, cnt = res["k"], res["n"], res["cnt"]
     S, M = k.shape
-    N = family.n_items
     R = N - cnt
     need = np.ceil((1 - delta) * N - 1e-9)
-    lo_rate, _ = family.interval(k, n)
+    lo_rate = lower_rates(res, N, delta)
     unseen_lo = np.floor(lo_rate * (N - n) + 1e-6)
     G = np.clip(unseen_lo - (cnt[:, None] - n), 0, R[:, None])  # agreeing among the R, at least
     best_cost = R * u_ref
@@ -425,6 +468,40 @@ SIM_METHODS = (
     ("mix_safe", "guaranteed mix (anytime CS + split bound)", True),
 )
 GUARANTEED = tuple(m for m, _, g in SIM_METHODS if g)
+
+
+def _profile_anytime(
+    conf: Conformity, u: np.ndarray, u_ref: float, N: int, delta: float, alpha: float, batch: int
+) -> dict[str, np.ndarray]:
+    """Anytime-valid profiling: the first batch screens, then finite-population sequences at
+    ``alpha`` split over the survivors, checked after every item."""
+    target = 1 - delta
+
+    def screened(m: int) -> FinitePopulationCS:
+        return screened_family(alpha, target, N, batch, m)
+
+    res = profile_vectorized(
+        conf, u, u_ref, N, delta, anytime_family(alpha / len(u), target, N), batch=batch,
+        check_every=1, screen=batch, screened=screened,
+    )  # fmt: skip
+    res["alpha"] = np.array(alpha)
+    res["screen"] = np.array(batch)
+    return res
+
+
+def lower_rates(res: dict[str, np.ndarray], N: int, delta: float) -> np.ndarray:
+    """(S, M) lower bounds on each candidate's agreement rate over the items it did not see,
+    from the screened finite-population sequences of :func:`_profile_anytime`."""
+    k, n, k0, surv = res["k"], res["n"], res["k0"], res["survivors"]
+    scr, alpha = int(res["screen"]), float(res["alpha"])
+    lo = np.zeros(k.shape)
+    for m in np.unique(surv):
+        rows = surv == m
+        if m == 0:
+            continue
+        fam = screened_family(alpha, 1 - delta, N, scr, int(m))
+        lo[rows] = fam.interval(k[rows] - k0[rows], np.maximum(n[rows] - scr, 0))[0]
+    return np.where(n > scr, lo, 0.0)
 
 
 def _realized_correct(
@@ -525,13 +602,11 @@ def simulate_cell(
         res = profile_vectorized(conf, u, u_ref, N, delta, cp, batch=batch, authors_cost=True)
         record("smart_authors_cost", res, *single(res))
     if "anytime" in todo:
-        fam = anytime_family((1 - gamma) / M, target, N)
-        res = profile_vectorized(conf, u, u_ref, N, delta, fam, batch=batch, check_every=1)
+        res = _profile_anytime(conf, u, u_ref, N, delta, 1 - gamma, batch)
         record("anytime", res, *single(res))
     if "mix_safe" in todo:
-        fam = anytime_family((1 - gamma - MIX_SPLIT_ALPHA) / M, target, N)
-        res = profile_vectorized(conf, u, u_ref, N, delta, fam, batch=batch, check_every=1)
-        cost, shares = safe_mix(res, fam, u, u_ref, delta)  # type: ignore[arg-type]
+        res = _profile_anytime(conf, u, u_ref, N, delta, 1 - gamma - MIX_SPLIT_ALPHA, batch)
+        cost, shares = safe_mix(res, u, u_ref, delta, N)
         record("mix_safe", res, shares, cost)
     return rows
 
