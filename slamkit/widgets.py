@@ -298,7 +298,8 @@ def smart_selector(
             items, cands, {m: float(unit_cost[m]) for m in cands},
             lambda i: float(reference_cost),
             lambda m, i: table.get((m, i), (False, float(unit_cost[m]))),
-            delta, batch=batch, **profile_options(method, gamma, len(cands), delta, len(items), batch),
+            delta, batch=batch,
+            **profile_options(method, gamma, len(cands), delta, len(items), batch),
         )  # fmt: skip
         sel = choose(res, method, gamma)
         used = {m: r for m, r in sel.choice.items() if r > 0}

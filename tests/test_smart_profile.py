@@ -175,3 +175,40 @@ def test_tiny_task_is_fully_profiled_and_says_so(method: str) -> None:
     assert sel.choice == {"gpt-4": 1.0}
     assert sel.guarantee.startswith("All 5 items were profiled")
     assert sel.expected_cost == pytest.approx(5 * 0.03 + 5 * 0.001)
+
+
+def test_items_needed_grows_as_conformity_nears_the_target() -> None:
+    from slamkit.smart.select import items_needed
+
+    rates = [0.99, 0.97, 0.95, 0.93]
+    smart = [items_needed(r, 0.1, method="smart") for r in rates]
+    anytime = [items_needed(r, 0.1, n_candidates=2) for r in rates]
+    assert smart == sorted(smart) and anytime == sorted(anytime)
+    # the guarantee costs items: the anytime method needs more than SMART's peeking
+    assert all(a > s for a, s in zip(anytime, smart, strict=True))
+    # consistent with the bound itself: at that n, floor(rate * n) satisfies SMART's bound
+    from slamkit.smart.bounds import ClopperPearson
+
+    n = smart[1]
+    assert ClopperPearson(0.95).excludes_below(int(0.97 * n), n, 0.9)
+    assert not ClopperPearson(0.95).excludes_below(int(0.97 * (n - 10)), n - 10, 0.9)
+
+
+def test_items_needed_display_says_how_far_from_a_decision_ten_items_are() -> None:
+    """The 08 notebook's table: 10 items profile (nearly) everything; at the observed
+    conformity a guaranteed decision would need hundreds more, SMART's nominal one fewer."""
+    from slamkit.smart.display import items_needed_display
+    from slamkit.smart.select import profile_options
+
+    conf = {("good", i): i != 9 for i in range(10)} | {("poor", i): i < 4 for i in range(10)}
+    opts = profile_options("anytime", 0.95, 2, 0.1, 10)
+    res = profile(list(range(10)), ["good", "poor"], {"good": 0.001, "poor": 0.002},
+                  lambda i: 0.03, lambda m, i: (conf[(m, i)], 0.001), 0.1, **opts)  # fmt: skip
+    t = items_needed_display(choose(res, "anytime", 0.95)).frame
+    assert list(t.index) == ["good", "poor"]
+    # 9 profiled items already carry 90% of 10: the 10th may go to the candidate
+    assert res.n_profiled == 9 and t.loc["good", "conformity"] == "9/9 = 1.000"
+    assert t.loc["poor", "items needed (anytime, guaranteed)"] != "never"  # slack: most items
+    smart = int(str(t.loc["good", "items needed (SMART, nominal)"]).replace(",", ""))
+    anytime = int(str(t.loc["good", "items needed (anytime, guaranteed)"]).replace(",", ""))
+    assert 10 < smart < anytime

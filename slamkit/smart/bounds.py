@@ -210,7 +210,7 @@ class BetaBinomialCS:
         )
 
 
-def _lnchoose(n: np.ndarray, k: np.ndarray) -> np.ndarray:
+def _lnchoose(n: ArrayLike, k: ArrayLike) -> np.ndarray:
     return special.gammaln(n + 1) - special.gammaln(k + 1) - special.gammaln(n - k + 1)
 
 
@@ -311,9 +311,7 @@ class FinitePopulationCS:
                     lo, hi = np.where(out, lo, mid), np.where(out, mid, hi)
             return (lo + hi) / 2
 
-        k_lo = np.where(
-            self.log_martingale(k, n, k) >= thr, edge(k.copy(), mode.copy(), True), k
-        )
+        k_lo = np.where(self.log_martingale(k, n, k) >= thr, edge(k.copy(), mode.copy(), True), k)
         k_hi_end = N - n + k
         k_hi = np.where(
             self.log_martingale(k, n, k_hi_end) >= thr,
@@ -370,7 +368,9 @@ class AfterScreening:
         return out & (n > self.screen)
 
     def interval(self, k: ArrayLike, n: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-        return self.inner.interval(np.asarray(k) - self.k0, np.maximum(np.asarray(n) - self.screen, 0))
+        return self.inner.interval(
+            np.asarray(k) - self.k0, np.maximum(np.asarray(n) - self.screen, 0)
+        )
 
     def describe(self) -> str:
         return (
@@ -380,7 +380,9 @@ class AfterScreening:
         )
 
 
-def screened_family(alpha_total: float, target: float, n_items: int, screen: int, survivors: int) -> FinitePopulationCS:
+def screened_family(
+    alpha_total: float, target: float, n_items: int, screen: int, survivors: int
+) -> FinitePopulationCS:
     """The inner family of :class:`AfterScreening`: alpha split over the ``survivors``, over
     the N - screen later items, at the target those items need."""
     t2 = (target * n_items - screen) / (n_items - screen)

@@ -119,14 +119,19 @@ def choose_single(res: ProfileResult, gamma: float, method: str = "smart") -> Se
         model, u = str(best["model"]), float(best["unit_cost"])
         fam = res.bounds[model]
         why = (
-            f"the remaining {R} go to {model} (conformity {best['conformity']:.3f} on "
-            f"{int(best['n'])} items; by {fam.describe()}, at least "
-            f"{float(best['lower']):.3f} of the {res.n_items - int(best['n'])} items it did not "
-            f"see agree, enough with the profiled items for {target:.1%} of all {res.n_items})"
-        ) if isinstance(fam, (FinitePopulationCS, AfterScreening)) else (
-            f"the remaining {R} go to {model} (conformity {best['conformity']:.3f} on "
-            f"{int(best['n'])} items, lower bound {best['lower']:.3f} >= {target:.3f} by "
-            f"{res.bounds[model].describe()})"
+            (
+                f"the remaining {R} go to {model} (conformity {best['conformity']:.3f} on "
+                f"{int(best['n'])} items; by {fam.describe()}, at least "
+                f"{float(best['lower']):.3f} of the {res.n_items - int(best['n'])} items it did "
+                "not "
+                f"see agree, enough with the profiled items for {target:.1%} of all {res.n_items})"
+            )
+            if isinstance(fam, (FinitePopulationCS, AfterScreening))
+            else (
+                f"the remaining {R} go to {model} (conformity {best['conformity']:.3f} on "
+                f"{int(best['n'])} items, lower bound {best['lower']:.3f} >= {target:.3f} by "
+                f"{res.bounds[model].describe()})"
+            )
         )
     else:
         model, u = res.reference, res.u_ref
@@ -270,7 +275,9 @@ def check_every(method: str, batch: int = 10) -> int:
     return 1 if method in GUARANTEED else batch
 
 
-def choose_safe_mix(res: ProfileResult, gamma: float, alpha_split: float = MIX_SPLIT_ALPHA) -> Selection:
+def choose_safe_mix(
+    res: ProfileResult, gamma: float, alpha_split: float = MIX_SPLIT_ALPHA
+) -> Selection:
     """The guaranteed model mix: the cheapest of the single satisfied model and, per
     candidate, the largest random share of the remaining items it may answer with the
     reference answering the rest (:func:`~slamkit.smart.mix.largest_safe_share`) - from the
@@ -286,12 +293,17 @@ def choose_safe_mix(res: ProfileResult, gamma: float, alpha_split: float = MIX_S
     sat = st[st["state"] == "satisfied"]
     if len(sat) and R > 0:
         b = sat.iloc[0]
-        options.append((R * float(b["unit_cost"]), {str(b["model"]): 1.0},
-                        f"all {R} to {b['model']} (confidence-sequence bound reached)"))  # fmt: skip
+        why = f"all {R} to {b['model']} (its confidence-sequence bound holds)"
+        options.append((R * float(b["unit_cost"]), {str(b["model"]): 1.0}, why))
+    screened = any(isinstance(f, AfterScreening) for f in res.bounds.values())
     for r in st.itertuples():
-        if R <= 0 or r.n == 0 or r.state == "invalid":
-            continue
-        if not isinstance(res.bounds[r.model], (FinitePopulationCS, AfterScreening)):
+        fam = res.bounds[r.model]
+        # only bounds inside the error budget: the screening's survivors (or, without a
+        # screening, every candidate's sequence); an invalid candidate may still take a share
+        usable = isinstance(fam, AfterScreening) or (
+            not screened and isinstance(fam, FinitePopulationCS)
+        )
+        if R <= 0 or r.n == 0 or not usable:
             continue
         unseen_lo = np.floor(float(r.lower) * (N - r.n) + 1e-6)
         G = float(np.clip(unseen_lo - (cnt - r.n), 0, R))
@@ -300,7 +312,8 @@ def choose_safe_mix(res: ProfileResult, gamma: float, alpha_split: float = MIX_S
             continue
         c = s * float(r.unit_cost) + (R - s) * res.u_ref
         options.append((c, {str(r.model): s / R, res.reference: 1 - s / R},
-                        f"{int(s)} drawn at random to {r.model} (at least {int(G)} of the {R} agree "
+                        f"{int(s)} drawn at random to {r.model} (at least {int(G)} of the {R} "
+                        "agree "
                         f"with {res.reference} by its confidence sequence), the rest to "
                         f"{res.reference}"))  # fmt: skip
     cost, shares, how = min(options, key=lambda o: o[0])
@@ -333,3 +346,49 @@ def choose(res: ProfileResult, method: str, gamma: float) -> Selection:
     from slamkit.errors import SlamkitError
 
     raise SlamkitError(f"Unknown SMART method {method!r}: use one of {', '.join(METHODS)}.")
+
+
+#: the task size the "items needed" figures assume (a workload large enough to be worth it)
+PLAN_ITEMS = 100_000
+
+
+def items_needed(
+    conformity: float,
+    delta: float,
+    gamma: float = 0.95,
+    n_candidates: int = 1,
+    method: str = "anytime",
+    n_items: int = PLAN_ITEMS,
+    batch: int = 10,
+    cap: int = 200_000,
+) -> int | None:
+    """Profiled items a decision would need if a candidate kept agreeing at ``conformity``:
+    the fewest items n at which floor(conformity * n) agreeing outputs satisfy ``method``'s
+    bound for target 1 - delta (on a task of ``n_items``; SMART looks every ``batch``
+    items, the guaranteed methods after every item, past their screening batch with all
+    ``n_candidates`` surviving). None when it never would (within ``cap`` items). At or
+    below the target only the profiled items' own agreement can carry the guarantee, so the
+    answer approaches the whole task.
+
+    >>> items_needed(0.99, 0.1, method="smart"), items_needed(0.99, 0.1)
+    (60, 80)
+    >>> items_needed(0.95, 0.1), items_needed(0.95, 0.1, n_candidates=3)
+    (269, 347)
+    """
+    t = 1 - delta
+    step = batch if method in ("smart", "smart-mix") else 1
+    n = np.arange(step, min(cap, n_items) + 1, step)
+    if method in GUARANTEED:
+        opts = profile_options(method, gamma, n_candidates, delta, n_items, batch)
+        screen = int(opts.get("screen", 0))
+        fam = (
+            opts["screened"](n_candidates) if screen else opts["bounds"]
+        )  # the survivors' sequence
+        t2 = (t * n_items - screen) / (n_items - screen) if screen else t
+        m = n[n > screen]
+        ok = fam.excludes_below(np.floor(conformity * (m - screen)), m - screen, t2)
+        hits = m[ok]
+    else:
+        ok = ClopperPearson(gamma).excludes_below(np.floor(conformity * n), n, t)
+        hits = n[ok]
+    return int(hits[0]) if hits.size else None

@@ -49,10 +49,9 @@ from scipy import stats
 
 from slamkit.cost import api_cost_per_request, api_price, load_prices
 from slamkit.smart.bounds import (
+    SCREEN_KEEP,
     BoundFamily,
     ClopperPearson,
-    SCREEN_KEEP,
-    AfterScreening,
     FinitePopulationCS,
     anytime_family,
     screened_family,
@@ -255,7 +254,7 @@ def profile_vectorized(
     scr = screen if screened is not None else 0
     if scr and scr != batch:
         raise ValueError("the simulator screens exactly the first batch")
-    if scr:
+    if scr and screened is not None:
         t2 = (target * n_items - scr) / (n_items - scr)
         fams = [screened(m) for m in range(1, M + 1)]
         tables = [_lazy_table(f, n_items - scr, t2, every) for f in fams]
@@ -590,7 +589,9 @@ def simulate_cell(
             lv = MIX_LEVELS
             with np.errstate(invalid="ignore", divide="ignore"):
                 A = stats.beta.ppf(
-                    1 - lv[None, None, :], np.maximum(k, 1e-300)[:, :, None], (n - k + 1)[:, :, None]
+                    1 - lv[None, None, :],
+                    np.maximum(k, 1e-300)[:, :, None],
+                    (n - k + 1)[:, :, None],
                 )
             A = np.where((k > 0)[:, :, None], A, 0.0)
             A = np.concatenate([A, np.ones((S, 1, len(lv)))], axis=1)
@@ -715,10 +716,21 @@ def to_markdown(wide: pd.DataFrame, seeds: int, gamma: float, seconds: float) ->
     names = {f"{p}_{m}": f"{lab} {SHORT[m]}" for m in present
              for p, lab in (("saving", "saving"), ("violation", "viol."),
                             ("expected_violation", "exp. viol."), ("items", "items"))}  # fmt: skip
-    c2 = ["setting", "delta", *[f"items_{m}" for m in present if f"items_{m}" in wide],
-          *[f"expected_violation_{m}" for m in present if f"expected_violation_{m}" in wide]]
-    body = ["## Saving and realized violation", "", *_md_table(wide, c1, names), "",
-            "## Items needed and expected-accuracy violation", "", *_md_table(wide, c2, names)]
+    c2 = [
+        "setting",
+        "delta",
+        *[f"items_{m}" for m in present if f"items_{m}" in wide],
+        *[f"expected_violation_{m}" for m in present if f"expected_violation_{m}" in wide],
+    ]
+    body = [
+        "## Saving and realized violation",
+        "",
+        *_md_table(wide, c1, names),
+        "",
+        "## Items needed and expected-accuracy violation",
+        "",
+        *_md_table(wide, c2, names),
+    ]
     return head + "\n".join(body) + "\n"
 
 
