@@ -124,7 +124,7 @@ def test_finite_population_cs_covers_the_population_count_at_every_item(K: int) 
     lo, hi = fam.interval(k[:, 999], 1000)
     rest = (K - k[:, 999]) / (N - 1000)
     assert np.mean((lo <= rest + 1e-9) & (rest <= hi + 1e-9)) >= 0.95
-    assert np.median(hi - lo) < 0.2
+    assert np.median(hi - lo) < 0.25
 
 
 @pytest.mark.parametrize("K", [1700, 1790])
@@ -164,7 +164,8 @@ def test_finite_population_cs_thresholds_match_predicates_and_use_the_profiled_s
     # the more items profiled, the lower the agreement the unseen part needs
     frac = k_sat[3:6] / n[3:6]
     assert frac[0] > frac[1] > frac[2]
-    assert k_sat[-1] == 0  # everything profiled: nothing left to decide
+    assert k_sat[-1] == n[-1] + 1 and k_inv[-1] == -1  # everything profiled: nothing to decide
+    assert k_sat[-2] < 0.4 * n[-2]  # 5000 of 5574 profiled: the rest may mostly disagree
     # monotone in k: above the threshold stays satisfied
     ks500 = int(k_sat[3])
     assert fam.excludes_below(np.arange(ks500, 501), 500, t).all()

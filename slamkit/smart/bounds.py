@@ -240,7 +240,8 @@ class FinitePopulationCS:
     profiled items with the reference reaches accuracy t on all N items. The target for the
     unseen part, (t*N - n) / (N - n), is below t - the slack of the profiled items.
     ``excludes_above``: even that is excluded (the model cannot reach t). ``interval``: the
-    bounds on the unseen items' agreement rate (K - k) / (N - n).
+    bounds on the unseen items' agreement rate (K - k) / (N - n). Once every item is
+    profiled (n = N) nothing is left to decide: neither predicate holds, the interval is [0, 1].
 
     >>> cs = FinitePopulationCS(alpha=0.05, n_items=1000)
     >>> bool(cs.excludes_below(196, 200, 0.9)), bool(cs.excludes_below(190, 200, 0.9))
@@ -280,7 +281,8 @@ class FinitePopulationCS:
         mode_right = (K + 1) * np.maximum(n, 1) <= k * (N + 1)  # K left of the likelihood mode
         ok = (K >= k) & mode_right
         lm = self.log_martingale(k, n, np.clip(K, k, N - n + k))
-        return (n > 0) & ((need <= 0) | (ok & (lm >= np.log(1 / self.alpha))))
+        decide = (n > 0) & (n < N)  # with every item profiled nothing is left to decide
+        return decide & ((need <= 0) | (ok & (lm >= np.log(1 / self.alpha))))
 
     def excludes_above(self, k: ArrayLike, n: ArrayLike, t: float) -> np.ndarray:
         k, n = self._args(k, n)
@@ -291,7 +293,7 @@ class FinitePopulationCS:
         mode_left = K * np.maximum(n, 1) >= k * (N + 1)  # K right of the likelihood mode
         lm = self.log_martingale(k, n, np.clip(K, k, N - n + k))
         ok = (need > 0) & mode_left & (lm >= np.log(1 / self.alpha))
-        return (n > 0) & (impossible | ok)
+        return (n > 0) & (n < N) & (impossible | ok)
 
     def interval(self, k: ArrayLike, n: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
         """Bounds on the agreement rate of the N - n unseen items (continuous in K)."""
@@ -320,7 +322,8 @@ class FinitePopulationCS:
         )
         lo = np.clip((k_lo - k) / rest, 0.0, 1.0)
         hi = np.clip((k_hi - k) / rest, 0.0, 1.0)
-        return np.where(n > 0, lo, 0.0), np.where(n > 0, hi, 1.0)
+        some = (n > 0) & (n < N)  # no unseen items (n = N): no statement, [0, 1]
+        return np.where(some, lo, 0.0), np.where(some, hi, 1.0)
 
     def describe(self) -> str:
         return (
