@@ -112,7 +112,7 @@ def test_item_by_item_profiler_matches_vectorized_simulator(family, every, seed)
 
 @pytest.mark.parametrize("seed", [0, 1, 2, 3])
 def test_screened_anytime_profiler_matches_vectorized_simulator(seed) -> None:
-    """The guaranteed methods' profiling (first batch screens, then finite-population
+    """The guaranteed methods' profiling (the first 5 items screen, then finite-population
     sequences at alpha split over the survivors, checked after every item) is the same item
     by item and vectorized; the 0.1-rate candidate is dropped by the screening."""
     res, vec = _match(None, 1, seed, screened=True)

@@ -27,6 +27,11 @@ METHODS = ("smart", "smart-mix", "anytime", "anytime-mix")
 GUARANTEED = ("anytime", "anytime-mix")
 #: error budget the guaranteed mix keeps for the random split of the remaining items
 MIX_SPLIT_ALPHA = 0.01
+#: items the guaranteed methods screen with before any confidence sequence starts: fewer
+#: waste less evidence, more drop a good candidate less often (5 items, keep >= 3 agreeing:
+#: a candidate at 0.88 is dropped 1.4% of the time, at 0.94 0.2%); 10 and 5 compared on the
+#: simulator: 5 saves more in every cell checked
+SCREEN = 5
 
 
 @dataclass
@@ -257,16 +262,16 @@ def profile_options(
     method: str, gamma: float, n_candidates: int, delta: float, n_items: int, batch: int = 10
 ) -> dict[str, Any]:
     """The keyword arguments of :func:`~slamkit.smart.profile.profile` for ``method``: its
-    bounds, how often they are checked, and - for the guaranteed methods - the screening
-    batch whose survivors share the error budget (:class:`~slamkit.smart.bounds.AfterScreening`)."""
+    bounds, how often they are checked, and - for the guaranteed methods - the
+    :data:`SCREEN` screening items whose survivors share the error budget (:class:`~slamkit.smart.bounds.AfterScreening`)."""
     opts: dict[str, Any] = {
         "bounds": bounds_for(method, gamma, n_candidates, delta, n_items),
         "check_every": check_every(method, batch),
     }
-    if method in GUARANTEED and n_items > batch:
+    if method in GUARANTEED and n_items > max(SCREEN, batch):
         alpha = 1 - gamma - (MIX_SPLIT_ALPHA if method == "anytime-mix" else 0.0)
-        opts["screen"] = batch
-        opts["screened"] = partial(screened_family, alpha, 1 - delta, n_items, batch)
+        opts["screen"] = SCREEN
+        opts["screened"] = partial(screened_family, alpha, 1 - delta, n_items, SCREEN)
     return opts
 
 
@@ -365,7 +370,7 @@ def items_needed(
     """Profiled items a decision would need if a candidate kept agreeing at ``conformity``:
     the fewest items n at which floor(conformity * n) agreeing outputs satisfy ``method``'s
     bound for target 1 - delta (on a task of ``n_items``; SMART looks every ``batch``
-    items, the guaranteed methods after every item, past their screening batch with all
+    items, the guaranteed methods after every item, past their screening items with all
     ``n_candidates`` surviving). None when it never would (within ``cap`` items). At or
     below the target only the profiled items' own agreement can carry the guarantee, so the
     answer approaches the whole task.

@@ -143,6 +143,8 @@ def boundary_setting(delta: float) -> Setting:
 
 DELTAS = tuple(round(0.02 * i, 2) for i in range(1, 11))
 MIX_LEVELS = np.round(np.arange(0.95, 0.9951, 0.005), 3)
+#: items in the guaranteed methods' screening sample (as :data:`slamkit.smart.select.SCREEN`)
+SCREEN = 5
 #: the error budget the guaranteed mix keeps for the random split of the remaining items
 MIX_SPLIT_ALPHA = 0.01
 
@@ -243,7 +245,7 @@ def profile_vectorized(
     an anytime-valid family), the expected-cost early stop every ``batch`` items (thinned by
     :func:`~slamkit.smart.profile.stop_step`). ``authors_cost``: the early stop uses the
     authors' unit costs (a model's cost divided by all profiled items, not by the items it
-    processed). ``screen`` = ``batch`` with ``screened``: the first batch screens (see
+    processed). ``screen`` (<= ``batch``) with ``screened``: the first ``screen`` items screen (see
     :class:`~slamkit.smart.bounds.AfterScreening`). Returns per-seed arrays: k, n (S, M),
     state (0 unknown, 1 satisfied, 2 invalid), cnt (S,), ``stop`` (0 bounds, 1 expected
     cost, 2 exhausted), ``k0`` (agreeing screening items) and ``survivors`` (S,).
@@ -252,8 +254,8 @@ def profile_vectorized(
     every = check_every or batch
     target = round(1 - delta, 12)
     scr = screen if screened is not None else 0
-    if scr and scr != batch:
-        raise ValueError("the simulator screens exactly the first batch")
+    if scr and not 0 < scr <= batch:
+        raise ValueError("the simulator screens at most the first batch")
     if scr and screened is not None:
         t2 = (target * n_items - scr) / (n_items - scr)
         fams = [screened(m) for m in range(1, M + 1)]
@@ -279,9 +281,11 @@ def profile_vectorized(
             break
         step = stop_step(start + batch, batch)  # up to the next look of the early stop
         size = min(step - start % step, n_items - start)
+        if scr and start == 0:
+            size = min(scr, n_items)
         x = conf.window(start, size)[idx].astype(np.int64)  # (A, M, size)
         cx = np.concatenate([np.zeros((idx.size, M, 1), np.int64), np.cumsum(x, 2)], 2)
-        if scr and start == 0:  # the screening batch: everyone runs, nothing is decided
+        if scr and start == 0:  # the screening items: everyone runs, nothing is decided
             kk = cx[:, :, -1]
             k[idx], n[idx], cnt[idx] = kk, size, size
             keep = kk >= SCREEN_KEEP * size
@@ -470,21 +474,24 @@ GUARANTEED = tuple(m for m, _, g in SIM_METHODS if g)
 
 
 def _profile_anytime(
-    conf: Conformity, u: np.ndarray, u_ref: float, N: int, delta: float, alpha: float, batch: int
+    conf: Conformity, u: np.ndarray, u_ref: float, N: int, delta: float, alpha: float, batch: int,
+    screen: int | None = None,
 ) -> dict[str, np.ndarray]:
-    """Anytime-valid profiling: the first batch screens, then finite-population sequences at
-    ``alpha`` split over the survivors, checked after every item."""
+    """Anytime-valid profiling: the first :data:`SCREEN` items screen, then
+    finite-population sequences at ``alpha`` split over the survivors, checked after every
+    item."""
     target = 1 - delta
+    scr = SCREEN if screen is None else screen
 
     def screened(m: int) -> FinitePopulationCS:
-        return screened_family(alpha, target, N, batch, m)
+        return screened_family(alpha, target, N, scr, m)
 
     res = profile_vectorized(
         conf, u, u_ref, N, delta, anytime_family(alpha / len(u), target, N), batch=batch,
-        check_every=1, screen=batch, screened=screened,
+        check_every=1, screen=scr, screened=screened,
     )  # fmt: skip
     res["alpha"] = np.array(alpha)
-    res["screen"] = np.array(batch)
+    res["screen"] = np.array(scr)
     return res
 
 
