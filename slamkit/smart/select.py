@@ -263,7 +263,8 @@ def profile_options(
 ) -> dict[str, Any]:
     """The keyword arguments of :func:`~slamkit.smart.profile.profile` for ``method``: its
     bounds, how often they are checked, and - for the guaranteed methods - the
-    :data:`SCREEN` screening items whose survivors share the error budget (:class:`~slamkit.smart.bounds.AfterScreening`)."""
+    :data:`SCREEN` screening items whose survivors share the error budget
+    (:class:`~slamkit.smart.bounds.AfterScreening`)."""
     opts: dict[str, Any] = {
         "bounds": bounds_for(method, gamma, n_candidates, delta, n_items),
         "check_every": check_every(method, batch),

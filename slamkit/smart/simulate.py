@@ -474,7 +474,13 @@ GUARANTEED = tuple(m for m, _, g in SIM_METHODS if g)
 
 
 def _profile_anytime(
-    conf: Conformity, u: np.ndarray, u_ref: float, N: int, delta: float, alpha: float, batch: int,
+    conf: Conformity,
+    u: np.ndarray,
+    u_ref: float,
+    N: int,
+    delta: float,
+    alpha: float,
+    batch: int,
     screen: int | None = None,
 ) -> dict[str, np.ndarray]:
     """Anytime-valid profiling: the first :data:`SCREEN` items screen, then
