@@ -377,9 +377,9 @@ def items_needed(
     answer approaches the whole task.
 
     >>> items_needed(0.99, 0.1, method="smart"), items_needed(0.99, 0.1)
-    (60, 80)
+    (60, 75)
     >>> items_needed(0.95, 0.1), items_needed(0.95, 0.1, n_candidates=3)
-    (269, 347)
+    (264, 342)
     """
     t = 1 - delta
     step = batch if method in ("smart", "smart-mix") else 1
