@@ -8,7 +8,8 @@ plotly):
   every summary computed in DuckDB (:mod:`slamkit.study`);
 * ``Sampling``, ``OpenAIBackend`` — sampling settings and the OpenAI-compatible client;
 * ``open_store`` — the DuckDB store (:mod:`slamkit.store`), ``readers`` its tidy readers;
-* ``selection_display``, ``simulation_long`` — SMART results as tables and chart inputs;
+* ``selection_display``, ``items_needed_display``, ``simulation_long`` — SMART results as
+  tables and chart inputs;
 * modules: ``catalog``, ``quantize``, ``references``, ``runner``, ``metrics``, ``judge``,
   ``human``, ``stats``, ``latency``, ``cost``, ``smart``, ``frames``, ``charts``,
   ``widgets``, ``display``, ``load`` (serving load tests), ``serving`` (their analysis),
@@ -38,6 +39,7 @@ _NAMES = {
     "open_store": "slamkit.store",
     "readers": "slamkit.store",
     "selection_display": "slamkit.smart.display",
+    "items_needed_display": "slamkit.smart.display",
     "simulation_long": "slamkit.smart.display",
 }
 

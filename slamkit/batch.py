@@ -398,7 +398,7 @@ PARAMETERS: dict[str, Rule] = {
     "gamma": _real(0, 1, "0.95 for 95% confidence", open_lo=True, open_hi=True),
     "conformity_metric": _text("rougeL"),
     "conformity_tau": _real(None, None, "0.3"),
-    "smart_method": _text("anytime", choices=("smart", "smart-mix", "anytime")),
+    "smart_method": _text("anytime", choices=("smart", "smart-mix", "anytime", "anytime-mix")),
 }
 
 

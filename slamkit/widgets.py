@@ -283,7 +283,7 @@ def smart_selector(
     import random
 
     from slamkit.smart.profile import profile
-    from slamkit.smart.select import bounds_for, choose
+    from slamkit.smart.select import choose, profile_options
 
     def select(
         conform: pd.DataFrame, unit_cost: Mapping[str, float], delta: float, gamma: float
@@ -299,7 +299,8 @@ def smart_selector(
             items, cands, {m: float(unit_cost[m]) for m in cands},
             lambda i: float(reference_cost),
             lambda m, i: table.get((m, i), (False, float(unit_cost[m]))),
-            delta, bounds_for(method, gamma, len(cands), delta), batch=batch,
+            delta, batch=batch,
+            **profile_options(method, gamma, len(cands), delta, len(items), batch),
         )  # fmt: skip
         sel = choose(res, method, gamma)
         used = {m: r for m, r in sel.choice.items() if r > 0}

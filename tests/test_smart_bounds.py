@@ -92,3 +92,90 @@ def test_peeking_breaks_clopper_pearson_but_not_the_confidence_sequences() -> No
     se = np.sqrt(0.05 * 0.95 / seeds)
     assert cs <= 0.05 + 3 * se
     assert sp <= 0.05 + 3 * se
+
+
+# --- the finite-population confidence sequence (slamkit's anytime-valid family) -------------
+
+from slamkit.smart.bounds import FinitePopulationCS, anytime_family  # noqa: E402
+
+
+def _streams(N: int, K: int, S: int, seed: int) -> np.ndarray:
+    """(S, N) cumulative agreeing counts of S random orders of a population with K agreeing."""
+    rng = np.random.default_rng(seed)
+    pop = np.zeros(N, dtype=bool)
+    pop[:K] = True
+    return np.cumsum(rng.permuted(np.broadcast_to(pop, (S, N)), axis=1), axis=1)
+
+
+@pytest.mark.parametrize("K", [1300, 1790, 1990])
+def test_finite_population_cs_covers_the_population_count_at_every_item(K: int) -> None:
+    """Coverage with peeking after every item: over 1200 random orders of a population of
+    N = 2000 items, the share of streams whose sequence ever excludes the true count K (at any
+    of the 2000 looks) stays <= alpha = 0.05 (+ 3 s.e.)."""
+    N, S, alpha = 2000, 1200, 0.05
+    fam = anytime_family(alpha, 0.9, N)
+    assert isinstance(fam, FinitePopulationCS)
+    k = _streams(N, K, S, seed=K)
+    n = np.arange(1, N + 1)[None, :]
+    excluded = fam.log_martingale(k, n, K) >= np.log(1 / alpha)
+    miss = excluded.any(axis=1).mean()
+    assert miss <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / S)
+    # and the intervals are informative: most streams have excluded the far side by the end
+    lo, hi = fam.interval(k[:, 999], 1000)
+    rest = (K - k[:, 999]) / (N - 1000)
+    assert np.mean((lo <= rest + 1e-9) & (rest <= hi + 1e-9)) >= 0.95
+    assert np.median(hi - lo) < 0.25
+
+
+@pytest.mark.parametrize("K", [1700, 1790])
+def test_decision_rule_keeps_the_realized_accuracy_with_peeking_after_every_item(K: int) -> None:
+    """The guarantee's own event: the model is declared satisfied at some item n although
+    answering the N - n unseen items with it (the n profiled keep the reference's output)
+    leaves the accuracy on all N below t. Checked after every item: rate <= alpha."""
+    N, S, alpha, t = 2000, 1500, 0.05, 0.9
+    fam = anytime_family(alpha, t, N)
+    k = _streams(N, K, S, seed=7 + K)
+    n = np.broadcast_to(np.arange(1, N + 1)[None, :], k.shape)
+    sat = fam.excludes_below(k, n, t)
+    first = np.where(sat.any(axis=1), sat.argmax(axis=1), -1)
+    decided = first >= 0
+    nn = first + 1
+    kk = k[np.arange(S), np.maximum(first, 0)]
+    wrong = decided & ((nn + K - kk) < np.ceil(t * N))
+    assert wrong.mean() <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / S)
+    if K == 1790:  # just below 0.9 overall, but fine once ~100 items keep GPT-4's output
+        assert decided.mean() > 0.3
+
+
+def test_finite_population_cs_thresholds_match_predicates_and_use_the_profiled_slack() -> None:
+    fam = anytime_family(0.0125, 0.92, 5574)
+    t = 0.92
+    n = np.array([1, 10, 100, 500, 800, 3000, 5000, 5574])
+    k_inv, k_sat = thresholds_at(fam, n, t)
+    for ni, ki, ks in zip(n, k_inv, k_sat, strict=True):
+        if ks <= ni:
+            assert fam.excludes_below(ks, ni, t)
+        if 0 <= ks - 1 <= ni:
+            assert not fam.excludes_below(ks - 1, ni, t)
+        if ki >= 0:
+            assert fam.excludes_above(ki, ni, t)
+        if ki + 1 <= ni:
+            assert not fam.excludes_above(ki + 1, ni, t)
+    # the more items profiled, the lower the agreement the unseen part needs
+    frac = k_sat[3:6] / n[3:6]
+    assert frac[0] > frac[1] > frac[2]
+    assert k_sat[-1] == n[-1] + 1 and k_inv[-1] == -1  # everything profiled: nothing to decide
+    assert k_sat[-2] < 0.4 * n[-2]  # 5000 of 5574 profiled: the rest may mostly disagree
+    # monotone in k: above the threshold stays satisfied
+    ks500 = int(k_sat[3])
+    assert fam.excludes_below(np.arange(ks500, 501), 500, t).all()
+
+
+def test_finite_population_cs_is_tighter_than_the_iid_mixture() -> None:
+    """At the same alpha and prior the finite-population sequence decides no later (the
+    profiled items' slack and sampling without replacement), on SMS Spam's N."""
+    fpc = FinitePopulationCS(0.0125, 5574, ((9.2, 0.8, 1.0),))
+    iid = BetaBinomialCS(0.0125, 9.2, 0.8)
+    n = np.array([100, 400, 1000, 2000])
+    assert (thresholds_at(fpc, n, 0.92)[1] <= thresholds_at(iid, n, 0.92)[1]).all()
+    assert (thresholds_at(fpc, n, 0.92)[1] < thresholds_at(iid, n, 0.92)[1]).any()

@@ -52,3 +52,56 @@ def test_hand_example_mixes_cheap_model_with_reference() -> None:
     # with gamma above the level, the bound cannot be used: only the free option remains
     sol = solve_mix_milp(u, A, np.array([0.95]), 0.9, 0.96, "product", free)
     assert sol.cost == pytest.approx(0.1 * 1 + 0.9 * 10)
+
+
+# --- the guaranteed split (slamkit's fixed mix) ---------------------------------------------
+
+from slamkit.smart.mix import largest_safe_share, split_lower_bound  # noqa: E402
+
+
+@pytest.mark.parametrize(("R", "G"), [(2000, 1880), (5000, 4600), (800, 790)])
+def test_largest_safe_share_keeps_the_accuracy_over_random_splits(R: int, G: int) -> None:
+    """With G of the R remaining items agreeing, the candidate answers s of them drawn at
+    random: over 4000 random splits the accuracy on all items falls short at most alpha of
+    the time - and s is not trivially 0."""
+    cnt, alpha = 300, 0.01
+    N = cnt + R
+    need = np.ceil(0.955 * N) if G / R < 0.95 else np.ceil(0.95 * N)
+    s = int(largest_safe_share(np.array(cnt), np.array(R), np.array(G), need, alpha)[0])
+    assert 0 < s <= R
+    rng = np.random.default_rng(R)
+    agree = rng.hypergeometric(G, R - G, s, size=4000) if s < R else np.full(4000, G)
+    short = (cnt + (R - s) + agree) < need
+    assert short.mean() <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / 4000)
+    # one more item would break the bound the choice was made with
+    if s < R:
+        more = cnt + (R - s - 1) + split_lower_bound(np.array(s + 1.0), np.array(G / R), alpha)
+        assert more < need
+
+
+def test_split_lower_bound_holds_for_sampling_without_replacement() -> None:
+    rng = np.random.default_rng(3)
+    for R, G, s in [(1000, 900, 300), (500, 480, 400), (10_000, 9_000, 50)]:
+        b = split_lower_bound(np.array(float(s)), np.array(G / R), 0.05)
+        draws = rng.hypergeometric(G, R - G, s, size=5000)
+        assert np.mean(draws < b) <= 0.05
+        assert b > 0.8 * s * G / R - 3 * np.sqrt(s)  # and not vacuous
+
+
+def test_guaranteed_mix_on_a_profile_gives_part_of_the_items_to_a_candidate_at_the_target() -> None:
+    """End to end through profile() and choose(): a cheap candidate agreeing 0.04 below the
+    target is declared invalid, but the guaranteed mix still gives it a share."""
+    from slamkit.smart.profile import profile
+    from slamkit.smart.select import choose, profile_options
+
+    N, delta = 6000, 0.06
+    conf = np.random.default_rng(0).random(N) < 0.90
+    opts = profile_options("anytime-mix", 0.95, 1, delta, N)
+    res = profile(list(range(N)), ["cheap"], {"cheap": 0.001}, lambda i: 0.03,
+                  lambda m, i: (bool(conf[i]), 0.001), delta, **opts)  # fmt: skip
+    sel = choose(res, "anytime-mix", 0.95)
+    assert res.stats["state"].iloc[0] == "invalid"
+    assert sel.method == "anytime-mix"
+    assert 0 < sel.choice.get("cheap", 0) < 1 and sel.choice["reference"] > 0
+    assert sel.saving > 1.1
+    assert "drawn at random to cheap" in sel.guarantee and "Anytime-valid" in sel.guarantee

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from slamkit.errors import SlamkitError
-from slamkit.smart.bounds import BetaBinomialCS, ClopperPearson, thresholds_at
+from slamkit.smart.bounds import BetaBinomialCS, ClopperPearson, anytime_family, thresholds_at
 from slamkit.smart.profile import expected_cost_stop, profile, unit_costs
 from slamkit.smart.select import choose
-from slamkit.smart.simulate import profile_vectorized
+from slamkit.smart.simulate import Conformity, profile_vectorized
 
 
 def _oracle(rates: dict[str, float], n: int, seed: int = 1):
@@ -100,37 +100,58 @@ def test_expected_cost_stop_gives_up_on_hopeless_models() -> None:
     assert stop[0] and e[0] >= 10_000 * 0.03
 
 
-class _ReplayRNG:
-    """Feeds the vectorized simulator the batch sums of a fixed per-item conformity matrix."""
-
-    def __init__(self, conf: np.ndarray, batch: int) -> None:
-        self.conf, self.batch, self.j = conf, batch, 0
-
-    def binomial(self, n: int, p: np.ndarray, size: object = None) -> np.ndarray:
-        lo = self.j * self.batch
-        self.j += 1
-        return self.conf[lo : lo + n].sum(axis=0)[None, :]
-
-
-@pytest.mark.parametrize("family", [ClopperPearson(0.95), BetaBinomialCS(0.05 / 3)])
+@pytest.mark.parametrize(
+    ("family", "every"),
+    [(ClopperPearson(0.95), 10), (BetaBinomialCS(0.05 / 3), 10),
+     (anytime_family(0.05 / 3, 0.94, 4000), 1)],
+)  # fmt: skip
 @pytest.mark.parametrize("seed", [0, 1, 2])
-def test_item_by_item_profiler_matches_vectorized_simulator(family, seed) -> None:
+def test_item_by_item_profiler_matches_vectorized_simulator(family, every, seed) -> None:
+    _match(family, every, seed)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2, 3])
+def test_screened_anytime_profiler_matches_vectorized_simulator(seed) -> None:
+    """The guaranteed methods' profiling (the first 5 items screen, then finite-population
+    sequences at alpha split over the survivors, checked after every item) is the same item
+    by item and vectorized; the 0.1-rate candidate is dropped by the screening."""
+    res, vec = _match(None, 1, seed, screened=True)
+    assert res.stats["state"].iloc[0] == "invalid" and int(vec["survivors"][0]) == 2
+
+
+def _match(family, every, seed, screened: bool = False):
+    """Same conformity matrix, same decisions: the simulator's vectorized profiler (bounds
+    checked every batch, or after every item for the anytime family) is the item-by-item one."""
     N, batch, delta = 4000, 10, 0.06
     names = ["m0", "m1", "m2"]
     p = np.array([0.5, 0.93, 0.97])
     u = np.array([0.0005, 0.001, 0.002])
     rng = np.random.default_rng(seed)
+    if screened:
+        p = np.array([0.1, 0.93, 0.97])
     conf = rng.random((N, 3)) < p
+    extra: dict = {}
+    if screened:
+        from slamkit.smart.select import profile_options
+
+        extra = profile_options("anytime", 0.95, 3, delta, N, batch)
+        family = extra.pop("bounds")
+        extra.pop("check_every")
     res = profile(
         list(range(N)), names, dict(zip(names, u, strict=True)), lambda i: 0.03,
         lambda m, i: (bool(conf[i, names.index(m)]), u[names.index(m)]), delta, family,
+        check_every=every, **extra,
     )  # fmt: skip
-    vec = profile_vectorized(p, u, 0.03, N, delta, family, 1, _ReplayRNG(conf, batch), batch)
+    vec = profile_vectorized(
+        Conformity.from_matrix(conf[None]), u, 0.03, N, delta, family, batch=batch,
+        check_every=every, **extra,
+    )  # fmt: skip
     assert vec["cnt"][0] == res.n_profiled
     assert list(vec["k"][0]) == list(res.stats["k"])
     assert list(vec["n"][0]) == list(res.stats["n"])
     states = {0: "unknown", 1: "satisfied", 2: "invalid"}
     assert [states[int(s)] for s in vec["state"][0]] == list(res.stats["state"])
+    return res, vec
 
 
 def test_profile_rejects_bad_inputs() -> None:
@@ -141,7 +162,7 @@ def test_profile_rejects_bad_inputs() -> None:
         profile([1], ["a"], {}, lambda i: 1.0, lambda m, i: (True, 1.0), 0.1, ClopperPearson())
 
 
-@pytest.mark.parametrize("method", ["smart", "smart-mix", "anytime"])
+@pytest.mark.parametrize("method", ["smart", "smart-mix", "anytime", "anytime-mix"])
 def test_tiny_task_is_fully_profiled_and_says_so(method: str) -> None:
     from slamkit.smart.select import bounds_for
 
@@ -154,3 +175,40 @@ def test_tiny_task_is_fully_profiled_and_says_so(method: str) -> None:
     assert sel.choice == {"gpt-4": 1.0}
     assert sel.guarantee.startswith("All 5 items were profiled")
     assert sel.expected_cost == pytest.approx(5 * 0.03 + 5 * 0.001)
+
+
+def test_items_needed_grows_as_conformity_nears_the_target() -> None:
+    from slamkit.smart.select import items_needed
+
+    rates = [0.99, 0.97, 0.95, 0.93]
+    smart = [items_needed(r, 0.1, method="smart") for r in rates]
+    anytime = [items_needed(r, 0.1, n_candidates=2) for r in rates]
+    assert smart == sorted(smart) and anytime == sorted(anytime)
+    # the guarantee costs items: the anytime method needs more than SMART's peeking
+    assert all(a > s for a, s in zip(anytime, smart, strict=True))
+    # consistent with the bound itself: at that n, floor(rate * n) satisfies SMART's bound
+    from slamkit.smart.bounds import ClopperPearson
+
+    n = smart[1]
+    assert ClopperPearson(0.95).excludes_below(int(0.97 * n), n, 0.9)
+    assert not ClopperPearson(0.95).excludes_below(int(0.97 * (n - 10)), n - 10, 0.9)
+
+
+def test_items_needed_display_says_how_far_from_a_decision_ten_items_are() -> None:
+    """The 08 notebook's table: 10 items profile (nearly) everything; at the observed
+    conformity a guaranteed decision would need hundreds more, SMART's nominal one fewer."""
+    from slamkit.smart.display import items_needed_display
+    from slamkit.smart.select import profile_options
+
+    conf = {("good", i): i != 9 for i in range(10)} | {("poor", i): i < 4 for i in range(10)}
+    opts = profile_options("anytime", 0.95, 2, 0.1, 10)
+    res = profile(list(range(10)), ["good", "poor"], {"good": 0.001, "poor": 0.002},
+                  lambda i: 0.03, lambda m, i: (conf[(m, i)], 0.001), 0.1, **opts)  # fmt: skip
+    t = items_needed_display(choose(res, "anytime", 0.95)).frame
+    assert list(t.index) == ["good", "poor"]
+    # 9 profiled items already carry 90% of 10: the 10th may go to the candidate
+    assert res.n_profiled == 9 and t.loc["good", "conformity"] == "9/9 = 1.000"
+    assert t.loc["poor", "items needed (anytime, guaranteed)"] != "never"  # slack: most items
+    smart = int(str(t.loc["good", "items needed (SMART, nominal)"]).replace(",", ""))
+    anytime = int(str(t.loc["good", "items needed (anytime, guaranteed)"]).replace(",", ""))
+    assert 10 < smart < anytime

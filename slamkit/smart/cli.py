@@ -73,7 +73,9 @@ def add_parser(sub: Any) -> None:
         help="allowed disagreement, in (0, 1) (default 0.1)",
     )  # fmt: skip
     m.add_argument("--gamma", type=PROBABILITY, default=0.95, help="confidence, in (0, 1) (0.95)")
-    m.add_argument("--method", default="anytime", choices=["smart", "smart-mix", "anytime"])
+    m.add_argument(
+        "--method", default="anytime", choices=["smart", "smart-mix", "anytime", "anytime-mix"]
+    )
     m.add_argument("--models", nargs="*", help="candidate model names (default: all generated)")
     m.add_argument(
         "--cost",

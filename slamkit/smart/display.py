@@ -97,7 +97,8 @@ def simulation_long(path: str | None = None, setting: str = "IMDB") -> pd.DataFr
     if setting not in set(w["setting"]):
         raise SlamkitError(f"{p} has no setting {setting!r}; it has {sorted(set(w['setting']))}.")
     w = w[w["setting"] == setting]
-    names = {"smart": "SMART", "mix": "SMART-ModelMix", "anytime": "anytime-valid (slamkit)"}
+    names = {"smart": "SMART", "mix": "SMART-ModelMix", "anytime": "anytime-valid (slamkit)",
+             "mix_safe": "guaranteed mix (slamkit)"}  # fmt: skip
     rows = []
     for r in w.to_dict("records"):
         for m, label in names.items():
@@ -122,3 +123,50 @@ def _simulation_seeds(csv: Any) -> int | None:
         return None
     m = re.search(r"([\d,]+) seeds per cell", md.read_text(encoding="utf-8")[:2000])
     return int(m.group(1).replace(",", "")) if m else None
+
+
+def items_needed_display(selection: Any, n_plan: int | None = None) -> Table:
+    """How many items a decision would need at the conformity each candidate showed.
+
+    Per profiled candidate: its conformity on the profiled items, the target 1 - delta, and
+    the profiled items SMART (Clopper-Pearson every 10 items; nominal) and the guaranteed
+    anytime method would need before choosing it if it kept agreeing at that rate - on a
+    task of ``n_plan`` items (default :data:`~slamkit.smart.select.PLAN_ITEMS`) - and how
+    many more than were profiled here. "never" when the conformity is not above the target.
+    """
+    from slamkit.smart.select import PLAN_ITEMS, items_needed
+
+    row = _selection_row(selection)
+    details = row["details"]
+    if isinstance(details, str):
+        details = json.loads(details)
+    gamma, delta = float(row["gamma"]), float(row["delta"])
+    plan = int(n_plan or PLAN_ITEMS)
+    models = [m for m in (details or {}).get("models", []) if int(m.get("n") or 0) > 0]
+    rows = []
+    for m in models:
+        k, n = int(m["k"]), int(m["n"])
+        rate = k / n
+        need = {meth: items_needed(rate, delta, gamma, len(models), meth, plan)
+                for meth in ("smart", "anytime")}  # fmt: skip
+        rows.append(
+            {"model": m["model"], "conformity": f"{k}/{n} = {rate:.3f}",
+             "target (1 - delta)": round(1 - delta, 3),
+             "items needed (SMART, nominal)": _need(need["smart"]),
+             "items needed (anytime, guaranteed)": _need(need["anytime"]),
+             "more than profiled here": _need(None if need["anytime"] is None
+                                              else max(need["anytime"] - n, 0))}
+        )  # fmt: skip
+    out = pd.DataFrame(rows, columns=["model", "conformity", "target (1 - delta)",
+                                      "items needed (SMART, nominal)",
+                                      "items needed (anytime, guaranteed)",
+                                      "more than profiled here"])  # fmt: skip
+    out.columns = [c if c == "model" else c for c in out.columns]
+    out = out.rename(
+        columns={"more than profiled here": f"more than profiled here (task of {plan:,})"}
+    )
+    return Table(out.set_index("model"))
+
+
+def _need(v: int | None) -> str:
+    return "never" if v is None else f"{v:,}"

@@ -22,7 +22,7 @@ from typing import Any, cast
 from slamkit.errors import SlamkitError
 from slamkit.smart.equivalence import Equivalence
 from slamkit.smart.profile import profile
-from slamkit.smart.select import Selection, bounds_for, choose
+from slamkit.smart.select import Selection, choose, profile_options
 
 Generate = Callable[[str, Any], Any]
 
@@ -75,8 +75,8 @@ def smart_live(
 
     res = profile(
         order, list(candidates), prices, run_reference, judge, delta,
-        bounds_for(method, gamma, len(candidates), delta), reference=reference, batch=batch,
-        early_stop=early_stop,
+        reference=reference, batch=batch, early_stop=early_stop,
+        **profile_options(method, gamma, len(candidates), delta, len(items), batch),
     )  # fmt: skip
     res.profiled_items = [item_key(items[cast(int, i)]) for i in res.profiled_items]
     sel = choose(res, method, gamma)

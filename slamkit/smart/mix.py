@@ -17,6 +17,14 @@ binary option indicators), :func:`solve_mix_bruteforce` (enumerate options, one 
 and :func:`solve_mix_pairs` (vectorized over many instances; an LP with two constraints
 has an optimal basic solution with at most two nonzero ratios, so enumerating singles and
 pairs is exact). The simulator uses the last one.
+
+Those three are the paper's ModelMix: its levels are picked after seeing the data and its
+accuracy constraint is about *expected* accuracy, so the accuracy actually reached on the N
+items falls below the target far more often than 1 - gamma (see ``slamkit simulate``).
+:func:`largest_safe_share` is the guaranteed split slamkit uses instead: a candidate whose
+agreeing count among the R remaining items is bounded below by an anytime-valid confidence
+sequence answers the largest share s of them (drawn at random) such that even the
+split's own sampling error (:func:`split_lower_bound`) keeps the N items' accuracy at target.
 """
 
 from __future__ import annotations
@@ -238,3 +246,57 @@ def solve_mix_pairs(
             best_r[s_idx, m_hi] += rh
             best[s_idx] = c2[s_idx]
     return best, best_r
+
+
+def split_lower_bound(s: np.ndarray, g: np.ndarray, alpha: float) -> np.ndarray:
+    """Agreeing items among ``s`` drawn at random without replacement from items that agree
+    at rate ``g``: a lower bound that holds with probability >= 1 - ``alpha``. Chernoff's
+    bound exp(-s KL(a || g)) holds for sampling without replacement too (Hoeffding 1963,
+    Theorem 4), so the bound is s * a for the a < g with s KL(a || g) = log(1/alpha).
+
+    >>> float(split_lower_bound(np.array(100.0), np.array(0.9), 0.05))
+    81.0
+    """
+    s = np.asarray(s, dtype=float)
+    g = np.clip(np.asarray(g, dtype=float), 0.0, 1.0)
+    lo, hi = np.zeros_like(g * s), g * np.ones_like(s)
+    c = np.log(1 / alpha)
+    for _ in range(50):
+        a = (lo + hi) / 2
+        with np.errstate(divide="ignore", invalid="ignore"):
+            kl = np.where(a > 0, a * np.log(a / np.maximum(g, 1e-300)), 0.0) + np.where(
+                a < 1, (1 - a) * np.log((1 - a) / np.maximum(1 - g, 1e-300)), 0.0
+            )
+        below = s * kl >= c  # a is excluded: the bound lies above it
+        lo, hi = np.where(below, a, lo), np.where(below, hi, a)
+    return np.floor(lo * s + 1e-9)
+
+
+def largest_safe_share(
+    cnt: np.ndarray, R: np.ndarray, G: np.ndarray, need: float | np.ndarray, alpha: float
+) -> np.ndarray:
+    """The most of the ``R`` remaining items a candidate may answer (the reference answers
+    the rest) so that, with probability >= 1 - ``alpha`` over the random split,
+
+        cnt + (R - s) + agreeing(s) >= need
+
+    given at least ``G`` agreeing items among the R (from a confidence sequence). s = R needs
+    no split bound (agreeing(R) = G); s = 0 always qualifies. Vectorized; bisection keeps a
+    qualifying s, so the answer qualifies whatever the bound's shape.
+
+    >>> int(largest_safe_share(np.array(100), np.array(900), np.array(800), 910, 0.01)[0])
+    591
+    >>> int(largest_safe_share(np.array(100), np.array(900), np.array(870), 910, 0.01)[0])
+    900
+    """
+    cnt, R, G = (np.atleast_1d(np.asarray(x, dtype=float)) for x in (cnt, R, G))
+    g = np.where(R > 0, G / np.maximum(R, 1), 0.0)
+    lo = np.zeros_like(R)
+    hi = R.copy()
+    steps = int(np.ceil(np.log2(max(float(R.max()) if R.size else 1.0, 2.0)))) + 2
+    for _ in range(steps):
+        mid = np.minimum(np.floor((lo + hi + 1) / 2), R)
+        bound = np.where(mid >= R, G, split_lower_bound(mid, g, alpha))
+        ok = (cnt + (R - mid) + bound >= need) & (mid > lo)
+        lo, hi = np.where(ok, mid, lo), np.where(ok, hi, np.maximum(mid - 1, lo))
+    return lo

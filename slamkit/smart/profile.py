@@ -24,7 +24,7 @@ import pandas as pd
 from scipy import special
 
 from slamkit.errors import SlamkitError
-from slamkit.smart.bounds import BoundFamily, thresholds_at
+from slamkit.smart.bounds import SCREEN_KEEP, AfterScreening, BoundFamily, thresholds_at
 
 UNKNOWN, SATISFIED, INVALID = "unknown", "satisfied", "invalid"
 
@@ -112,6 +112,20 @@ def expected_cost_stop(
     return stop, e_min
 
 
+def stop_step(cnt: int, batch: int = 10) -> int:
+    """How often the expected-cost stop is evaluated once ``cnt`` items are profiled: every
+    ``batch`` items up to 100 batches, then every 10 batches up to 1000, then every 100 (the
+    stop is a cost heuristic, not part of any guarantee; a late look costs <= 10% more
+    profiling where profiling is long anyway).
+
+    >>> [stop_step(c) for c in (10, 990, 1000, 9990, 10_000)]
+    [10, 10, 100, 100, 1000]
+    """
+    if cnt < 100 * batch:
+        return batch
+    return 10 * batch if cnt < 1000 * batch else 100 * batch
+
+
 @dataclass
 class ProfileResult:
     """What profiling learned; feed it to :func:`choose_single` or :func:`choose_mix`."""
@@ -146,12 +160,23 @@ def profile(
     batch: int = 10,
     early_stop: bool = True,
     n_items: int | None = None,
+    check_every: int | None = None,
+    screen: int = 0,
+    screened: Callable[[int], Any] | None = None,
 ) -> ProfileResult:
     """Profile ``models`` on ``items`` (already shuffled) against the reference.
 
     ``prices`` orders the candidates (expected cost per item, e.g. from the cost model);
-    measured unit costs replace them once a model has processed items.
+    measured unit costs replace them once a model has processed items. Bounds are checked
+    every ``check_every`` items (default ``batch``, SMART's rule; 1 for an anytime-valid
+    family, which may be checked after every item), the expected-cost stop every ``batch``.
+
+    ``screen`` > 0 (with ``screened(survivors) -> family``): the first ``screen`` items only
+    screen - candidates agreeing on fewer than half of them are dropped - and the survivors
+    are then judged by :class:`~slamkit.smart.bounds.AfterScreening` on the later items, at
+    the error budget split over the survivors only.
     """
+    every = check_every or batch
     if not 0 < delta < 1:
         raise SlamkitError(f"delta must be in (0, 1), got {delta}.")
     missing = [m for m in models if m not in prices]
@@ -188,7 +213,24 @@ def profile(
                 cost[i] += float(c)
         cnt += 1
         profiled.append(item)
-        if cnt % batch and cnt != len(items):
+        if screen and screened is not None and cnt <= screen:
+            if cnt < screen and cnt != len(items):
+                continue
+            keep = [i for i in range(M) if k[i] >= SCREEN_KEEP * cnt]
+            for i in range(M):
+                if i in keep:
+                    fam[order[i]] = AfterScreening(screened(len(keep)), cnt, int(k[i]))
+                else:
+                    state[i] = INVALID
+            history.append(
+                {"n_profiled": cnt, "k": k.tolist(), "n": n.tolist(), "state": list(state),
+                 "screening": True}
+            )  # fmt: skip
+            if not keep:
+                stopped_by = "bounds"
+                break
+            continue
+        if cnt % every and cnt != len(items):
             continue
         for i in range(M):
             if state[i] != UNKNOWN or n[i] == 0:
@@ -202,7 +244,7 @@ def profile(
         if first == M or state[first] == SATISFIED:
             stopped_by = "bounds"
             break
-        if early_stop and cnt < N:
+        if early_stop and cnt < N and cnt % stop_step(cnt, batch) == 0:
             s = cheapest_satisfied()
             u = unit_costs(cost, n, cnt, price)
             u_ref = ref_cost / cnt

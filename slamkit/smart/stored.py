@@ -22,7 +22,7 @@ from slamkit.errors import SlamkitError
 from slamkit.keys import content_key
 from slamkit.smart.equivalence import EmbeddingSimilarity, Equivalence, JudgeVerdict
 from slamkit.smart.profile import profile
-from slamkit.smart.select import METHODS, Selection, bounds_for, choose
+from slamkit.smart.select import METHODS, Selection, choose, profile_options
 from slamkit.store import readers
 
 
@@ -260,8 +260,8 @@ def smart_from_store(
     random.Random(seed).shuffle(items)
     res = profile(
         items, candidates, prior, lambda i: float(ref_cost[i]), lambda m, i: conform[(m, i)],
-        delta, bounds_for(method, gamma, len(candidates), delta), reference=reference_model,
-        batch=batch,
+        delta, reference=reference_model, batch=batch,
+        **profile_options(method, gamma, len(candidates), delta, len(items), batch),
     )  # fmt: skip
     sel = choose(res, method, gamma)
     sel.details.update(
