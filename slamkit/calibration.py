@@ -521,7 +521,7 @@ def calibration_report(
         note = ("no human labels in the store: label pairs in the A/B widget or import a file "
                 "(slamkit human import FILE --task ...)")  # fmt: skip
     elif agreement.empty:
-        note = ("no judge verdicts on the human pairs yet: run slamkit judge calibrate "
+        note = ("no judge verdicts on the human pairs yet: run slamkit human calibrate "
                 "--base-url ... --model ... (or calibrate_judge)")  # fmt: skip
     elif annotators.empty:
         note = "no pair was judged by more than one annotator: no inter-annotator agreement"

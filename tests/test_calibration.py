@@ -23,7 +23,7 @@ from slamkit.calibration import (
     simulate_ppi,
     win_rate_table,
 )
-from slamkit.cli import main
+from slamkit.cli import build_parser, main
 from slamkit.human import cohen_kappa, human_outcomes
 from slamkit.judge import JudgeConfig
 from slamkit.preferences import import_preferences
@@ -198,6 +198,11 @@ def test_calibrate_judge_on_an_imported_file(store, tmp_path: Path, capsys) -> N
     assert len(human_pairs(store)) == 6  # two annotators, six distinct pairs
     before = calibration_report(store)
     assert before.agreement.empty and "no judge verdicts" in before.note
+    # the note names a command that exists
+    words = before.note.split("run ")[1].split(" --")[0].split()
+    assert words == ["slamkit", "human", "calibrate"]
+    args = build_parser().parse_args([*words[1:], "--base-url", "http://x", "--model", "m"])
+    assert args.func.__name__ == "_calibrate"
     with FakeServer(_script(store)) as srv:
         cfg = JudgeConfig(base_url=srv.base_url, model="fake-judge", api_key_env="SLAMKIT_K",
                           timeout_s=5, max_attempts=2, backoff_s=0.01)  # fmt: skip
