@@ -212,3 +212,30 @@ def test_items_needed_display_says_how_far_from_a_decision_ten_items_are() -> No
     smart = int(str(t.loc["good", "items needed (SMART, nominal)"]).replace(",", ""))
     anytime = int(str(t.loc["good", "items needed (anytime, guaranteed)"]).replace(",", ""))
     assert 10 < smart < anytime
+
+
+@pytest.mark.parametrize("method", ["anytime", "anytime-mix"])
+def test_a_candidate_satisfied_only_by_the_profiled_items_is_not_chosen(method: str) -> None:
+    """10 items, delta 0.1: once 9 are profiled (answered by the reference) they alone
+    carry 90% of 10, so a candidate that never agreed is "satisfied" - valid, but no
+    recommendation: the reference is kept and no saving is claimed. A candidate that
+    agreed on every profiled item still takes the rest."""
+    from slamkit.smart.select import profile_options
+
+    opts = profile_options(method, 0.95, 1, 0.1, 10)
+    for agrees, chosen in ((False, "gpt-4"), (True, "c")):
+        res = profile(list(range(10)), ["c"], {"c": 0.001}, lambda i: 0.03,
+                      lambda m, i, a=agrees: (a, 0.001), 0.1, reference="gpt-4",
+                      **opts)  # fmt: skip
+        st = res.stats.set_index("model")
+        assert res.n_profiled == (8 if agrees else 9) and st.loc["c", "state"] == "satisfied"
+        sel = choose(res, method, 0.95)
+        assert set(sel.choice) == {chosen}
+        if not agrees:
+            if method == "anytime":
+                assert "no candidate qualified on its own evidence" in sel.guarantee
+                assert "the reference is kept" in sel.guarantee
+            assert sel.expected_cost == pytest.approx(9 * (0.03 + 0.001) + 0.03)
+            assert sel.saving < 1
+        else:
+            assert sel.expected_cost == pytest.approx(8 * (0.03 + 0.001) + 2 * 0.001)

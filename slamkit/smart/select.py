@@ -7,6 +7,7 @@ from functools import partial
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from slamkit.smart.bounds import (
     AfterScreening,
@@ -113,12 +114,31 @@ def _all_profiled(res: ProfileResult) -> str:
     )
 
 
+def own_evidence_missing(res: ProfileResult, rows: pd.DataFrame) -> pd.Series:
+    """Which satisfied ``rows`` qualify only through the profiled items: the profiled items
+    alone (answered by the reference) already reach 1 - delta of all N, so any candidate is
+    "satisfied", and the candidate's own observed conformity is below 1 - delta. Choosing
+    one would be valid but no recommendation, so :func:`choose_single` and
+    :func:`choose_safe_mix` keep the reference instead (more conservative, still valid).
+
+    This state needs all but about delta * N items profiled; the simulator
+    (:mod:`slamkit.smart.simulate`) keeps SMART's plain rule (cheapest satisfied model),
+    which its cells do not reach in this state (checked over 200 seeds per cell).
+    """
+    target = 1 - res.delta
+    need = float(np.ceil(target * res.n_items - 1e-9))
+    trivial = res.n_profiled >= need
+    return (rows["conformity"].fillna(0.0) < target - 1e-12) & trivial
+
+
 def choose_single(res: ProfileResult, gamma: float, method: str = "smart") -> Selection:
     """The remaining items go to the cheapest satisfied model, else to the reference."""
     st = res.stats
     sat = st[st["state"] == "satisfied"]
     R = res.remaining
     target = 1 - res.delta
+    hollow = sat[own_evidence_missing(res, sat)]
+    sat = sat.drop(hollow.index)
     if len(sat):
         best = sat.iloc[0]
         model, u = str(best["model"]), float(best["unit_cost"])
@@ -137,6 +157,16 @@ def choose_single(res: ProfileResult, gamma: float, method: str = "smart") -> Se
                 f"{int(best['n'])} items, lower bound {best['lower']:.3f} >= {target:.3f} by "
                 f"{res.bounds[model].describe()})"
             )
+        )
+    elif len(hollow):
+        model, u = res.reference, res.u_ref
+        h = hollow.iloc[0]
+        why = (
+            f"no candidate qualified on its own evidence: the guarantee would hold for "
+            f"{h['model']} (conformity {h['conformity']:.3f} on {int(h['n'])} items, below "
+            f"{target:.1%}) only because the {res.n_profiled} profiled items already reach "
+            f"{target:.1%} of all {res.n_items} with {R} items left, so the reference is kept "
+            f"and the remaining {R} also use {model} (no saving is claimed)"
         )
     else:
         model, u = res.reference, res.u_ref
@@ -297,19 +327,21 @@ def choose_safe_mix(
         (R * res.u_ref, {res.reference: 1.0}, f"all {R} to {res.reference}")
     ]
     sat = st[st["state"] == "satisfied"]
+    sat = sat[~own_evidence_missing(res, sat)]
     if len(sat) and R > 0:
         b = sat.iloc[0]
         why = f"all {R} to {b['model']} (its confidence-sequence bound holds)"
         options.append((R * float(b["unit_cost"]), {str(b["model"]): 1.0}, why))
     screened = any(isinstance(f, AfterScreening) for f in res.bounds.values())
-    for r in st.itertuples():
+    hollow = own_evidence_missing(res, st)
+    for r, no_evidence in zip(st.itertuples(), hollow, strict=True):
         fam = res.bounds[r.model]
         # only bounds inside the error budget: the screening's survivors (or, without a
         # screening, every candidate's sequence); an invalid candidate may still take a share
         usable = isinstance(fam, AfterScreening) or (
             not screened and isinstance(fam, FinitePopulationCS)
         )
-        if R <= 0 or r.n == 0 or not usable:
+        if R <= 0 or r.n == 0 or not usable or no_evidence:
             continue
         unseen_lo = np.floor(float(r.lower) * (N - r.n) + 1e-6)
         G = float(np.clip(unseen_lo - (cnt - r.n), 0, R))
