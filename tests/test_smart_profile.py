@@ -204,14 +204,25 @@ def test_items_needed_display_says_how_far_from_a_decision_ten_items_are() -> No
     opts = profile_options("anytime", 0.95, 2, 0.1, 10)
     res = profile(list(range(10)), ["good", "poor"], {"good": 0.001, "poor": 0.002},
                   lambda i: 0.03, lambda m, i: (conf[(m, i)], 0.001), 0.1, **opts)  # fmt: skip
-    t = items_needed_display(choose(res, "anytime", 0.95)).frame
+    sel = choose(res, "anytime", 0.95)
+    t = items_needed_display(sel, n_plan=100_000).frame
     assert list(t.index) == ["good", "poor"]
-    # 9 profiled items already carry 90% of 10: the 10th may go to the candidate
     assert res.n_profiled == 9 and t.loc["good", "conformity"] == "9/9 = 1.000"
-    assert t.loc["poor", "items needed (anytime, guaranteed)"] != "never"  # slack: most items
+    # 4/9 is below the target: no number of items makes a decision for it
+    assert t.loc["poor", "items needed (anytime, guaranteed)"] == "never"
+    assert t.loc["poor", "items needed (SMART, nominal)"] == "never"
+    assert set(t["task size (items)"]) == {"100,000 (given)"}
     smart = int(str(t.loc["good", "items needed (SMART, nominal)"]).replace(",", ""))
     anytime = int(str(t.loc["good", "items needed (anytime, guaranteed)"]).replace(",", ""))
     assert 10 < smart < anytime
+    # by default the task is the selection's own N, and the table says so
+    own = items_needed_display(sel).frame
+    assert set(own["task size (items)"]) == {"10 (your task's N)"}
+    assert own.loc["poor", "items needed (anytime, guaranteed)"] == "never"
+    row = {"details": sel.details, "gamma": 0.95, "delta": 0.1}  # no task size known
+    assert set(items_needed_display(row).frame["task size (items)"]) == {
+        "100,000 (assumed: no task size known)"
+    }
 
 
 @pytest.mark.parametrize("method", ["anytime", "anytime-mix"])

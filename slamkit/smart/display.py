@@ -58,7 +58,7 @@ def selection_table(selection: Any) -> pd.DataFrame:
 def _selection_row(selection: Any) -> Any:
     if isinstance(selection, (dict, pd.Series)):
         return selection
-    return {k: getattr(selection, k) for k in ("details", "gamma", "delta")}
+    return {k: getattr(selection, k, None) for k in ("details", "gamma", "delta", "n_items")}
 
 
 def selection_display(selection: Any) -> Table:
@@ -131,8 +131,11 @@ def items_needed_display(selection: Any, n_plan: int | None = None) -> Table:
     Per profiled candidate: its conformity on the profiled items, the target 1 - delta, and
     the profiled items SMART (Clopper-Pearson every 10 items; nominal) and the guaranteed
     anytime method would need before choosing it if it kept agreeing at that rate - on a
-    task of ``n_plan`` items (default :data:`~slamkit.smart.select.PLAN_ITEMS`) - and how
-    many more than were profiled here. "never" when the conformity is not above the target.
+    task of ``n_plan`` items (default: the selection's own task size N when known, else
+    :data:`~slamkit.smart.select.PLAN_ITEMS`; the ``task size`` column says which) - and how
+    many more than were profiled here. "never" when the conformity is not above the target
+    (only the profiled items' own agreement could then carry the guarantee, which is no
+    decision for the candidate), or when no number of items up to the task size suffices.
     """
     from slamkit.smart.select import PLAN_ITEMS, items_needed
 
@@ -141,30 +144,35 @@ def items_needed_display(selection: Any, n_plan: int | None = None) -> Table:
     if isinstance(details, str):
         details = json.loads(details)
     gamma, delta = float(row["gamma"]), float(row["delta"])
-    plan = int(n_plan or PLAN_ITEMS)
+    own = row.get("n_items")
+    own = None if own is None or pd.isna(own) else int(own)
+    plan = int(n_plan or own or PLAN_ITEMS)
+    size = f"{plan:,} " + (
+        "(given)" if n_plan else "(your task's N)" if own else "(assumed: no task size known)"
+    )
     models = [m for m in (details or {}).get("models", []) if int(m.get("n") or 0) > 0]
     rows = []
     for m in models:
         k, n = int(m["k"]), int(m["n"])
         rate = k / n
-        need = {meth: items_needed(rate, delta, gamma, len(models), meth, plan)
-                for meth in ("smart", "anytime")}  # fmt: skip
+        need: dict[str, int | None] = {
+            meth: None if rate <= 1 - delta + 1e-12
+            else items_needed(rate, delta, gamma, len(models), meth, plan)
+            for meth in ("smart", "anytime")
+        }  # fmt: skip
         rows.append(
             {"model": m["model"], "conformity": f"{k}/{n} = {rate:.3f}",
              "target (1 - delta)": round(1 - delta, 3),
              "items needed (SMART, nominal)": _need(need["smart"]),
              "items needed (anytime, guaranteed)": _need(need["anytime"]),
              "more than profiled here": _need(None if need["anytime"] is None
-                                              else max(need["anytime"] - n, 0))}
+                                              else max(need["anytime"] - n, 0)),
+             "task size (items)": size}
         )  # fmt: skip
     out = pd.DataFrame(rows, columns=["model", "conformity", "target (1 - delta)",
                                       "items needed (SMART, nominal)",
                                       "items needed (anytime, guaranteed)",
-                                      "more than profiled here"])  # fmt: skip
-    out.columns = [c if c == "model" else c for c in out.columns]
-    out = out.rename(
-        columns={"more than profiled here": f"more than profiled here (task of {plan:,})"}
-    )
+                                      "more than profiled here", "task size (items)"])  # fmt: skip
     return Table(out.set_index("model"))
 
 
