@@ -2,7 +2,8 @@
 
 One record per judged pair: the two texts (``text_a``, ``text_b``), optionally the two
 model names, the choice (``1`` / ``2`` / ``About the same`` / ``1 is better`` / ``A`` /
-``tie`` ... mapped by ``labels``), per-criterion choices, the annotator, the time spent and
+``tie`` ... mapped by ``labels``; ``0`` has no default meaning and a field coded only 0 / 1
+must have both codes mapped), per-criterion choices, the annotator, the time spent and
 the item (an id or the prompt text). Records may be grouped per annotator: a JSON object
 ``{annotator: [records]}``, or records that hold a list of records under ``nested`` (the
 outer fields, e.g. the annotator id, are inherited by the inner ones).
@@ -59,9 +60,13 @@ DEFAULT_LABELS = {
         ["2", "b", "right", "model b", "model_b", "response b", "response 2", "2 is better",
          "b is better", "second", "output 2", "output b", "2 better", "b>a", "2>1"], "right"),
     **dict.fromkeys(
-        ["tie", "about the same", "same", "equal", "both", "neither", "draw", "0", "=",
+        ["tie", "about the same", "same", "equal", "both", "neither", "draw", "=",
          "tie (bothbad)", "both bad", "both good", "no preference", "a=b", "1=2"], "tie"),
 }  # fmt: skip
+#: numeric codes whose meaning files disagree on (0 = tie or 0 = the first response?):
+#: "0" is in no default, and a field holding only 0 / 1 needs both mapped explicitly
+AMBIGUOUS_CODES = ("0", "1")
+_CODE_FIX = "--label 0=left --label 1=right (labels={'0': 'left', '1': 'right'})"
 
 
 def _norm(value: Any) -> str:
@@ -304,6 +309,12 @@ def _choice(
     if value is None or (not required and _norm(value) == ""):
         return None
     side = normalize_choice(value, labels, ma, mb)
+    if side is None and _norm(value) == "0":
+        raise PreferenceImportError(
+            f"{rec.where}: field {column!r} ({role}) holds 0, a choice code with no default "
+            "meaning (0 = the first response, or 0 = tie?). Say what the codes mean: "
+            f"{_CODE_FIX} if 0 / 1 are the two responses, or --label 0=tie."
+        )
     if side is None:
         raise PreferenceImportError(
             f"{rec.where}: field {column!r} ({role}) holds {value!r}, which is not a known "
@@ -421,6 +432,11 @@ def import_preferences(
                for c, col in crit_map.items()},
         }  # fmt: skip
         labels_of = {c: v for c, v in labels_of.items() if v is not None}
+        raw_codes = {}
+        for col in (cols["choice"], *crit_map.values()):
+            raw = _value(rec, col, "choice", False)
+            if raw is not None and not isinstance(raw, (dict, list)):
+                raw_codes[col] = _norm(raw)
         if not labels_of:
             raise PreferenceImportError(
                 f"{rec.where} holds no choice in any of the fields "
@@ -443,9 +459,33 @@ def import_preferences(
                 "prompt": _text(rec, cols["prompt"], "prompt", req("prompt")),
                 "time": _seconds(rec, cols["time_spent"], req("time_spent")),
                 "reason": _text(rec, cols["reason"], "reason", req("reason")),
+                "raw": raw_codes,
             }
         )  # fmt: skip
+    _check_codes(path, drafts, labels)
     return _write(store, path, task_id, source, file_key, drafts)
+
+
+def _check_codes(
+    path: Path, drafts: list[dict[str, Any]], labels: Mapping[str, str] | None
+) -> None:
+    """Refuse a choice field that holds only the codes 0 and 1 unless both are mapped: the
+    defaults would read 1 as the first response whatever 0 means (0 = first, 1 = second
+    files would land as tie / left)."""
+    mapped = {_norm(k) for k in (labels or {})}
+    if all(c in mapped for c in AMBIGUOUS_CODES):
+        return
+    seen: dict[str, set[str]] = {}
+    for d in drafts:
+        for field_name, raw in d["raw"].items():
+            seen.setdefault(field_name, set()).add(raw)
+    for field_name, values in seen.items():
+        if values == set(AMBIGUOUS_CODES):
+            raise PreferenceImportError(
+                f"{path}: field {field_name!r} holds only the choice codes 0 and 1, whose "
+                "meaning is ambiguous (0 = the first response, or 0 = tie and 1 = the "
+                f"first?). Map both: {_CODE_FIX}, or --label 0=tie --label 1=left."
+            )
 
 
 def _write(

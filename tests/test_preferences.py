@@ -286,3 +286,32 @@ def test_cli_import_with_a_mapping(tmp_path: Path, capsys) -> None:
     assert "--map 'x': write NAME=VALUE" in capsys.readouterr().err
     assert main(["--store", db, "human", "import", str(path), "--task", "p"]) == 2
     assert "record 1 (line 1)" in capsys.readouterr().err  # the default fields are absent
+
+
+def test_zero_one_coded_choices_are_refused_until_both_codes_are_mapped(
+    store, tmp_path: Path, capsys
+) -> None:
+    """A file coding 0 = first response, 1 = second would land as tie / left under the
+    defaults: 0 has no default meaning, and a field of only 0 / 1 needs both mapped."""
+    path = tmp_path / "coded.csv"
+    path.write_text("who,x,y,pick\nann,t1,t2,0\nann,t3,t4,1\nann,t5,t6,0\n")
+    cols = {"annotator": "who", "text_a": "x", "text_b": "y", "choice": "pick"}
+    with pytest.raises(PreferenceImportError, match=r"record 1 .*coded.csv.*'pick'.*holds 0"):
+        import_preferences(store, path, "z", columns=cols)
+    # mapping 0 alone would leave 1 at its default (left): both sides left - refused
+    with pytest.raises(PreferenceImportError, match=r"coded.csv: field 'pick' holds only"):
+        import_preferences(store, path, "z", columns=cols, labels={"0": "left"})
+    assert readers.human_judgments(store, task_id="z").empty  # nothing written
+    db = str(tmp_path / "s.duckdb")
+    argv = ["--store", db, "human", "import", str(path), "--task", "z",
+            *[x for r, c in cols.items() for x in ("--map", f"{r}={c}")]]  # fmt: skip
+    assert main(argv) == 2
+    assert "--label 0=left --label 1=right" in capsys.readouterr().err
+    assert main([*argv, "--label", "0=left", "--label", "1=right"]) == 0
+    with Store(db) as st:
+        got = readers.human_judgments(st, task_id="z")["choice"].tolist()
+    assert got == ["left", "right", "left"]
+    # 1 / 2 codes (no 0) keep their defaults
+    path.write_text("who,x,y,pick\nann,t1,t2,1\nann,t3,t4,2\n")
+    import_preferences(store, path, "y", columns=cols)
+    assert readers.human_judgments(store, task_id="y")["choice"].tolist() == ["left", "right"]
