@@ -15,8 +15,10 @@ any other is kept in ``pair_texts`` (side kind ``'text'``). A prompt that matche
 of the task becomes a new item. Everything is validated before the first write and
 written in one transaction: a bad file, record or field raises
 :class:`~slamkit.errors.PreferenceImportError` naming them, and the store is left as it
-was. Each row carries an ``import_key`` (file name, record, label), so importing the same
-file again writes nothing.
+was. Each row carries an ``import_key`` keyed on its content (task, annotator, item id or
+prompt, the two texts, criterion, choice), so importing the same file again - or the same
+judgments in another file form (JSON, then CSV) - writes nothing; an identical judgment
+repeated in one file is stored once.
 
 >>> normalize_choice("1 is better"), normalize_choice("About the same"), normalize_choice(2)
 ('left', 'tie', 'right')
@@ -31,7 +33,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from slamkit.catalog import hash_file
 from slamkit.errors import PreferenceImportError, ReferenceImportError
 from slamkit.keys import content_key
 from slamkit.references import _MISSING, _get, _read_csv, _read_jsonl, _read_parquet, detect_format
@@ -398,7 +399,6 @@ def import_preferences(
             f"{path} holds no records. Check the file (and records_key / nested)."
         )
     source = f"preference-import:{path.name}"
-    file_key = hash_file(path)
     drafts = []
     for rec in recs:
         if not isinstance(rec.record, Mapping):
@@ -451,19 +451,21 @@ def import_preferences(
                 f"{rec.where}: field {cols['item_id']!r} (mapped to item_id) holds "
                 f"{raw_item!r}, not an id. Map item_id to a field of short ids."
             )
+        prompt = _text(rec, cols["prompt"], "prompt", req("prompt"))
         drafts.append(
             {
                 "rec": rec, "text_a": text_a, "text_b": text_b, "model_a": model_a,
                 "model_b": model_b, "annotator": ann.strip(), "labels": labels_of,
                 "item_id": None if raw_item is None else str(raw_item),
-                "prompt": _text(rec, cols["prompt"], "prompt", req("prompt")),
+                "prompt": prompt,
                 "time": _seconds(rec, cols["time_spent"], req("time_spent")),
                 "reason": _text(rec, cols["reason"], "reason", req("reason")),
                 "raw": raw_codes,
+                "item_key": [None if raw_item is None else str(raw_item), prompt],
             }
         )  # fmt: skip
     _check_codes(path, drafts, labels)
-    return _write(store, path, task_id, source, file_key, drafts)
+    return _write(store, path, task_id, source, drafts)
 
 
 def _check_codes(
@@ -493,7 +495,6 @@ def _write(
     path: Path,
     task_id: str,
     source: str,
-    file_key: str,
     drafts: list[dict[str, Any]],
 ) -> PreferenceImport:
     task_row = jobs.task_row(store, task_id)
@@ -541,8 +542,9 @@ def _write(
         (lk, li, lm), (rk, ri, rm) = sides
         for crit, choice in d["labels"].items():
             key = content_key(
-                "preference-import", file=file_key, record=d["rec"].locator, criterion=crit,
-                annotator=d["annotator"], task=task_id,
+                "preference-judgment", task=task_id, annotator=d["annotator"],
+                item=d["item_key"], text_a=d["text_a"], text_b=d["text_b"], criterion=crit,
+                choice=choice,
             )  # fmt: skip
             rows.append(
                 {"annotator": d["annotator"], "task_id": task_id, "item_id": d["item_id"],

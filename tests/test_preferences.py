@@ -315,3 +315,47 @@ def test_zero_one_coded_choices_are_refused_until_both_codes_are_mapped(
     path.write_text("who,x,y,pick\nann,t1,t2,1\nann,t3,t4,2\n")
     import_preferences(store, path, "y", columns=cols)
     assert readers.human_judgments(store, task_id="y")["choice"].tolist() == ["left", "right"]
+
+
+def test_the_same_judgments_in_another_file_form_are_not_stored_twice(
+    store, tmp_path: Path
+) -> None:
+    """The example export imported as JSON, then the same judgments flattened into a CSV
+    (other field names, numbers as text): keyed on content, the CSV adds nothing."""
+    example = (
+        Path(__file__).resolve().parents[1] / "data" / "examples" / "pairwise_preferences.json"
+    )
+    cols = {"prompt": "instruction", "model_a": "generator_1", "model_b": "generator_2",
+            "text_a": "output_1", "text_b": "output_2", "choice": "preference",
+            "time_spent": "time_spent_s"}  # fmt: skip
+    first = import_preferences(store, example, "demo", columns=cols,
+                               criteria={"correctness": "per_criterion.correctness"})  # fmt: skip
+    assert (first.records, first.judgments_added) == (30, 60)
+    before = stored(store)
+    flat = tmp_path / "same.csv"
+    with open(flat, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["rater", "q", "m1", "m2", "r1", "r2", "pick", "correct", "secs"])
+        for ann, recs in json.loads(example.read_text()).items():
+            for r in recs:
+                w.writerow([ann, r["instruction"], r["generator_1"], r["generator_2"],
+                            r["output_1"], r["output_2"], r["preference"],
+                            r["per_criterion"]["correctness"], str(r["time_spent_s"])])  # fmt: skip
+    again = import_preferences(
+        store, flat, "demo",
+        columns={"annotator": "rater", "prompt": "q", "model_a": "m1", "model_b": "m2",
+                 "text_a": "r1", "text_b": "r2", "choice": "pick", "time_spent": "secs"},
+        criteria={"correctness": "correct"},
+    )  # fmt: skip
+    assert (again.records, again.judgments_added) == (30, 0)
+    assert stored(store) == before and len(readers.human_judgments(store)) == 60
+    # a changed choice is a different judgment: stored beside the first
+    text = flat.read_text().replace("About the same", "2 is better", 1)
+    flat.write_text(text)
+    changed = import_preferences(
+        store, flat, "demo",
+        columns={"annotator": "rater", "prompt": "q", "model_a": "m1", "model_b": "m2",
+                 "text_a": "r1", "text_b": "r2", "choice": "pick", "time_spent": "secs"},
+        criteria={"correctness": "correct"},
+    )  # fmt: skip
+    assert changed.judgments_added == 1

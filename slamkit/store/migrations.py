@@ -435,8 +435,9 @@ def m009_preferences(db: duckdb.DuckDBPyConnection) -> None:
     """Imported pairwise human preferences (slamkit.preferences).
 
     ``human_judgments`` gains the two sides' model names, the time the annotator spent and
-    ``import_key``: a hash of the source file, the record and the label, so importing the
-    same file again writes nothing. A text that matches no stored generation or reference
+    ``import_key``: a hash of the judgment's content (task, annotator, item, the two texts,
+    criterion, choice), so importing the same judgments again - same file or another file
+    form - writes nothing. A text that matches no stored generation or reference
     is kept in ``pair_texts`` (side kind ``'text'``, id = hash of the text).
     """
     db.execute("ALTER TABLE human_judgments ADD COLUMN left_model VARCHAR")
