@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -59,9 +61,18 @@ def test_sms_cells_save_money_and_the_guaranteed_methods_keep_the_realized_guara
     assert rows[(0.2, "smart")]["items_needed"] <= rows[(0.2, "anytime")]["items_needed"] < 200
 
 
-def test_cli_writes_csv_and_markdown(tmp_path, capsys) -> None:
+def test_cli_writes_csv_and_markdown(tmp_path, capsys, monkeypatch) -> None:
+    """By default into the current directory, never over the committed data/ table."""
+    committed = Path(__file__).resolve().parents[1] / "data" / "simulation_results.csv"
+    before = committed.read_bytes()
+    monkeypatch.chdir(tmp_path)
+    assert main(["--seeds", "20", "--settings", "SMS Spam"]) == 0
+    assert committed.read_bytes() == before
+    out = tmp_path / "simulation_results"
+    assert f"wrote {out.name}.csv" in capsys.readouterr().out
+    assert len(pd.read_csv(f"{out}.csv")) == 10 and Path(f"{out}.md").exists()
+    assert main(["--seeds", "20", "--settings", "SMS Spam", "--out", str(tmp_path / "sim")]) == 0
     out = tmp_path / "sim"
-    assert main(["--seeds", "20", "--settings", "SMS Spam", "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "| SMS Spam | 0.20 |" in printed and "guaranteed" in printed
     table = pd.read_csv(f"{out}.csv")

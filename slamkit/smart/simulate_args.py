@@ -154,5 +154,8 @@ def add_simulate_arguments(ap: argparse.ArgumentParser) -> None:
         "(stress test for peeking)",
     )  # fmt: skip
     ap.add_argument(
-        "--out", default="data/simulation_results", help="write OUT.csv and OUT.md ('' to skip)"
-    )
+        "--out", default="simulation_results",
+        help="write OUT.csv and OUT.md ('' to skip; default: ./simulation_results.* in the "
+        "current directory - the committed 1000-seed table is rewritten only with "
+        "--out data/simulation_results)",
+    )  # fmt: skip
