@@ -1,38 +1,59 @@
-"""Bernoulli simulator for SMART, Smart-ModelMix and the anytime-valid variant.
+"""Bernoulli simulator for SMART, Smart-ModelMix and slamkit's guaranteed variants.
 
-Reproduces the settings of Jo & Trummer (arXiv 2403.13835) as given in METHOD.md:
-prices per 1K tokens (read from the dated price table ``data/prices.csv`` through
-:mod:`slamkit.cost`, rows dated on or before :data:`PRICES_AS_OF`), conformity rates with
-GPT-4 and N per data set. Each seed draws
-every candidate's conformity on each item as an independent Bernoulli(rate).
+Reproduces the settings of Jo & Trummer (arXiv 2403.13835) as given in METHOD.md: N and
+the conformity rates with GPT-4 per data set (:data:`SETTINGS`), prices per 1K tokens
+(read from the dated price table ``data/prices.csv`` through :mod:`slamkit.cost`, rows
+dated on or before :data:`PRICES_AS_OF`) and **each model's own mean input/output tokens
+per item** from the authors' measurements (:data:`PAPER_TOKENS`, their ``llm_result.csv``:
+e.g. IMDB GPT-4 316 in / 1 out, davinci-002 and babbage-002 ~16 out). Per-item cost =
+(tokens_in * price_in + tokens_out * price_out) / 1000, per model.
 
-Assumptions (documented, editable in :data:`SETTINGS`): items are classification
-prompts whose cost is dominated by input tokens - IMDB ~340 input tokens (a ~230-word
-review plus a 40-token instruction), SMS Spam ~60, AG News ~95; every answer is a 2-token
-label. Per-item cost = (tokens_in * price_in + tokens_out * price_out) / 1000.
+Each seed draws one random conformity matrix (N items x candidates, independent
+Bernoulli(rate), :class:`Conformity`), shared by every method and every delta (common random
+numbers), so the methods differ only by their rules.
 
-Methods (all profile in batches of 10 items, with the expected-cost early stop):
+Methods (:data:`SIM_METHODS`; all profile item by item with the expected-cost early stop,
+evaluated every 10 items, then less often on long runs - :func:`~slamkit.smart.profile.stop_step`):
 
-* ``smart``: two-sided Clopper-Pearson at gamma re-checked every batch (the paper's rule);
-  the remaining items go to the cheapest satisfied model (else the reference).
-* ``mix``: same profiling; the remaining items are split by Smart-ModelMix with one-sided
-  Clopper-Pearson lower bounds on a level grid and the product rule prod l_i >= gamma.
-* ``anytime``: beta-binomial mixture confidence sequence per candidate at
-  alpha_m = (1-gamma)/M (Bonferroni over the M candidates; Beta prior centred on 1 - delta
-  with 10 pseudo-items, see :func:`~slamkit.smart.bounds.anytime_family`); the remaining
-  items are split by the LP with each model's confidence-sequence lower bound (the
-  confidence was spent up front, so no level search and no data-dependent choice of levels).
+* ``smart``: two-sided Clopper-Pearson at gamma, re-checked every 10 items (the paper's
+  rule; nominal - peeking is not corrected for); the remaining items go to the cheapest
+  satisfied model, else the reference. Unit cost = mean cost over the items a model
+  processed.
+* ``smart_authors_cost``: the same with the authors' unit cost (cost / all profiled
+  items), to show what that bug changes.
+* ``mix``: SMART's profiling; the remaining items are split by Smart-ModelMix with
+  one-sided Clopper-Pearson lower bounds on a level grid (:data:`MIX_LEVELS`) and the
+  product rule prod l_i >= gamma (nominal).
+* ``anytime`` (guaranteed): the first :data:`SCREEN` items screen (candidates agreeing on
+  fewer than half are dropped); each survivor then gets a finite-population confidence
+  sequence (:class:`~slamkit.smart.bounds.FinitePopulationCS`: a beta-binomial-mixture
+  prior on its agreeing count among the N items, sampling without replacement) over the
+  later items, at alpha = 1 - gamma split over the survivors only, checked after every
+  item; the remaining items go to the cheapest satisfied model, else the reference.
+* ``mix_safe`` (guaranteed): the same sequences at alpha = 1 - gamma -
+  :data:`MIX_SPLIT_ALPHA`; the remaining items go to the cheaper of the single satisfied
+  model and, per candidate, the largest random share it may answer with the reference
+  answering the rest (:func:`safe_mix`, the split bounded at :data:`MIX_SPLIT_ALPHA`).
 
-A *violation* is a seed whose policy has expected accuracy below 1 - delta, where the
-expected accuracy is (profiled items + sum_i r_i p_i * remaining) / N with the true rates
-p_i - the quantity the bounds are about. The *realized* violation rate (actual Bernoulli
-outcomes on the remaining items) is reported too; at a rate exactly equal to 1 - delta it
-is a coin flip for any method, so it is not the guarantee's target.
+A *violation* (the guarantee's own statement) is a seed whose realized accuracy on all N
+items is below 1 - delta: the profiled items count as agreeing (GPT-4 answered them), each
+candidate's random share of the remaining items agrees as often as that seed's matrix says
+(hypergeometric draws). A guaranteed method must keep the rate <= 1 - gamma (plus
+simulation error). The *expected* violation (the policy's expected accuracy with the true
+rates below 1 - delta) is reported beside it; it understates.
 
-A fourth, *Boundary* setting (not from the paper) stress-tests peeking: its one useful
-candidate conforms at 1 - delta - 0.005, just below the target.
+A fourth, *Boundary* setting (not from the paper) stress-tests peeking: N = 20,000, its one
+useful candidate conforms at 1 - delta - 0.005, just below the target.
 
-Run: ``python -m slamkit.smart.simulate --seeds 1000`` (or ``slamkit simulate``).
+The live and stored selection (:mod:`slamkit.smart.select`) additionally refuses a
+candidate that is "satisfied" only because the profiled items alone already reach
+1 - delta with its own conformity below it (see
+:func:`~slamkit.smart.select.own_evidence_missing`); the simulated cells never reach that
+state, so the simulator keeps the plain rule.
+
+Run: ``slamkit simulate --seeds 1000`` (or ``python -m slamkit.smart.simulate``); writes
+``./simulation_results.csv`` and ``.md`` (``--out data/simulation_results`` rewrites the
+committed table).
 """
 
 from __future__ import annotations
