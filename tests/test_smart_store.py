@@ -225,3 +225,21 @@ def test_items_without_any_generation_are_left_out_unless_asked(filled) -> None:
     sel = smart_from_store(store, "sst", "gpt-4", eq, 0.08, cost_per_item=cost, save=False,
                            all_items=True)  # fmt: skip
     assert sel.n_items == N_ITEMS
+
+
+def test_a_candidate_that_never_agreed_is_not_recommended(tmp_path: Path) -> None:
+    """The default report's shape: 10 items, delta 0.1. After 9 profiled items the
+    reference's own outputs alone reach 90% of 10, so a candidate that never agreed is
+    "satisfied" - the selection keeps the reference and claims no saving."""
+    with Store(tmp_path / "tiny.duckdb") as store:
+        fill(store, 10)
+        store.db.execute("UPDATE generations SET text = 'NEUTRAL!'")  # no label: never agrees
+        cost = {"gpt-4": 0.03, "good-7b.Q4_K_M": 0.002, "weak-1b.Q2_K": 0.001}
+        sel = smart_from_store(store, "sst", "gpt-4", ExtractedLabel(r"(positive|negative)"),
+                               delta=0.1, gamma=0.95, cost_per_item=cost,
+                               method="anytime")  # fmt: skip
+        states = {m["model"]: (m["k"], m["state"]) for m in sel.details["models"]}
+        assert sel.n_profiled == 9 and (0, "satisfied") in states.values()
+        assert sel.choice == {"gpt-4": 1.0}
+        assert "no candidate qualified on its own evidence" in sel.guarantee
+        assert sel.saving < 1
