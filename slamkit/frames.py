@@ -274,13 +274,22 @@ def reproducibility(repro: pd.DataFrame) -> pd.DataFrame:
 
 def repro_note(repro: pd.DataFrame) -> str:
     """One line on determinism for the report: a WARNING naming the variants whose greedy
-    cells drifted, else how many reproduced.
+    cells drifted, or counting the re-runs that failed (their errors are in the ``repro``
+    table), else how many reproduced.
 
     >>> repro_note(pd.DataFrame())
     'Determinism: no stored cell was re-run yet (slamkit repro).'
     """
+    failed = int(repro["error"].notna().sum()) if "error" in repro and len(repro) else 0
+    fail_note = (
+        f"WARNING: {failed} re-run{'s' if failed != 1 else ''} failed (see the repro table's "
+        "error column; run slamkit repro again to retry them)"
+        if failed else ""
+    )  # fmt: skip
     per = reproducibility(repro)
     if per.empty:
+        if failed:
+            return f"{fail_note}; no re-run completed, so determinism is unknown."
         return "Determinism: no stored cell was re-run yet (slamkit repro)."
     g, s = int(per["greedy_cells"].sum()), int(per["sampled_cells"].sum())
     bad = per[per["greedy_drifted"] > 0]
@@ -291,14 +300,18 @@ def repro_note(repro: pd.DataFrame) -> str:
             f"WARNING: greedy output is not reproducible for {names}: re-running the same cell "
             "(same model, prompt, seed) gave different text — compare thread counts and "
             "executors in the repro table before trusting single-run comparisons."
+            + (f" Also {fail_note[9:]}." if failed else "")
         )
+    same_sampled = float((per["sampled_pct"].fillna(0.0) * per["sampled_cells"]).sum()) / 100.0
     sampled = (
-        f"; sampled cells reproduced with the same seed: {per['sampled_pct'].mean():.0f}% of {s}"
+        f"; sampled cells reproduced with the same seed: {same_sampled:.0f} of {s} "
+        f"({100.0 * same_sampled / s:.0f}%)"
         if s else "; no sampled cell was re-run"
     )  # fmt: skip
+    head = f"{fail_note}. Of the completed re-runs: " if failed else "Determinism: all "
     return (
-        f"Determinism: all {g} greedy cells re-run ({int(per['reruns'].sum())} re-runs across "
-        f"thread counts / executors) reproduced byte for byte{sampled}."
+        f"{head}{'all ' if failed else ''}{g} greedy cells re-run ({int(per['reruns'].sum())} "
+        f"re-runs across thread counts / executors) reproduced byte for byte{sampled}."
     )
 
 

@@ -371,3 +371,45 @@ def test_matrix_cli_and_study_on_a_synthetic_store(
         m.loc["model-m2", "KLD vs parent"] == 0.25 and m.loc["model-m2", "drift base"] == "model-m1"
     )
     assert math.isnan(m.loc["model-m1", "KLD vs parent"])
+
+
+@pytest.mark.slow
+def test_repro_skips_load_test_answers_and_says_which_cells_it_dropped(
+    smollm2: Path, store: Store
+) -> None:
+    """Load-test answers (``load_id`` set) are not candidates; a stored cell whose key
+    cannot be planned again is not drawn, and the result says so — the model still gets
+    its cells re-run."""
+    from slamkit.references import load_alpaca_eval
+    from slamkit.runner import run_sweep
+
+    load_alpaca_eval(store, limit=2)
+    run_sweep(store, [smollm2], "alpaca_eval", Sampling(max_tokens=6), n_threads=1,
+              progress=False)  # fmt: skip
+    good = set(store.df("SELECT gen_key FROM generations")["gen_key"])
+    row = store.df("SELECT * FROM generations LIMIT 1").iloc[0].to_dict()
+    row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+    store.insert("generations", {**row, "gen_key": "0-load", "load_id": "load-1"})
+    store.insert("generations", {**row, "gen_key": "0-other-version"})
+    r = run_repro(store, n_cells=3, k=1, thread_counts=(1,), progress=False)
+    assert (r.planned, r.done, r.failed) == (2, 2, 0)  # both sweep cells, nothing else
+    rows = readers.repro_results(store)
+    assert set(rows["gen_key"]) == good and rows["same"].all()
+    assert len(r.skipped) == 1 and "1 stored cell(s)" in r.skipped[0]
+    assert "another key" in r.skipped[0] and "skipped:" in str(r)
+
+
+def test_repro_note_counts_failed_reruns_and_weights_sampled_cells() -> None:
+    repro = pd.DataFrame({
+        "model_id": ["v", "v", "w", "w", "w"], "variant": ["V", "V", "W", "W", "W"],
+        "gen_key": ["a", "s", "b", "t", "u"], "greedy": [True, False, True, False, False],
+        "same": [True, True, True, False, False], "error": [None] * 5,
+    })  # fmt: skip
+    note = frames.repro_note(repro)
+    # 1 of 3 sampled cells reproduced (not the mean over variants, 50%)
+    assert "1 of 3 (33%)" in note and "WARNING" not in note
+    failed = pd.concat([repro, repro.iloc[:1].assign(gen_key="c", same=None, error="boom")])
+    note = frames.repro_note(failed)
+    assert note.startswith("WARNING: 1 re-run failed") and "all 2 greedy" in note
+    only_failed = frames.repro_note(repro.assign(same=None, error="boom"))
+    assert only_failed.startswith("WARNING: 5 re-runs failed") and "unknown" in only_failed
