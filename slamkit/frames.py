@@ -229,9 +229,10 @@ def reference_table(refs: pd.DataFrame, subsets: pd.DataFrame, n: int = 10) -> p
 MATRIX_COLUMNS = (
     "variant", "family", "quant", "bits per weight", "size (MB)", "license",
     "{metric}", "{metric} lo", "{metric} hi", "KLD vs parent", "KLD lo", "KLD hi",
-    "same top-1 (%)", "drift base", "pp tok/s", "pp sd", "tg tok/s", "tg sd",
-    "p95 latency (s)", "TTFT p50 (s)", "decode tok/s", "load (s)", "peak RSS (MB)",
-    "model memory (MB)",
+    "same top-1 (%)", "drift base", "drift text", "drift n_ctx", "drift chunks",
+    "drift tokens", "pp tok/s", "pp sd", "tg tok/s", "tg sd", "pp", "tg", "speed threads",
+    "p95 latency (s)", "TTFT p50 (s)", "decode tok/s", "load (s)",
+    "process peak RSS (MB)", "RSS growth at load (MB)",
     "reproducible greedy (%)", "reproducible sampled (%)", "re-runs",
 )  # fmt: skip
 
@@ -330,6 +331,13 @@ def variant_matrix(
     repro: pd.DataFrame,
     metric: str = "quality",
     variants: Sequence[str] | None = None,
+    *,
+    drift_n_ctx: int = 128,
+    drift_chunks: int | None = 4,
+    drift_text_sha256: str | None = None,
+    speed_pp: int = 64,
+    speed_tg: int = 32,
+    speed_threads: int | None = None,
 ) -> pd.DataFrame:
     """One row per variant: catalog facts, quality vs the reference with its CI, drift vs
     the parent, raw speed beside the real prompts' p95 latency, TTFT and decode rate, memory
@@ -340,9 +348,18 @@ def variant_matrix(
     :func:`slamkit.store.aggregates.variant_summary` (variant, p95_latency_s, ttft_p50_s,
     decode_tps); ``drift``,
     ``speed``, ``repro``: the readers of those tables. Rows: ``variants``, else every
-    variant with quality or timings. Drift is the newest row against the variant's parent
-    (else against any base, named in ``drift base``); speed the newest row. Missing
-    figures are NaN (shown as —).
+    variant with quality or timings.
+
+    Only rows measured with the given settings count — drift: ``drift_n_ctx``,
+    ``drift_chunks`` (as asked: None = every window) and the text set
+    ``drift_text_sha256`` (None: any); speed: ``speed_pp``, ``speed_tg`` and
+    ``speed_threads`` (None: any) — and the matrix shows them (``drift text``, ``drift
+    n_ctx``, ``drift chunks``, ``drift tokens``, ``pp``, ``tg``, ``speed threads``). Drift
+    is the newest such row against the variant's parent (else against another base, named
+    in ``drift base``; a model against itself never counts); speed the newest such row.
+    The RSS columns are the measuring process's high-water mark after loading the model
+    (order-dependent: it never falls) and its growth over the RSS before the load.
+    Missing figures are NaN (shown as —).
     """
     cols = [c.format(metric=metric) for c in MATRIX_COLUMNS]
     names = list(variants) if variants else list(
@@ -353,11 +370,23 @@ def variant_matrix(
     p = perf.set_index("variant") if len(perf) else pd.DataFrame()
     dr = drift.copy()
     if len(dr):
+        asked = dr["chunks_asked"] if "chunks_asked" in dr else pd.Series(None, index=dr.index)
+        keep = (dr["model_id"] != dr["base_model_id"]) & (dr["n_ctx"] == drift_n_ctx)
+        keep &= asked.isna() if drift_chunks is None else (asked == drift_chunks)
+        if drift_text_sha256 is not None:
+            keep &= dr["text_sha256"] == drift_text_sha256
+        dr = dr[keep]
+    if len(dr):
         parent = dict(zip(models["model_id"], models["parent_model_id"], strict=True))
         dr["_parent"] = [parent.get(m) == b for m, b in zip(dr["model_id"], dr["base_model_id"],
                                                              strict=True)]  # fmt: skip
         dr = dr.sort_values(["_parent", "created_at"], ascending=False).drop_duplicates("model_id")
         dr = dr.set_index("model_id")
+    if len(speed):
+        keep = (speed["n_prompt"] == speed_pp) & (speed["n_gen"] == speed_tg)
+        if speed_threads is not None:
+            keep &= speed["n_threads"] == speed_threads
+        speed = speed[keep]
     sp = _newest(speed)
     sp = sp.set_index("model_id") if len(sp) else sp
     rp = reproducibility(repro).set_index("model_id")
@@ -383,8 +412,11 @@ def variant_matrix(
             get(q, name, "mean"), get(q, name, "lo"), get(q, name, "hi"),
             get(dr, mid, "kld_mean"), get(dr, mid, "kld_lo"), get(dr, mid, "kld_hi"),
             100.0 * get(dr, mid, "same_top1"), get(dr, mid, "base"),
+            get(dr, mid, "text_set"), get(dr, mid, "n_ctx"), get(dr, mid, "n_chunks"),
+            get(dr, mid, "n_tokens"),
             get(sp, mid, "pp_tps_mean"), get(sp, mid, "pp_tps_sd"),
             get(sp, mid, "tg_tps_mean"), get(sp, mid, "tg_tps_sd"),
+            get(sp, mid, "n_prompt"), get(sp, mid, "n_gen"), get(sp, mid, "n_threads"),
             get(p, name, "p95_latency_s"), get(p, name, "ttft_p50_s"), get(p, name, "decode_tps"),
             get(sp, mid, "load_time_s"),
             get(sp, mid, "peak_rss_mb"), get(sp, mid, "model_mem_mb"),
@@ -392,6 +424,6 @@ def variant_matrix(
         ])  # fmt: skip
     out = pd.DataFrame(rows, columns=cols)
     for c in cols:
-        if c not in ("variant", "family", "quant", "license", "drift base"):
+        if c not in ("variant", "family", "quant", "license", "drift base", "drift text"):
             out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
     return out
