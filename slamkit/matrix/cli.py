@@ -173,7 +173,7 @@ def _matrix(args: argparse.Namespace) -> int:
     if str(args.store) != ":memory:" and not Path(args.store).is_file():
         raise MatrixError(
             f"--store {args.store}: no store there (slamkit matrix only reads one); pass the "
-            "path of an existing store, e.g. data/runs/default/slamkit.duckdb."
+            "path of an existing store (make run writes one under data/runs/default/)."
         )
     study = Study(
         args.store, args.task, (), args.n_items, None, args.max_tokens, args.reference_model

@@ -215,8 +215,8 @@ def chunk_tokens(tokens: Sequence[int], n_ctx: int, n_chunks: int | None) -> np.
 
     >>> chunk_tokens(range(10), 4, None).tolist()
     [[0, 1, 2, 3], [4, 5, 6, 7]]
-    >>> chunk_tokens(range(12), 2, 3).tolist()
-    [[0, 1], [6, 7], [10, 11]]
+    >>> chunk_tokens(range(14), 2, 3).tolist()
+    [[0, 1], [6, 7], [12, 13]]
     """
     available = len(tokens) // n_ctx
     n = available if n_chunks is None else min(n_chunks, available)
