@@ -479,6 +479,10 @@ def test_drift_on_every_window_a_too_short_text_and_an_unregistered_file(
     vocab = llama_cpp.Llama(model_path=str(smollm2), vocab_only=True, verbose=False)
     windows = len(vocab.tokenize(TEXT.text.encode(), add_bos=False, special=False)) // 32
     vocab.close()
+    stale = drift_mod._cache_path(inspect_gguf(smollm2), TEXT, 32, None, cache)
+    stale.parent.mkdir(parents=True)
+    stale = stale.with_name(f".{stale.stem}.2147483646.tmp.npz")  # a killed save's leftover
+    stale.write_bytes(b"partial")
     with Store(db) as st:  # n_chunks=None: every whole window of the text
         r = run_drift(st, [str(smollm2)], str(smollm2), texts=TEXT, n_ctx=32, n_chunks=None,
                       cache=cache, progress=False)  # fmt: skip

@@ -356,6 +356,7 @@ def base_logits(
     finally:
         ev.close()
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
     try:
         np.savez(tmp, chunks=chunks, logits=logits)
@@ -365,16 +366,39 @@ def base_logits(
     return chunks, logits
 
 
+def _remove_stale(path: Path) -> None:
+    """Remove temporary saves of ``path`` left by processes that no longer run (killed
+    mid-save)."""
+    for old in path.parent.glob(f".{path.stem}.*.tmp.npz"):
+        try:
+            pid = int(old.name.split(".")[-3])
+            os.kill(pid, 0)  # still running: its save is under way
+        except (ValueError, ProcessLookupError):
+            old.unlink(missing_ok=True)
+        except OSError:  # not ours to signal: leave it
+            pass
+
+
 def check_text(base: ModelInfo, text: TextSet, n_ctx: int, n_chunks: int | None) -> None:
     """MatrixError unless ``text`` holds at least one window of ``n_ctx`` tokens of the
     base's tokenizer (its vocabulary only is loaded: fast, before anything is measured)."""
     import llama_cpp
+    from llama_cpp._internals import LlamaModel
 
-    llm = llama_cpp.Llama(model_path=str(base.path), vocab_only=True, verbose=False)
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True  # no weights, no context: what Llama.tokenize uses, quietly
     try:
-        tokens = llm.tokenize(text.text.encode("utf-8"), add_bos=False, special=False)
+        vocab = LlamaModel(path_model=str(base.path), params=params, verbose=False)
+    except Exception as exc:
+        raise MatrixError(
+            f"{base.name} ({Path(base.path).name}): llama.cpp could not read its vocabulary "
+            f"({type(exc).__name__}: {exc}) — check the file with `slamkit catalog --path "
+            f"{base.path}`."
+        ) from exc
+    try:
+        tokens = vocab.tokenize(text.text.encode("utf-8"), add_bos=False, special=False)
     finally:
-        llm.close()
+        vocab.close()
     try:
         chunk_tokens(tokens, n_ctx, n_chunks)
     except MatrixError as exc:
