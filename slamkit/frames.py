@@ -229,9 +229,10 @@ def reference_table(refs: pd.DataFrame, subsets: pd.DataFrame, n: int = 10) -> p
 MATRIX_COLUMNS = (
     "variant", "family", "quant", "bits per weight", "size (MB)", "license",
     "{metric}", "{metric} lo", "{metric} hi", "KLD vs parent", "KLD lo", "KLD hi",
-    "same top-1 (%)", "drift base", "pp tok/s", "pp sd", "tg tok/s", "tg sd",
-    "p95 latency (s)", "TTFT p50 (s)", "decode tok/s", "load (s)", "peak RSS (MB)",
-    "model memory (MB)",
+    "same top-1 (%)", "drift base", "drift text", "drift n_ctx", "drift chunks",
+    "drift tokens", "pp tok/s", "pp sd", "tg tok/s", "tg sd", "pp", "tg", "speed threads",
+    "p95 latency (s)", "TTFT p50 (s)", "decode tok/s", "load (s)",
+    "process peak RSS (MB)", "RSS growth at load (MB)",
     "reproducible greedy (%)", "reproducible sampled (%)", "re-runs",
 )  # fmt: skip
 
@@ -274,13 +275,22 @@ def reproducibility(repro: pd.DataFrame) -> pd.DataFrame:
 
 def repro_note(repro: pd.DataFrame) -> str:
     """One line on determinism for the report: a WARNING naming the variants whose greedy
-    cells drifted, else how many reproduced.
+    cells drifted, or counting the re-runs that failed (their errors are in the ``repro``
+    table), else how many reproduced.
 
     >>> repro_note(pd.DataFrame())
     'Determinism: no stored cell was re-run yet (slamkit repro).'
     """
+    failed = int(repro["error"].notna().sum()) if "error" in repro and len(repro) else 0
+    fail_note = (
+        f"WARNING: {failed} re-run{'s' if failed != 1 else ''} failed (see the repro table's "
+        "error column; run slamkit repro again to retry them)"
+        if failed else ""
+    )  # fmt: skip
     per = reproducibility(repro)
     if per.empty:
+        if failed:
+            return f"{fail_note}; no re-run completed, so determinism is unknown."
         return "Determinism: no stored cell was re-run yet (slamkit repro)."
     g, s = int(per["greedy_cells"].sum()), int(per["sampled_cells"].sum())
     bad = per[per["greedy_drifted"] > 0]
@@ -291,14 +301,18 @@ def repro_note(repro: pd.DataFrame) -> str:
             f"WARNING: greedy output is not reproducible for {names}: re-running the same cell "
             "(same model, prompt, seed) gave different text — compare thread counts and "
             "executors in the repro table before trusting single-run comparisons."
+            + (f" Also {fail_note[9:]}." if failed else "")
         )
+    same_sampled = float((per["sampled_pct"].fillna(0.0) * per["sampled_cells"]).sum()) / 100.0
     sampled = (
-        f"; sampled cells reproduced with the same seed: {per['sampled_pct'].mean():.0f}% of {s}"
+        f"; sampled cells reproduced with the same seed: {same_sampled:.0f} of {s} "
+        f"({100.0 * same_sampled / s:.0f}%)"
         if s else "; no sampled cell was re-run"
     )  # fmt: skip
+    head = f"{fail_note}. Of the completed re-runs: " if failed else "Determinism: all "
     return (
-        f"Determinism: all {g} greedy cells re-run ({int(per['reruns'].sum())} re-runs across "
-        f"thread counts / executors) reproduced byte for byte{sampled}."
+        f"{head}{'all ' if failed else ''}{g} greedy cells re-run ({int(per['reruns'].sum())} "
+        f"re-runs across thread counts / executors) reproduced byte for byte{sampled}."
     )
 
 
@@ -317,6 +331,13 @@ def variant_matrix(
     repro: pd.DataFrame,
     metric: str = "quality",
     variants: Sequence[str] | None = None,
+    *,
+    drift_n_ctx: int = 128,
+    drift_chunks: int | None = 4,
+    drift_text_sha256: str | None = None,
+    speed_pp: int = 64,
+    speed_tg: int = 32,
+    speed_threads: int | None = None,
 ) -> pd.DataFrame:
     """One row per variant: catalog facts, quality vs the reference with its CI, drift vs
     the parent, raw speed beside the real prompts' p95 latency, TTFT and decode rate, memory
@@ -327,9 +348,18 @@ def variant_matrix(
     :func:`slamkit.store.aggregates.variant_summary` (variant, p95_latency_s, ttft_p50_s,
     decode_tps); ``drift``,
     ``speed``, ``repro``: the readers of those tables. Rows: ``variants``, else every
-    variant with quality or timings. Drift is the newest row against the variant's parent
-    (else against any base, named in ``drift base``); speed the newest row. Missing
-    figures are NaN (shown as —).
+    variant with quality or timings.
+
+    Only rows measured with the given settings count — drift: ``drift_n_ctx``,
+    ``drift_chunks`` (as asked: None = every window) and the text set
+    ``drift_text_sha256`` (None: any); speed: ``speed_pp``, ``speed_tg`` and
+    ``speed_threads`` (None: any) — and the matrix shows them (``drift text``, ``drift
+    n_ctx``, ``drift chunks``, ``drift tokens``, ``pp``, ``tg``, ``speed threads``). Drift
+    is the newest such row against the variant's parent (else against another base, named
+    in ``drift base``; a model against itself never counts); speed the newest such row.
+    The RSS columns are the measuring process's high-water mark after loading the model
+    (order-dependent: it never falls) and its growth over the RSS before the load.
+    Missing figures are NaN (shown as —).
     """
     cols = [c.format(metric=metric) for c in MATRIX_COLUMNS]
     names = list(variants) if variants else list(
@@ -340,11 +370,23 @@ def variant_matrix(
     p = perf.set_index("variant") if len(perf) else pd.DataFrame()
     dr = drift.copy()
     if len(dr):
+        asked = dr["chunks_asked"] if "chunks_asked" in dr else pd.Series(None, index=dr.index)
+        keep = (dr["model_id"] != dr["base_model_id"]) & (dr["n_ctx"] == drift_n_ctx)
+        keep &= asked.isna() if drift_chunks is None else (asked == drift_chunks)
+        if drift_text_sha256 is not None:
+            keep &= dr["text_sha256"] == drift_text_sha256
+        dr = dr[keep]
+    if len(dr):
         parent = dict(zip(models["model_id"], models["parent_model_id"], strict=True))
         dr["_parent"] = [parent.get(m) == b for m, b in zip(dr["model_id"], dr["base_model_id"],
                                                              strict=True)]  # fmt: skip
         dr = dr.sort_values(["_parent", "created_at"], ascending=False).drop_duplicates("model_id")
         dr = dr.set_index("model_id")
+    if len(speed):
+        keep = (speed["n_prompt"] == speed_pp) & (speed["n_gen"] == speed_tg)
+        if speed_threads is not None:
+            keep &= speed["n_threads"] == speed_threads
+        speed = speed[keep]
     sp = _newest(speed)
     sp = sp.set_index("model_id") if len(sp) else sp
     rp = reproducibility(repro).set_index("model_id")
@@ -370,8 +412,11 @@ def variant_matrix(
             get(q, name, "mean"), get(q, name, "lo"), get(q, name, "hi"),
             get(dr, mid, "kld_mean"), get(dr, mid, "kld_lo"), get(dr, mid, "kld_hi"),
             100.0 * get(dr, mid, "same_top1"), get(dr, mid, "base"),
+            get(dr, mid, "text_set"), get(dr, mid, "n_ctx"), get(dr, mid, "n_chunks"),
+            get(dr, mid, "n_tokens"),
             get(sp, mid, "pp_tps_mean"), get(sp, mid, "pp_tps_sd"),
             get(sp, mid, "tg_tps_mean"), get(sp, mid, "tg_tps_sd"),
+            get(sp, mid, "n_prompt"), get(sp, mid, "n_gen"), get(sp, mid, "n_threads"),
             get(p, name, "p95_latency_s"), get(p, name, "ttft_p50_s"), get(p, name, "decode_tps"),
             get(sp, mid, "load_time_s"),
             get(sp, mid, "peak_rss_mb"), get(sp, mid, "model_mem_mb"),
@@ -379,6 +424,6 @@ def variant_matrix(
         ])  # fmt: skip
     out = pd.DataFrame(rows, columns=cols)
     for c in cols:
-        if c not in ("variant", "family", "quant", "license", "drift base"):
+        if c not in ("variant", "family", "quant", "license", "drift base", "drift text"):
             out[c] = pd.to_numeric(out[c], errors="coerce").astype(float)
     return out

@@ -258,14 +258,38 @@ class Study:
             self.utilization, metric,
         )  # fmt: skip
 
-    def matrix(self, metric: str) -> pd.DataFrame:
+    def matrix(
+        self,
+        metric: str,
+        drift_n_ctx: int = 128,
+        drift_chunks: int | None = 4,
+        speed_pp: int = 64,
+        speed_tg: int = 32,
+        speed_threads: int | None = None,
+    ) -> pd.DataFrame:
         """The variant matrix (``frames.variant_matrix``): per variant of the study, the
         catalog facts, ``metric`` vs the reference with its CI, drift vs the parent, raw
-        speed, p95 latency, memory and reproducibility (``slamkit drift / speed / repro``)."""
+        speed, p95 latency, memory and reproducibility (``slamkit drift / speed / repro``).
+
+        Only measurements made with these settings are shown (the defaults are those of
+        notebook 07 and the CLI): drift on the study's text set (the task's first
+        ``n_items`` references from ``reference_model``) in windows of ``drift_n_ctx``
+        tokens, ``drift_chunks`` of them; speed with ``speed_pp`` / ``speed_tg`` tokens
+        (and ``speed_threads`` threads; None: any)."""
+        from slamkit.errors import MatrixError
+        from slamkit.matrix.drift import reference_text_set
+
+        try:
+            text = reference_text_set(self.store, self.task_id, self.reference_model, self.n_items)
+            sha: str | None = text.sha256
+        except MatrixError:  # no references: no drift row can match
+            sha = "no reference texts"
         return frames.variant_matrix(
             readers.matrix_model_facts(self.store), self.quality(metric), self.perf,
             readers.drift_results(self.store), readers.speed_results(self.store),
             readers.repro_results(self.store), metric, variants=list(self.perf["variant"]),
+            drift_n_ctx=drift_n_ctx, drift_chunks=drift_chunks, drift_text_sha256=sha,
+            speed_pp=speed_pp, speed_tg=speed_tg, speed_threads=speed_threads,
         )  # fmt: skip
 
     def repro_note(self) -> str:

@@ -79,12 +79,19 @@ def test_summary_statistics_follow_llama_perplexity() -> None:
     base = rng.normal(size=(40, 20))
     var = base + rng.normal(scale=0.5, size=(40, 20))
     per = token_drift(base, var, rng.integers(0, 20, 40))
-    s = drift_summary(per)
+    s = drift_summary(per, n_chunks=4)
     k = per["kld"]
     assert (k >= 0).all() and s["kld_mean"] > 0
+    # llama.cpp's per-token s.e., kept for comparison
     se = math.sqrt((np.mean(k**2) - np.mean(k) ** 2) / (len(k) - 1))
-    assert abs(s["kld_se"] - se) < 1e-12
-    assert abs(s["kld_hi"] - (s["kld_mean"] + 1.959963984540054 * se)) < 1e-12
+    assert abs(s["kld_se_token"] - se) < 1e-12
+    # the CI: batch means over the 4 chunks of 10 tokens, t with 3 degrees of freedom
+    means = [float(np.mean(k[i * 10 : (i + 1) * 10])) for i in range(4)]
+    bm = float(np.std(means, ddof=1)) / 2.0
+    assert s["kld_se"] == pytest.approx(bm, rel=1e-12)
+    assert s["kld_hi"] == pytest.approx(s["kld_mean"] + 3.182446305284263 * bm, rel=1e-9)
+    one = drift_summary(per)  # one chunk: no honest interval
+    assert math.isnan(one["kld_se"]) and math.isnan(one["kld_lo"]) and one["kld_se_token"] > 0
     assert s["kld_p99"] == pytest.approx(np.percentile(k, 99)) and s["kld_max"] == k.max()
     p = per["same_top1"].mean()
     assert s["same_top1"] == p and s["same_top1_se"] == pytest.approx(math.sqrt(p * (1 - p) / 39))
@@ -96,7 +103,9 @@ def test_second_half_of_each_window_is_scored() -> None:
     assert chunks.tolist() == [list(range(8)), list(range(8, 16)), list(range(16, 24))]
     # first = 4: logits at positions 4, 5, 6 predict tokens 5, 6, 7 of each chunk
     assert scored_targets(chunks).tolist() == [5, 6, 7, 13, 14, 15, 21, 22, 23]
-    assert chunk_tokens(list(range(25)), 8, 2).shape == (2, 8)
+    # fewer chunks than windows: spread over the text (first and last), not the first two
+    assert chunk_tokens(list(range(25)), 8, 2)[:, 0].tolist() == [0, 16]
+    assert chunk_tokens(list(range(41)), 8, 3)[:, 0].tolist() == [0, 16, 32]
     with pytest.raises(MatrixError, match="fewer than one context of 8"):
         chunk_tokens(list(range(5)), 8, None)
 
@@ -170,15 +179,24 @@ def test_variant_matrix_joins_every_measurement() -> None:
         "variant": ["P", "V", "G"], "p95_latency_s": [1.0, 0.9, 2.0],
         "ttft_p50_s": [0.1, 0.2, 0.3], "decode_tps": [45.0, 47.0, 20.0],
     })  # fmt: skip
+    t2 = pd.Timestamp("2026-01-03")
     drift = pd.DataFrame({
-        "model_id": ["v", "v"], "base_model_id": ["p", "g"], "base": ["P", "G"],
-        "kld_mean": [0.4, 9.0], "kld_lo": [0.3, 8.0], "kld_hi": [0.5, 10.0],
-        "same_top1": [0.75, 0.1], "created_at": [t0, t1],
+        "model_id": ["v", "v", "v", "p"], "base_model_id": ["p", "g", "p", "p"],
+        "base": ["P", "G", "P", "P"], "kld_mean": [0.4, 9.0, 0.7, 0.0],
+        "kld_lo": [0.3, 8.0, 0.6, 0.0], "kld_hi": [0.5, 10.0, 0.8, 0.0],
+        "same_top1": [0.75, 0.1, 0.5, 1.0], "created_at": [t0, t1, t2, t2],
+        # the newest row for v was measured at n_ctx 512: not the matrix's setting
+        "n_ctx": [128, 128, 512, 128], "chunks_asked": [4, 4, 4, 4],
+        "n_chunks": [4, 4, 4, 4], "n_tokens": [252, 252, 1020, 252],
+        "text_set": ["refs"] * 4, "text_sha256": ["h"] * 4,
     })  # fmt: skip
     speed = pd.DataFrame({
-        "model_id": ["v", "v"], "pp_tps_mean": [100.0, 200.0], "pp_tps_sd": [1.0, 2.0],
-        "tg_tps_mean": [40.0, 50.0], "tg_tps_sd": [0.5, 0.6], "load_time_s": [0.1, 0.2],
-        "peak_rss_mb": [500.0, 510.0], "model_mem_mb": [90.0, 95.0], "created_at": [t0, t1],
+        "model_id": ["v", "v", "v"], "pp_tps_mean": [100.0, 200.0, 900.0],
+        "pp_tps_sd": [1.0, 2.0, 9.0], "tg_tps_mean": [40.0, 50.0, 90.0],
+        "tg_tps_sd": [0.5, 0.6, 0.9], "load_time_s": [0.1, 0.2, 0.3],
+        "peak_rss_mb": [500.0, 510.0, 520.0], "model_mem_mb": [90.0, 95.0, 99.0],
+        "created_at": [t0, t1, t2], "n_prompt": [64, 64, 512], "n_gen": [32, 32, 128],
+        "n_threads": [1, 1, 1],
     })  # fmt: skip
     repro = pd.DataFrame({
         "model_id": ["v"] * 4, "variant": ["V"] * 4, "gen_key": ["a", "a", "b", "c"],
@@ -191,10 +209,23 @@ def test_variant_matrix_joins_every_measurement() -> None:
     assert v["bits per weight"] == 4.0 and v["size (MB)"] == 50e-6
     # drift against the parent wins over a newer row against another base
     assert v["KLD vs parent"] == 0.4 and v["same top-1 (%)"] == 75.0 and v["drift base"] == "P"
-    assert v["tg tok/s"] == 50.0 and v["pp sd"] == 2.0  # the newest speed row
+    assert v["drift n_ctx"] == 128 and v["drift tokens"] == 252 and v["drift text"] == "refs"
+    assert v["tg tok/s"] == 50.0 and v["pp sd"] == 2.0  # the newest speed row at pp 64 / tg 32
+    assert v["pp"] == 64 and v["tg"] == 32 and v["speed threads"] == 1
     assert v["reproducible greedy (%)"] == 50.0 and v["reproducible sampled (%)"] == 100.0
     assert v["re-runs"] == 4 and v["rougeL lo"] == 0.1 and v["p95 latency (s)"] == 0.9
     assert v["TTFT p50 (s)"] == 0.2 and v["decode tok/s"] == 47.0
+    # a model compared with itself is no drift figure
+    assert math.isnan(m.set_index("variant").loc["P", "KLD vs parent"])
+    # asking for other settings picks the rows measured with them, and shows them
+    m512 = frames.variant_matrix(_facts(), quality, perf, drift, speed, repro, "rougeL",
+                                 drift_n_ctx=512, speed_pp=512, speed_tg=128)  # fmt: skip
+    v512 = m512.set_index("variant").loc["V"]
+    assert v512["KLD vs parent"] == 0.7 and v512["drift n_ctx"] == 512
+    assert v512["tg tok/s"] == 90.0 and v512["pp"] == 512
+    other = frames.variant_matrix(_facts(), quality, perf, drift, speed, repro, "rougeL",
+                                  drift_chunks=None, drift_text_sha256="other")  # fmt: skip
+    assert other["KLD vs parent"].isna().all()
     g = m.set_index("variant").loc["G"]
     assert math.isnan(g["KLD vs parent"]) and math.isnan(g["tg tok/s"]) and g["license"] == "gemma"
     fig = charts.drift_quality(m, "rougeL")
@@ -351,23 +382,129 @@ def test_matrix_cli_and_study_on_a_synthetic_store(
 ) -> None:
     from helpers import add_synthetic
 
+    from slamkit.matrix import reference_text_set
     from slamkit.study import Study
 
     db = tmp_path / "s.duckdb"
     with Store(db) as st:
-        add_synthetic(st)
+        gen_keys = add_synthetic(st)
+        for gk in gen_keys.values():  # one quality metric stored: rougeL
+            st.insert("scores", {"gen_key": gk, "metric": "rougeL", "metric_version": "1",
+                                 "value": 0.5})  # fmt: skip
+        sha = reference_text_set(st, "t", "gpt-4", 2).sha256
         st.insert("drift", {
             "drift_key": "d1", "model_id": "m2", "base_model_id": "m1", "text_set": "x",
-            "text_sha256": "h", "n_ctx": 64, "kld_mean": 0.25, "same_top1": 0.8,
+            "text_sha256": sha, "n_ctx": 128, "chunks_asked": 4, "kld_mean": 0.25,
+            "same_top1": 0.8,
+        })  # fmt: skip
+        st.insert("drift", {  # measured with other settings: shown only when asked for
+            "drift_key": "d2", "model_id": "m2", "base_model_id": "m1", "text_set": "x",
+            "text_sha256": sha, "n_ctx": 64, "chunks_asked": None, "kld_mean": 0.5,
+            "same_top1": 0.7,
         })  # fmt: skip
         # stored cells whose GGUF files are gone cannot be re-run: nothing is planned
         assert run_repro(st, progress=False).planned == 0
-    assert cli_main(["--store", str(db), "matrix", "--task", "t", "--n-items", "2"]) == 0
+    argv = ["--store", str(db), "matrix", "--task", "t", "--n-items", "2"]
+    assert cli_main([*argv, "--reference-model", "gpt-4"]) == 0
     out = capsys.readouterr().out
     assert "model-m1" in out and "model-m2" in out and "KLD vs parent" in out
     assert "no stored cell was re-run yet" in out
-    m = Study(db, "t", n_items=2).matrix("rougeL").set_index("variant")
+    m = Study(db, "t", n_items=2, reference_model="gpt-4").matrix("rougeL").set_index("variant")
     assert (
         m.loc["model-m2", "KLD vs parent"] == 0.25 and m.loc["model-m2", "drift base"] == "model-m1"
     )
     assert math.isnan(m.loc["model-m1", "KLD vs parent"])
+    argv += ["--reference-model", "gpt-4"]
+    assert cli_main([*argv, "--drift-n-ctx", "64", "--drift-all-chunks"]) == 0
+    assert " 0.5 " in capsys.readouterr().out
+    assert cli_main([*argv, "--metric", "nosuch"]) == 2
+    err = capsys.readouterr().err
+    assert "nosuch" in err and "rougeL" in err
+    missing = tmp_path / "nowhere" / "s.duckdb"
+    assert cli_main(["--store", str(missing), "matrix"]) == 2
+    assert "no store there" in capsys.readouterr().err and not missing.parent.exists()
+
+
+@pytest.mark.slow
+def test_repro_skips_load_test_answers_and_says_which_cells_it_dropped(
+    smollm2: Path, store: Store
+) -> None:
+    """Load-test answers (``load_id`` set) are not candidates; a stored cell whose key
+    cannot be planned again is not drawn, and the result says so — the model still gets
+    its cells re-run."""
+    from slamkit.references import load_alpaca_eval
+    from slamkit.runner import run_sweep
+
+    load_alpaca_eval(store, limit=2)
+    run_sweep(store, [smollm2], "alpaca_eval", Sampling(max_tokens=6), n_threads=1,
+              progress=False)  # fmt: skip
+    good = set(store.df("SELECT gen_key FROM generations")["gen_key"])
+    row = store.df("SELECT * FROM generations LIMIT 1").iloc[0].to_dict()
+    row = {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in row.items()}
+    store.insert("generations", {**row, "gen_key": "0-load", "load_id": "load-1"})
+    store.insert("generations", {**row, "gen_key": "0-other-version"})
+    r = run_repro(store, n_cells=3, k=1, thread_counts=(1,), progress=False)
+    assert (r.planned, r.done, r.failed) == (2, 2, 0)  # both sweep cells, nothing else
+    rows = readers.repro_results(store)
+    assert set(rows["gen_key"]) == good and rows["same"].all()
+    assert len(r.skipped) == 1 and "1 stored cell(s)" in r.skipped[0]
+    assert "another key" in r.skipped[0] and "skipped:" in str(r)
+
+
+def test_repro_note_counts_failed_reruns_and_weights_sampled_cells() -> None:
+    repro = pd.DataFrame({
+        "model_id": ["v", "v", "w", "w", "w"], "variant": ["V", "V", "W", "W", "W"],
+        "gen_key": ["a", "s", "b", "t", "u"], "greedy": [True, False, True, False, False],
+        "same": [True, True, True, False, False], "error": [None] * 5,
+    })  # fmt: skip
+    note = frames.repro_note(repro)
+    # 1 of 3 sampled cells reproduced (not the mean over variants, 50%)
+    assert "1 of 3 (33%)" in note and "WARNING" not in note
+    failed = pd.concat([repro, repro.iloc[:1].assign(gen_key="c", same=None, error="boom")])
+    note = frames.repro_note(failed)
+    assert note.startswith("WARNING: 1 re-run failed") and "all 2 greedy" in note
+    only_failed = frames.repro_note(repro.assign(same=None, error="boom"))
+    assert only_failed.startswith("WARNING: 5 re-runs failed") and "unknown" in only_failed
+
+
+@pytest.mark.slow
+def test_drift_on_every_window_a_too_short_text_and_an_unregistered_file(
+    smollm2: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:  # fmt: skip
+    import llama_cpp
+
+    db = tmp_path / "s.duckdb"
+    cache = tmp_path / "cache"
+    vocab = llama_cpp.Llama(model_path=str(smollm2), vocab_only=True, verbose=False)
+    windows = len(vocab.tokenize(TEXT.text.encode(), add_bos=False, special=False)) // 32
+    vocab.close()
+    stale = drift_mod._cache_path(inspect_gguf(smollm2), TEXT, 32, None, cache)
+    stale.parent.mkdir(parents=True)
+    stale = stale.with_name(f".{stale.stem}.2147483646.tmp.npz")  # a killed save's leftover
+    stale.write_bytes(b"partial")
+    with Store(db) as st:  # n_chunks=None: every whole window of the text
+        r = run_drift(st, [str(smollm2)], str(smollm2), texts=TEXT, n_ctx=32, n_chunks=None,
+                      cache=cache, progress=False)  # fmt: skip
+        assert (r.done, r.failed) == (1, 0)
+        row = readers.drift_results(st).iloc[0]
+        assert windows >= 5 and row["n_chunks"] == windows and pd.isna(row["chunks_asked"])
+        assert row["n_tokens"] == windows * (32 - 1 - 16) and row["kld_mean"] == 0.0
+        assert not list(cache.rglob("*.tmp.npz")) and len(list(cache.rglob("*.npz"))) == 1
+        loads: list[str] = []
+        monkeypatch.setattr(
+            drift_mod._Evaluator,
+            "__init__",
+            lambda *a: loads.append("load"),  # noqa: ARG005
+        )
+        with pytest.raises(MatrixError, match="fewer than one context of 32"):
+            run_drift(st, [str(smollm2)], str(smollm2), texts=TextSet("short", "Hi there."),
+                      n_ctx=32, cache=cache, progress=False)  # fmt: skip
+        assert loads == [] and len(st.df("SELECT * FROM drift")) == 1  # no error row stored
+    monkeypatch.undo()
+    (tmp_path / "t.txt").write_text(TEXT.text, encoding="utf-8")
+    code = cli_main(["--store", str(db), "drift", "--model", str(smollm2), "--base",
+                     str(smollm2), "--n-ctx", "32", "--all-chunks", "--quiet",
+                     "--text-file", str(tmp_path / "t.txt")])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and smollm2.name in out and "NaN" not in out.split("\n", 2)[-1]

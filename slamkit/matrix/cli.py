@@ -21,7 +21,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     d.add_argument("--n-items", type=whole(1), default=10, help="first N references (10)")
     d.add_argument("--text-file", metavar="F.txt", help="measure on this UTF-8 text instead")
     d.add_argument("--n-ctx", type=whole(8), default=128, help="tokens per chunk (128)")
-    d.add_argument("--chunks", type=whole(1), default=4, help="chunks at most (4)")
+    d.add_argument("--chunks", type=whole(1), default=4,
+                   help="chunks at most, spread over the text (4)")  # fmt: skip
+    d.add_argument("--all-chunks", action="store_true", help="every whole window of the text")
     d.add_argument("--threads", type=whole(1), help="n_threads (default: half the cores)")
     d.add_argument("--quiet", action="store_true", help="no progress bar")
     d.set_defaults(func=_drift)
@@ -58,6 +60,15 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     m.add_argument("--max-tokens", type=whole(1), help="generations of this max_tokens only")
     m.add_argument("--reference-model", default="gpt4_1106_preview")
     m.add_argument("--metric", default="rougeL", help="the quality metric (rougeL)")
+    m.add_argument("--drift-n-ctx", type=whole(8), default=128,
+                   help="drift rows measured with this n_ctx (128)")  # fmt: skip
+    m.add_argument("--drift-chunks", type=whole(1), default=4,
+                   help="drift rows measured with this many chunks asked (4)")  # fmt: skip
+    m.add_argument("--drift-all-chunks", action="store_true",
+                   help="drift rows measured on every window")  # fmt: skip
+    m.add_argument("--pp", type=whole(1), default=64, help="speed rows with this pp (64)")
+    m.add_argument("--tg", type=whole(1), default=32, help="speed rows with this tg (32)")
+    m.add_argument("--threads", type=whole(1), help="speed rows with these threads (any)")
     m.set_defaults(func=_matrix)
 
 
@@ -85,15 +96,32 @@ def _drift(args: argparse.Namespace) -> int:
         result = run_drift(
             st, args.model, args.base, texts=texts, task_id=args.task,
             reference_model=args.source_model, n_items=args.n_items, n_ctx=args.n_ctx,
-            n_chunks=args.chunks, n_threads=args.threads, progress=not args.quiet,
+            n_chunks=None if args.all_chunks else args.chunks, n_threads=args.threads,
+            progress=not args.quiet,
         )  # fmt: skip
         _print(result)
         df = readers.drift_results(st)
-    cols = ["variant", "base", "n_tokens", "kld_mean", "kld_lo", "kld_hi", "kld_p90",
-            "kld_p99", "same_top1", "delta_p_top", "delta_p", "ppl_model", "ppl_base"]  # fmt: skip
+    cols = ["variant", "base", "text_set", "n_ctx", "n_chunks", "n_tokens", "kld_mean",
+            "kld_lo", "kld_hi", "kld_se_token", "kld_p90", "kld_p99", "same_top1",
+            "delta_p_top", "delta_p", "ppl_model", "ppl_base"]  # fmt: skip
     if len(df):
-        print(df.drop_duplicates(["model_id", "base_model_id"])[cols].to_string(index=False))
+        names = _file_names([*(args.model or []), *([args.base] if args.base else [])])
+        for col, mid in (("variant", "model_id"), ("base", "base_model_id")):
+            df[col] = df[col].fillna(df[mid].map(names)).fillna(df[mid].str.slice(0, 12))
+        df = df.drop_duplicates(
+            ["model_id", "base_model_id", "text_sha256", "n_ctx", "chunks_asked"]
+        )  # every setting measured, newest first
+        print(df[cols].to_string(index=False))
     return 1 if result.failed and not result.done else 0
+
+
+def _file_names(refs: list[str]) -> dict[str, str]:
+    """model_id -> file name of the GGUF paths among ``refs`` (unregistered models)."""
+    from pathlib import Path
+
+    from slamkit.catalog import inspect_gguf
+
+    return {inspect_gguf(r).sha256: Path(r).name for r in refs if Path(r).is_file()}
 
 
 def _speed(args: argparse.Namespace) -> int:
@@ -135,14 +163,32 @@ def _repro(args: argparse.Namespace) -> int:
 
 
 def _matrix(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     import pandas as pd
 
+    from slamkit.errors import MatrixError
     from slamkit.study import Study
 
+    if str(args.store) != ":memory:" and not Path(args.store).is_file():
+        raise MatrixError(
+            f"--store {args.store}: no store there (slamkit matrix only reads one); pass the "
+            "path of an existing store (make run writes one under data/runs/default/)."
+        )
     study = Study(
         args.store, args.task, (), args.n_items, None, args.max_tokens, args.reference_model
     )
+    stored = sorted(set(study.scores["metric"])) if len(study.scores) else []
+    if stored and args.metric not in stored:
+        raise MatrixError(
+            f"--metric {args.metric}: no such quality metric stored in {args.store} for task "
+            f"{args.task}; stored: {', '.join(stored)}."
+        )
+    table = study.matrix(
+        args.metric, args.drift_n_ctx, None if args.drift_all_chunks else args.drift_chunks,
+        args.pp, args.tg, args.threads,
+    )  # fmt: skip
     with pd.option_context("display.width", 250, "display.max_columns", None):
-        print(study.matrix(args.metric).to_string(index=False, float_format="%.3g"))
+        print(table.to_string(index=False, float_format="%.3g"))
     print(study.repro_note())
     return 0

@@ -4,25 +4,35 @@ The figures are those of ``llama-perplexity --kl-divergence-base`` / ``--kl-dive
 (llama.cpp ``tools/perplexity/perplexity.cpp``), computed here through llama-cpp-python so
 they are comparable:
 
-* the text set is tokenized once (by the base model) and cut into chunks of ``n_ctx``
-  tokens; each chunk is evaluated from an empty KV cache (its first token replaced by BOS
-  when the model adds one) and only the **second half** is scored: the logits at positions
-  ``n_ctx // 2 ... n_ctx - 2``, each predicting the next token;
+* the text set is tokenized once (by the base model) and cut into windows of ``n_ctx``
+  tokens; at most ``n_chunks`` of them are evaluated, **spread evenly over the text** (the
+  first, the last and evenly between, so a text set of several references is sampled
+  across all of them; llama-perplexity takes the first ``n_chunks`` — with every window,
+  ``n_chunks=None``, both agree). Each chunk is evaluated from an empty KV cache (its
+  first token replaced by BOS when the model adds one) and only the **second half** is
+  scored: the logits at positions ``n_ctx // 2 ... n_ctx - 2``, each predicting the next
+  token;
 * per scored token: ``KL(base || variant) = sum_v p_base(v) (log p_base(v) - log p_var(v))``
   (nats; log-softmax in float64), whether both models put the same token on top
   ("same top-1"), the change in probability of the base model's top token
   (``delta_p_top``) and, as llama.cpp reports it, of the actual next token (``delta_p``);
-* over the tokens: mean KLD with its standard error ``sqrt((E[k^2] - E[k]^2) / (n - 1))``
-  and a 95% interval of mean +- 1.96 s.e. (llama.cpp's uncertainty; tokens of one text are
-  correlated, so read it as a lower bound on the real uncertainty), median, p90, p99, max,
+* over the tokens: mean KLD; its 95% interval from the **chunk-level (batch-means)**
+  standard error — the sd of the chunks' mean KLDs over ``sqrt(chunks)``, mean +- t(chunks - 1)
+  s.e. (tokens within a text are autocorrelated, so the per-token s.e. is too
+  narrow; NaN with one chunk) — and, for comparison with llama.cpp, its per-token s.e.
+  ``sqrt((E[k^2] - E[k]^2) / (n - 1))`` (``kld_se_token``); median, p90, p99, max,
   same-top-1 share with ``sqrt(p (1 - p) / (n - 1))``, and both perplexities.
+
+llama.cpp's published KLD figures are usually at ``n_ctx`` 512 (``--n-ctx 512``); the
+default here (128) is a fast check, not comparable with them.
 
 Unlike llama.cpp, which stores the base's log-probabilities as 16-bit integers and skips
 entries below ``exp(-16)``, slamkit caches the base model's **raw float32 logits** (what
 llama.cpp computed) and sums over the whole vocabulary, so a model compared with itself
 gives exactly 0. The cache lives under ``<slamkit cache>/drift/`` keyed by the base file's
-sha256, the text's sha256, ``n_ctx`` and the chunks (vocabulary x scored tokens x 4 bytes:
-~12 MB per 64 scored tokens of SmolLM2's 49,152-token vocabulary).
+sha256, the text's sha256, ``n_ctx``, the chunks and the llama-cpp-python version
+(vocabulary x scored tokens x 4 bytes: ~12 MB per 64 scored tokens of SmolLM2's
+49,152-token vocabulary). The variant's logits are compared chunk by chunk.
 """
 
 from __future__ import annotations
@@ -51,7 +61,7 @@ __all__ = [
 ]  # fmt: skip
 
 #: bump when the figures change for the same inputs (old rows are then computed again)
-DRIFT_VERSION = 1
+DRIFT_VERSION = 2
 #: z of a two-sided 95% interval
 Z95 = 1.959963984540054
 
@@ -143,18 +153,36 @@ def _se(values: np.ndarray) -> float:
     return float(np.sqrt(max(float((values**2).mean()) - mean * mean, 0.0) / (n - 1)))
 
 
-def drift_summary(per_token: dict[str, np.ndarray]) -> dict[str, Any]:
-    """The stored figures of :func:`token_drift`'s arrays (see the module docstring).
+def chunk_se(values: np.ndarray, n_chunks: int) -> float:
+    """Batch-means standard error of the mean of ``values``: they are ``n_chunks``
+    equal-sized consecutive chunks; the sd of the chunk means over ``sqrt(n_chunks)``
+    (NaN below 2 chunks).
+
+    >>> chunk_se(np.array([0.0, 0.0, 1.0, 1.0]), 2)
+    0.5
+    """
+    if n_chunks < 2 or values.size % n_chunks:
+        return float("nan")
+    means = values.reshape(n_chunks, -1).mean(axis=1)
+    return float(means.std(ddof=1) / np.sqrt(n_chunks))
+
+
+def drift_summary(per_token: dict[str, np.ndarray], n_chunks: int = 1) -> dict[str, Any]:
+    """The stored figures of :func:`token_drift`'s arrays over ``n_chunks`` equal-sized
+    chunks (see the module docstring).
 
     >>> s = drift_summary(token_drift([[0.0, 1.0], [1.0, 0.0]], [[0.0, 1.0], [1.0, 0.0]], [1, 0]))
     >>> s["n_tokens"], s["kld_mean"], s["same_top1"]
     (2, 0.0, 1.0)
     """
+    from scipy.stats import t as student_t
+
     kld = np.asarray(per_token["kld"], dtype=np.float64)
     if kld.size == 0:
         raise MatrixError("no token was scored: the text set is shorter than one context.")
     same = np.asarray(per_token["same_top1"], dtype=np.float64)
-    mean, se = float(kld.mean()), _se(kld)
+    mean, se = float(kld.mean()), chunk_se(kld, n_chunks)
+    z = float(student_t.ppf(0.975, n_chunks - 1)) if n_chunks >= 2 else float("nan")
     p = float(same.mean())
     n = int(kld.size)
     dp = np.asarray(per_token["delta_p"], dtype=np.float64)
@@ -163,8 +191,9 @@ def drift_summary(per_token: dict[str, np.ndarray]) -> dict[str, Any]:
         "n_tokens": n,
         "kld_mean": mean,
         "kld_se": se,
-        "kld_lo": max(0.0, mean - Z95 * se) if se == se else float("nan"),
-        "kld_hi": mean + Z95 * se if se == se else float("nan"),
+        "kld_se_token": _se(kld),
+        "kld_lo": max(0.0, mean - z * se) if se == se else float("nan"),
+        "kld_hi": mean + z * se if se == se else float("nan"),
         "kld_median": p50,
         "kld_p90": p90,
         "kld_p99": p99,
@@ -180,11 +209,14 @@ def drift_summary(per_token: dict[str, np.ndarray]) -> dict[str, Any]:
 
 
 def chunk_tokens(tokens: Sequence[int], n_ctx: int, n_chunks: int | None) -> np.ndarray:
-    """``(chunks, n_ctx)`` token ids: consecutive windows of the text, as llama-perplexity
-    cuts them (at most ``n_chunks``; None = every whole window).
+    """``(chunks, n_ctx)`` token ids: windows of the text, cut as llama-perplexity cuts
+    them; at most ``n_chunks`` of them (None = every whole window), spread evenly over the
+    text (the first, the last, evenly between).
 
     >>> chunk_tokens(range(10), 4, None).tolist()
     [[0, 1, 2, 3], [4, 5, 6, 7]]
+    >>> chunk_tokens(range(14), 2, 3).tolist()
+    [[0, 1], [6, 7], [12, 13]]
     """
     available = len(tokens) // n_ctx
     n = available if n_chunks is None else min(n_chunks, available)
@@ -193,7 +225,11 @@ def chunk_tokens(tokens: Sequence[int], n_ctx: int, n_chunks: int | None) -> np.
             f"the text set has {len(tokens)} tokens, fewer than one context of {n_ctx}: "
             "lower n_ctx (--n-ctx) or use more text (more items, or --text-file)."
         )
-    return np.asarray(tokens[: n * n_ctx], dtype=np.int32).reshape(n, n_ctx)
+    windows = np.asarray(tokens[: available * n_ctx], dtype=np.int32).reshape(available, n_ctx)
+    if n == available:
+        return windows
+    picked = np.unique(np.linspace(0, available - 1, n).round().astype(int))
+    return windows[picked]
 
 
 def scored_targets(chunks: np.ndarray) -> np.ndarray:
@@ -263,27 +299,32 @@ class _Evaluator:
     def tokenize(self, text: str) -> list[int]:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False))
 
+    def chunk_logits(self, chunk: np.ndarray) -> np.ndarray:
+        """float32 logits of the second half of one chunk, ``(scored tokens, n_vocab)``."""
+        first = chunk.shape[0] // 2
+        ids = [int(t) for t in chunk]
+        if self.add_bos:
+            ids[0] = self.bos
+        self.llm.reset()  # empty KV cache: every chunk on its own, as llama-perplexity
+        self.llm.eval(ids)
+        return np.array(self.llm.scores[first : chunk.shape[0] - 1], dtype=np.float32)
+
     def scored_logits(self, chunks: np.ndarray) -> np.ndarray:
         """float32 logits of the second half of every chunk, ``(scored tokens, n_vocab)``."""
-        first = chunks.shape[1] // 2
-        out = []
-        for chunk in chunks:
-            ids = [int(t) for t in chunk]
-            if self.add_bos:
-                ids[0] = self.bos
-            self.llm.reset()  # empty KV cache: every chunk on its own, as llama-perplexity
-            self.llm.eval(ids)
-            out.append(np.array(self.llm.scores[first : chunks.shape[1] - 1], dtype=np.float32))
-        return np.concatenate(out, axis=0)
+        return np.concatenate([self.chunk_logits(c) for c in chunks], axis=0)
 
     def close(self) -> None:
         self.llm.close()
 
 
-def _cache_path(base: ModelInfo, text: TextSet, n_ctx: int, n_chunks: int, cache: Any) -> Path:
+def _cache_path(
+    base: ModelInfo, text: TextSet, n_ctx: int, n_chunks: int | None, cache: Any
+) -> Path:
+    from importlib.metadata import version
+
     key = content_key(
         "drift-base", v=DRIFT_VERSION, base=base.sha256, text=text.sha256, n_ctx=n_ctx,
-        n_chunks=n_chunks,
+        n_chunks=n_chunks, llama_cpp_python=version("llama_cpp_python"),
     )  # fmt: skip
     return cache_dir(cache) / "drift" / f"{key}.npz"
 
@@ -292,7 +333,7 @@ def base_logits(
     base: ModelInfo,
     text: TextSet,
     n_ctx: int,
-    n_chunks: int,
+    n_chunks: int | None,
     n_threads: int | None = None,
     cache: str | Path | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -315,10 +356,53 @@ def base_logits(
     finally:
         ev.close()
     path.parent.mkdir(parents=True, exist_ok=True)
+    _remove_stale(path)
     tmp = path.with_name(f".{path.stem}.{os.getpid()}.tmp.npz")
-    np.savez(tmp, chunks=chunks, logits=logits)
-    os.replace(tmp, path)
+    try:
+        np.savez(tmp, chunks=chunks, logits=logits)
+        os.replace(tmp, path)
+    finally:  # a failed (or interrupted) save leaves no partial file behind
+        tmp.unlink(missing_ok=True)
     return chunks, logits
+
+
+def _remove_stale(path: Path) -> None:
+    """Remove temporary saves of ``path`` left by processes that no longer run (killed
+    mid-save)."""
+    for old in path.parent.glob(f".{path.stem}.*.tmp.npz"):
+        try:
+            pid = int(old.name.split(".")[-3])
+            os.kill(pid, 0)  # still running: its save is under way
+        except (ValueError, ProcessLookupError):
+            old.unlink(missing_ok=True)
+        except OSError:  # not ours to signal: leave it
+            pass
+
+
+def check_text(base: ModelInfo, text: TextSet, n_ctx: int, n_chunks: int | None) -> None:
+    """MatrixError unless ``text`` holds at least one window of ``n_ctx`` tokens of the
+    base's tokenizer (its vocabulary only is loaded: fast, before anything is measured)."""
+    import llama_cpp
+    from llama_cpp._internals import LlamaModel
+
+    params = llama_cpp.llama_model_default_params()
+    params.vocab_only = True  # no weights, no context: what Llama.tokenize uses, quietly
+    try:
+        vocab = LlamaModel(path_model=str(base.path), params=params, verbose=False)
+    except Exception as exc:
+        raise MatrixError(
+            f"{base.name} ({Path(base.path).name}): llama.cpp could not read its vocabulary "
+            f"({type(exc).__name__}: {exc}) — check the file with `slamkit catalog --path "
+            f"{base.path}`."
+        ) from exc
+    try:
+        tokens = vocab.tokenize(text.text.encode("utf-8"), add_bos=False, special=False)
+    finally:
+        vocab.close()
+    try:
+        chunk_tokens(tokens, n_ctx, n_chunks)
+    except MatrixError as exc:
+        raise MatrixError(f"drift text set {text.name!r} (base {base.name}): {exc}") from exc
 
 
 # -- the job -----------------------------------------------------------------------------
@@ -411,25 +495,36 @@ def run_drift(
     cells = list({c.key: c for c in cells}.values())
     done = jobs.stored_matrix_keys(store, "drift", "drift_key", [c.key for c in cells])
     todo = [c for c in cells if c.key not in done]
+    for b in {c.base.sha256: c.base for c in todo}.values():  # a too-short text fails here,
+        if not _cache_path(b, text, n_ctx, n_chunks, cache).exists():  # before any load
+            check_text(b, text, n_ctx, n_chunks)
 
     def row(cell: DriftCell) -> dict[str, Any]:
         return {
             "drift_key": cell.key, "model_id": cell.variant.sha256,
             "base_model_id": cell.base.sha256, "text_set": text.name,
-            "text_sha256": text.sha256, "n_ctx": n_ctx, "n_threads": n_threads,
+            "text_sha256": text.sha256, "n_ctx": n_ctx, "chunks_asked": n_chunks,
+            "n_threads": n_threads,
         }  # fmt: skip
 
     def call(_: Any, batch: list[DriftCell]) -> list[dict[str, Any]]:
         (cell,) = batch
         out = row(cell)
         try:
-            chunks, base = base_logits(cell.base, text, n_ctx, n_chunks or 0, n_threads, cache)
+            chunks, base = base_logits(cell.base, text, n_ctx, n_chunks, n_threads, cache)
+            per = n_ctx - 1 - n_ctx // 2  # scored tokens per chunk
+            parts: list[dict[str, np.ndarray]] = []
             ev = _Evaluator(cell.variant, n_ctx, n_threads)
-            try:
-                logits = ev.scored_logits(chunks)
+            try:  # chunk by chunk: one chunk's logits in float64 at a time
+                for i, chunk in enumerate(chunks):
+                    parts.append(token_drift(
+                        base[i * per : (i + 1) * per], ev.chunk_logits(chunk),
+                        scored_targets(chunks[i : i + 1]),
+                    ))  # fmt: skip
             finally:
                 ev.close()
-            out.update(drift_summary(token_drift(base, logits, scored_targets(chunks))))
+            merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+            out.update(drift_summary(merged, int(chunks.shape[0])))
             out["n_chunks"] = int(chunks.shape[0])
         except Exception as exc:  # stored with the cell, retried on the next run
             out["error"] = _message(cell, exc)

@@ -13,10 +13,11 @@ and whether it equals the stored text. A cell *reproduces* when all its re-runs 
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from slamkit.keys import content_key
 from slamkit.runner import Cell, default_backend_factory, plan_cells, sweep_group
 from slamkit.store import Store, jobs
 
-__all__ = ["REPRO_VERSION", "pick_cells", "run_repro", "sha256_text"]
+__all__ = ["REPRO_VERSION", "ReproResult", "pick_cells", "run_repro", "sha256_text"]
 
 REPRO_VERSION = 1
 
@@ -52,14 +53,29 @@ def _greedy(sampling: Any) -> bool:
         return False
 
 
-def pick_cells(candidates: Any, n_cells: int, seed: int = 0) -> Any:
+def pick_cells(candidates: Any, n_cells: int, seed: int = 0, plannable: Any = None) -> Any:
     """Up to ``n_cells`` greedy and ``n_cells`` sampled cells, drawn at random with
-    ``seed`` and spread over the models (round robin), so every variant is checked."""
+    ``seed`` and spread over the models (round robin), so every variant is checked.
+    ``plannable(row) -> bool`` (optional): only rows it accepts are drawn (it is asked
+    about each model's rows in drawn order until the model has ``n_cells`` of a kind)."""
     if candidates.empty:
         return candidates
     df = candidates.assign(greedy=[_greedy(s) for s in candidates["sampling"]])
     rng = np.random.default_rng(seed)
     df = df.iloc[rng.permutation(len(df))]
+    if plannable is not None:
+        keep = []
+        for _, part in df.groupby(["greedy", "model_id"], sort=False):
+            took = 0
+            for idx, row in part.iterrows():
+                if took >= n_cells:
+                    break
+                if plannable(row):
+                    keep.append(idx)
+                    took += 1
+        df = df.loc[[i for i in df.index if i in set(keep)]]
+        if df.empty:
+            return df
     picked = []
     for _, part in df.groupby("greedy", sort=True):
         order = part.assign(_rank=part.groupby("model_id").cumcount())
@@ -92,28 +108,49 @@ class ReproCell:
     stored_sha256: str | None
 
 
-def _plan(row: Any) -> tuple[ModelInfo, str, Cell] | None:
-    """The stored row as a runner cell, or None when its key cannot be planned again
-    (the file changed, or it was made by another key version)."""
+def _plan(
+    row: Any, models: dict[str, ModelInfo] | None = None
+) -> tuple[ModelInfo, str, Cell] | str:
+    """The stored row as a runner cell, or why its key cannot be planned again (the file
+    is gone or changed, or the row was made by another key version). ``models``: a cache
+    of the inspected files by path."""
     path = Path(row["path"])
     if not path.exists():
-        return None
-    model = inspect_gguf(path)
+        return f"its GGUF {path} is gone"
+    models = {} if models is None else models
+    if str(path) not in models:
+        models[str(path)] = inspect_gguf(path)
+    model = copy.copy(models[str(path)])
     model.name = str(row["name"])
     if model.sha256 != row["model_id"]:
-        return None
+        return f"{path.name} changed since it was generated (another sha256)"
     fmt = _chat_format(model, row["chat_format"])
     try:
         sampling = Sampling(**json.loads(row["sampling"]))
     except (TypeError, ValueError):
-        return None
+        return "its stored sampling cannot be read"
     k = int(row["sample_index"])
     cells = plan_cells(
         model, str(row["task_id"]), [(str(row["item_id"]), str(row["prompt"]))],
         row["system_prompt"], [sampling], k + 1, int(row["seed"]) - k, chat_format=fmt,
     )  # fmt: skip
     cell = cells[-1]
-    return (model, fmt, cell) if cell.key == row["gen_key"] else None
+    if cell.key != row["gen_key"]:
+        return "a sweep plans another key for it (made by another key version or path)"
+    return (model, fmt, cell)
+
+
+@dataclass
+class ReproResult(JobResult):
+    """A :class:`JobResult` that also says which drawn cells could not be re-run."""
+
+    #: "<variant>: N cell(s) skipped (why)" lines
+    skipped: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        lines = [super().__str__()]
+        lines += [f"  skipped: {line}" for line in self.skipped]
+        return "\n".join(lines)
 
 
 def run_repro(
@@ -150,17 +187,33 @@ def run_repro(
                 f"executors must name sequential or server, got {ex!r} (a re-run is one "
                 "request at a time: sequential in process, or through a managed server)."
             )
-    result = JobResult("repro")
+    result = ReproResult("repro")
     if backend == "mock":
         return result
     candidates = jobs.repro_candidates(store, task_id)
     if models:
         candidates = candidates[candidates["name"].isin(list(models))]
+    inspected: dict[str, ModelInfo] = {}
+    plans: dict[str, tuple[ModelInfo, str, Cell]] = {}
+    why: dict[str, dict[str, int]] = {}
+
+    def plannable(row: Any) -> bool:
+        got = _plan(row, inspected)
+        if isinstance(got, str):
+            counts = why.setdefault(str(row["name"]), {})
+            counts[got] = counts.get(got, 0) + 1
+            return False
+        plans[str(row["gen_key"])] = got
+        return True
+
     planned: list[tuple[ModelInfo, str, Cell, Any]] = []
-    for _, row in pick_cells(candidates, n_cells, seed).iterrows():
-        got = _plan(row)
-        if got is not None:
-            planned.append((*got, row))
+    for _, row in pick_cells(candidates, n_cells, seed, plannable).iterrows():
+        planned.append((*plans[str(row["gen_key"])], row))
+    checked = {str(row["name"]) for *_, row in planned}
+    for name, counts in sorted(why.items()):
+        reasons = "; ".join(f"{n} because {r}" for r, n in counts.items())
+        gone = "" if name in checked else " — none of its cells could be re-run"
+        result.skipped.append(f"{name}: {sum(counts.values())} stored cell(s) ({reasons}){gone}")
     for ex in executors:
         for threads in thread_counts:
             one = _run_config(store, planned, ex, int(threads), k, n_ctx, progress)

@@ -661,9 +661,10 @@ def reference_texts(
 
 def repro_candidates(store: Store, task_id: str | None = None) -> pd.DataFrame:
     """Stored generations that can be re-run in process: good rows of registered GGUF
-    models, with what re-running needs — gen_key, model_id, name, path, task_id, item_id,
-    sample_index, seed, sampling (JSON), chat_format, text, prompt, system_prompt —
-    ordered by gen_key."""
+    models made by a sweep (not load-test answers: ``load_id`` set by ``slamkit load``,
+    whose keys a sweep cannot plan), with what re-running needs — gen_key, model_id, name,
+    path, task_id, item_id, sample_index, seed, sampling (JSON), chat_format, text, prompt,
+    system_prompt — ordered by gen_key."""
     sql = (
         "SELECT g.gen_key, g.model_id, m.name, m.path, g.task_id, g.item_id, g.sample_index, "
         "g.seed, g.sampling, g.chat_format, g.text, i.prompt, t.system_prompt "
@@ -671,7 +672,7 @@ def repro_candidates(store: Store, task_id: str | None = None) -> pd.DataFrame:
         "JOIN items i ON i.task_id = g.task_id AND i.item_id = g.item_id "
         "JOIN tasks t ON t.task_id = g.task_id "
         "WHERE g.error IS NULL AND g.text IS NOT NULL AND m.path LIKE '%.gguf' "
-        "AND coalesce(g.backend, '') <> 'MockBackend'"
+        "AND coalesce(g.backend, '') <> 'MockBackend' AND g.load_id IS NULL"
         + (" AND g.task_id = ?" if task_id else "")
         + " ORDER BY g.gen_key"
     )

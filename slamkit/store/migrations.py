@@ -358,7 +358,7 @@ def m008_variant_matrix(db: duckdb.DuckDBPyConnection) -> None:
     """The variant matrix (see :mod:`slamkit.matrix`): quantization drift against a base
     model, llama-bench-style raw speed, and re-runs of stored cells (determinism).
 
-    ``drift``: one row per (variant, base, text set, context, chunks) — llama.cpp's
+    ``drift``: one row per (variant, base, text set, context, chunks asked) — llama.cpp's
     ``llama-perplexity --kl-divergence`` statistics, computed from full log-softmax
     distributions over the second half of each context window. ``speed``: one row per
     (model, prompt tokens, generated tokens, repetitions, threads, GPU layers, machine).
@@ -375,10 +375,13 @@ def m008_variant_matrix(db: duckdb.DuckDBPyConnection) -> None:
             text_set VARCHAR NOT NULL,             -- name of the text set, e.g. alpaca_eval refs
             text_sha256 VARCHAR NOT NULL,          -- sha256 of the text set's text
             n_ctx INTEGER NOT NULL,                -- context window of each chunk
-            n_chunks INTEGER,                      -- chunks evaluated
+            chunks_asked INTEGER,                  -- chunks asked for (NULL: every window)
+            n_chunks INTEGER,                      -- chunks evaluated (spread over the text)
             n_tokens INTEGER,                      -- tokens scored (second half of each chunk)
-            kld_mean DOUBLE, kld_se DOUBLE,        -- mean KL(base || variant), nats; its s.e.
-            kld_lo DOUBLE, kld_hi DOUBLE,          -- 95% CI (mean +- 1.96 s.e., as llama.cpp)
+            kld_mean DOUBLE,                       -- mean KL(base || variant), nats
+            kld_se DOUBLE,                         -- its chunk-level (batch-means) s.e.
+            kld_se_token DOUBLE,                   -- llama.cpp's per-token s.e. (too narrow)
+            kld_lo DOUBLE, kld_hi DOUBLE,          -- 95% CI: mean +- t(chunks-1) x kld_se
             kld_median DOUBLE, kld_p90 DOUBLE, kld_p99 DOUBLE, kld_max DOUBLE,
             same_top1 DOUBLE, same_top1_se DOUBLE, -- share of tokens with the same argmax
             delta_p_top DOUBLE,                    -- mean change in p of the base's top token
