@@ -128,9 +128,13 @@ def test_sweep_stops_past_the_knee_or_when_errors_climb() -> None:
 
 # -- the real path: a managed llama.cpp server with 2 slots ------------------------------
 def _servers() -> list[psutil.Process]:
+    """Managed servers started by this test process (not by anything else on the machine)."""
     out = []
-    for p in psutil.process_iter(["cmdline"]):
-        cmd = " ".join(p.info["cmdline"] or [])
+    for p in psutil.Process().children(recursive=True):
+        try:
+            cmd = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
         if "slamkit.backends.serve_child" in cmd:
             out.append(p)
     return out
