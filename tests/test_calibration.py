@@ -21,6 +21,7 @@ from slamkit.calibration import (
     human_pairs,
     ppi_mean,
     simulate_ppi,
+    wilson_mean_interval,
     win_rate_table,
 )
 from slamkit.cli import build_parser, main
@@ -61,6 +62,42 @@ def test_ppi_interval_covers_the_true_win_rate_in_simulation(n, accuracy, bias) 
     if n >= 200:  # power tuning's own-sample lambda is harmless at large n
         assert got.loc["ppi++", "coverage"] >= 0.95 - _tolerance(sims), got
     assert df.attrs["truth"] == pytest.approx(0.55 + 0.15 / 2)
+
+
+@pytest.mark.parametrize(
+    ("p_win", "p_tie", "n"),
+    [(0.95, 0.03, 10), (0.95, 0.03, 30), (0.02, 0.02, 10), (0.02, 0.02, 30)],
+)
+def test_human_only_interval_keeps_its_coverage_near_0_and_1(p_win, p_tie, n) -> None:
+    """True win rate 0.965 or 0.03: the humans-only interval (Wilson) still covers; the old
+    t-interval mean +- t sd / sqrt(n) collapsed when all labels agreed (0.33-0.79 here)."""
+    sims = 2000
+    df = simulate_ppi(n_sims=sims, n=n, big_n=200, p_win=p_win, p_tie=p_tie, seed=n)
+    got = df.set_index("method").loc["human only"]
+    two_se = 2 * math.sqrt(0.95 * 0.05 / sims)  # binomial s.e. at the nominal level
+    assert got["coverage"] >= 0.95 - two_se, got
+    assert 0 < got["mean_width"] < 0.5
+
+
+def test_wilson_mean_interval_solves_the_score_equation() -> None:
+    t = sps.t.ppf(0.975, 9)
+    for y in ([1] * 10, [0] * 10, [1, 0, 0.5, 1, 1, 0.5, 0, 1, 1, 1]):
+        lo, hi = wilson_mean_interval(y)
+        m = float(np.mean(y))
+        assert 0 <= lo < m or lo == m == 0
+        assert m < hi <= 1 or hi == m == 1
+        for b in (lo, hi):  # (mean - b)^2 = t^2 b (1 - b) / n, unless clipped at 0 or 1
+            if 0 < b < 1:
+                assert (m - b) ** 2 == pytest.approx(t**2 * b * (1 - b) / 10)
+    assert wilson_mean_interval([1] * 10)[0] == pytest.approx(0.6615, abs=1e-4)  # not [1, 1]
+    lo, hi = wilson_mean_interval([1])  # one label: a wide interval, not NaN
+    assert 0 <= lo < 0.05 and hi == 1.0
+    assert all(math.isnan(b) for b in wilson_mean_interval([]))
+    # ppi_mean's human-only interval is this one
+    r = ppi_mean([1, 1, 1, 0.5], [1, 1, 0, 0.5], [1, 0, 1])
+    assert (r["classical_lo"], r["classical_hi"]) == wilson_mean_interval([1, 1, 1, 0.5])
+    assert r["classical_hi"] - r["classical_lo"] > 0.3
+    assert math.isnan(ppi_mean([], [], [1])["classical_lo"])
 
 
 def test_ppi_mean_by_hand() -> None:
