@@ -77,7 +77,7 @@ def wilson_mean_interval(
     >>> [round(b, 4) for b in wilson_mean_interval([1, 0, 0.5, 1])]
     [0.1158, 0.955]
     >>> [round(b, 4) for b in wilson_mean_interval([1])]  # one label: wide, not NaN
-    [0.0061, 1.0]
+    [0.0062, 1.0]
     """
     v = np.asarray(values, dtype=float)
     n = len(v)
