@@ -45,6 +45,7 @@ LAYERS = {
     "slamkit.batch": 9, "slamkit.cli": 9, "slamkit.load_cli": 9, "slamkit.metrics.cli": 9,
     "slamkit.judge.cli": 9,
     "slamkit.smart.cli": 9, "slamkit.smart.simulate": 9, "slamkit.smart.simulate_args": 9,
+    "slamkit.smart.limits": 9,
     "slamkit.matrix.cli": 9,
 }  # fmt: skip
 
