@@ -179,3 +179,100 @@ def test_finite_population_cs_is_tighter_than_the_iid_mixture() -> None:
     n = np.array([100, 400, 1000, 2000])
     assert (thresholds_at(fpc, n, 0.92)[1] <= thresholds_at(iid, n, 0.92)[1]).all()
     assert (thresholds_at(fpc, n, 0.92)[1] < thresholds_at(iid, n, 0.92)[1]).any()
+
+
+# --- the exactly calibrated single-model sequence -------------------------------------------
+
+from slamkit.smart.bounds import (  # noqa: E402
+    CalibratedCS,
+    alpha_share,
+    calibrated_family,
+    exact_violation,
+    screened_family,
+)
+
+
+def _first_violation(fam, k: np.ndarray, N: int, K: int, t: float, horizon: int) -> np.ndarray:
+    """Per stream: satisfied at some n <= horizon (checked after every item) while answering
+    the unseen items with the model leaves the accuracy on all N below t."""
+    n = np.broadcast_to(np.arange(1, N + 1)[None, :], k.shape)[:, :horizon]
+    kk = k[:, :horizon]
+    sat = fam.excludes_below(kk, n, t)
+    wrong = sat & ((n + K - kk) < np.ceil(t * N - 1e-9))
+    return wrong.any(axis=1)
+
+
+def test_exact_violation_is_the_monte_carlo_rate_for_each_population() -> None:
+    """The dynamic programme's probability for a population of deficit D is the share of
+    random orders that violate (5000 streams, within 4 s.e.), for D at and around its worst
+    case; and its maximum is the largest of them."""
+    N, t = 300, 0.9
+    fam = anytime_family(0.1, t, N)
+    hit, pop, cap = exact_violation(fam, t, N, N - 1, debug=True)
+    need = int(np.ceil(t * N - 1e-9))
+    exact = pop == cap + 1  # the rows computed exactly (one deficit each)
+    worst_d = int(pop[exact][np.argmax(hit[exact])])
+    assert exact_violation(fam, t, N, N - 1) == pytest.approx(float(hit.max()))
+    ds = set(pop[exact].tolist())
+    assert len(ds) > 5
+    for D in sorted({worst_d, min(worst_d + 3, max(ds)), max(worst_d - 3, 1)}):
+        K = need - D
+        S = 5000
+        mc = _first_violation(fam, _streams(N, K, S, seed=D), N, K, t, N - 1).mean()
+        p = float(hit[pop == D][0])
+        assert abs(mc - p) <= 4 * np.sqrt(max(p * (1 - p), 1e-4) / S), (D, mc, p)
+
+
+def test_calibrated_sequence_keeps_the_guarantee_with_peeking_after_every_item() -> None:
+    """The calibrated level is above the budget (Ville's inequality is loose on 0/1 items),
+    yet over 2000 random orders of the worst-case population and its neighbours the share
+    that violate - satisfied at any item while the accuracy on all N ends below t - stays
+    <= the budget (+ 3 s.e.); the plain sequence at the calibrated level is what decides."""
+    N, t, alpha = 1500, 0.9, 0.05
+    cs = calibrated_family(alpha, t, N)
+    assert isinstance(cs, CalibratedCS) and cs.late is None  # 1500 items: all within horizon
+    assert cs.early.alpha > 1.5 * alpha and cs.early_violation <= alpha
+    hit, pop, cap = exact_violation(cs.early, t, N, N - 1, debug=True)
+    need = int(np.ceil(t * N - 1e-9))
+    exact = pop == cap + 1
+    worst_d = int(pop[exact][np.argmax(hit[exact])])
+    S = 2000
+    for D in (worst_d, 2 * worst_d):
+        K = need - D
+        bad = _first_violation(cs, _streams(N, K, S, seed=100 + D), N, K, t, N - 1).mean()
+        assert bad <= alpha + 3 * np.sqrt(alpha * (1 - alpha) / S), (D, bad)
+    # at twice the level with no calibration the same population violates more often
+    loose = anytime_family(4 * alpha, t, N)
+    K = need - worst_d
+    assert _first_violation(loose, _streams(N, K, S, 5), N, K, t, N - 1).mean() > alpha
+
+
+def test_calibrated_sequence_hands_over_to_a_plain_one_after_the_horizon() -> None:
+    N, t = 20_000, 0.92
+    cs = calibrated_family(0.04, t, N, horizon=500)
+    assert cs.late is not None and cs.horizon == 500
+    from slamkit.smart.bounds import CAL_LATE_SHARE
+
+    share = CAL_LATE_SHARE
+    assert cs.early_budget == pytest.approx(0.04 * (1 - share))
+    assert cs.late.alpha == pytest.approx(0.04 * share)
+    k = np.array([495, 2900])
+    n = np.array([500, 3000])
+    assert list(cs.excludes_below(k, n, t)) == [
+        bool(cs.early.excludes_below(495, 500, t)),
+        bool(cs.late.excludes_below(2900, 3000, t)),
+    ]
+    with pytest.raises(ValueError, match="calibrated for target"):
+        cs.excludes_below(k, n, 0.9)
+
+
+def test_budget_split_by_price_rank_sums_to_the_budget() -> None:
+    for m in (1, 2, 3, 4):
+        shares = [alpha_share(r, m) for r in range(m)]
+        assert sum(shares) == pytest.approx(1.0)
+        assert shares == sorted(shares, reverse=True)  # the cheaper, the larger
+    a0 = screened_family(0.05, 0.9, 5574, 5, 2, 0)
+    a1 = screened_family(0.05, 0.9, 5574, 5, 2, 1)
+    assert a0.alpha + a1.alpha == pytest.approx(0.05) and a0.alpha > a1.alpha
+    with pytest.raises(ValueError):
+        alpha_share(2, 2)

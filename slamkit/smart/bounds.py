@@ -334,7 +334,7 @@ class FinitePopulationCS:
 
 
 #: a candidate agreeing on fewer than this share of the screening items is dropped
-SCREEN_KEEP = 0.5
+SCREEN_KEEP = 0.4
 
 
 @dataclass(frozen=True)
@@ -344,14 +344,15 @@ class AfterScreening:
     The first ``screen`` items (random, like all) decide which candidates are worth a
     confidence sequence at all: those agreeing on fewer than :data:`SCREEN_KEEP` of them are
     dropped. The survivors' sequences (``inner``: over the N - screen later items, at alpha
-    split over the survivors only) use only the later items, whose order is still uniformly
-    random given the screening sample - so they stay valid whatever the screening kept, and
-    the error budget is split over the survivors instead of all candidates. The screening
+    split over the survivors only, by price rank: :func:`alpha_share`) use only the later
+    items, whose order is still uniformly random given the screening sample - so they stay
+    valid whatever the screening kept, and the error budget is split over the survivors
+    instead of all candidates. The screening
     items keep the reference's output like every profiled item. ``k0``: the candidate's
     agreeing screening items (set aside, not used as evidence).
     """
 
-    inner: FinitePopulationCS
+    inner: FinitePopulationCS | CalibratedCS
     screen: int
     k0: int
     name: str = field(default="screened-finite-population-cs", init=False)
@@ -379,17 +380,50 @@ class AfterScreening:
         return (
             f"{self.inner.describe()}, on the items after a {self.screen}-item screening "
             f"(candidates below {SCREEN_KEEP:.0%} agreement there dropped, alpha split over "
-            "the rest)"
+            f"the rest by price rank, 1 : {RANK_DECAY:g} : {RANK_DECAY:g}^2 ...)"
         )
 
 
+#: the error budget's split over the screening's survivors, in price order: the r-th cheapest
+#: gets a share proportional to RANK_DECAY**r (fixed before any data: a cheaper model saves
+#: more when chosen, so it gets more of the budget; RANK_DECAY = 1 would be an even split)
+RANK_DECAY = 0.15
+
+
+def alpha_share(rank: int, survivors: int, decay: float | None = None) -> float:
+    """Share of the error budget of the ``rank``-th cheapest (0 = cheapest) of ``survivors``
+    candidates: decay**rank / sum_j decay**j (Bonferroni with fixed weights: the shares of
+    all survivors sum to 1).
+
+    >>> round(alpha_share(0, 2), 3), round(alpha_share(1, 2), 3), alpha_share(0, 1)
+    (0.87, 0.13, 1.0)
+    """
+    d = RANK_DECAY if decay is None else decay
+    m = max(int(survivors), 1)
+    if not 0 <= rank < m:
+        raise ValueError(f"rank {rank} is not among {m} survivors")
+    return float(d**rank / sum(d**j for j in range(m)))
+
+
 def screened_family(
-    alpha_total: float, target: float, n_items: int, screen: int, survivors: int
-) -> FinitePopulationCS:
-    """The inner family of :class:`AfterScreening`: alpha split over the ``survivors``, over
-    the N - screen later items, at the target those items need."""
+    alpha_total: float,
+    target: float,
+    n_items: int,
+    screen: int,
+    survivors: int,
+    rank: int = 0,
+    calibrate: bool = False,
+) -> FinitePopulationCS | CalibratedCS:
+    """The inner family of :class:`AfterScreening` for the ``rank``-th cheapest of the
+    ``survivors``: alpha_total times its :func:`alpha_share`, over the N - screen later
+    items, at the target those items need. ``calibrate``: with its level set by exact
+    computation (:func:`calibrated_family`; for a single model's choice - its interval is
+    not a confidence sequence at the budget, so the mix does not use it)."""
     t2 = (target * n_items - screen) / (n_items - screen)
-    return anytime_family(alpha_total / max(survivors, 1), t2, n_items - screen)  # type: ignore[return-value]
+    a = alpha_total * alpha_share(rank, survivors)
+    if calibrate:
+        return calibrated_family(a, t2, n_items - screen)
+    return anytime_family(a, t2, n_items - screen)  # type: ignore[return-value]
 
 
 def anytime_family(
@@ -457,3 +491,213 @@ def threshold_table(
     k_inv.setflags(write=False)
     k_sat.setflags(write=False)
     return k_inv, k_sat
+
+
+# -- exact calibration of the single-model sequence ----------------------------------------------
+
+#: items (after the screening) over which the single-model sequence's error is computed exactly
+CAL_HORIZON = 2000
+#: share of a candidate's error budget kept for the plain sequence used after the horizon
+CAL_LATE_SHARE = 0.05
+
+
+def _certify_emax(family: BoundFamily, target: float, m: int) -> np.ndarray:
+    """emax[n] for n = 0..m: the most disagreeing outputs among n items that still satisfy
+    the family at ``target`` (-1: none can)."""
+    n = np.arange(m + 1)
+    return n - thresholds_at(family, n, target)[1]
+
+
+def exact_violation(
+    family: BoundFamily, target: float, n_items: int, horizon: int, debug: bool = False
+) -> float:
+    """An upper bound, tight where it matters, on the largest probability over every
+    population that choosing the model when ``family`` first satisfies it within
+    ``horizon`` items leaves the accuracy on the ``n_items`` items below ``target``.
+
+    A population is fixed by its deficit D = ceil(target N) - K >= 1 (K agreeing items out
+    of N, in uniformly random order; D <= 0 cannot be violated). With e disagreeing outputs
+    among the n items seen, the model is satisfied when e <= emax[n]
+    (:func:`_certify_emax`), and choosing it then violates iff K + e < ceil(target N)
+    (the n seen items keep the reference's output), i.e. iff e <= D - 1. e never decreases,
+    so a violation needs the walk to enter {e <= min(emax[n], D - 1)} at some n <= horizon
+    - whatever the stopping rule and however often the bound is checked - and n < ceil(target
+    N) (with that many items profiled the target is met whatever the model does). One dynamic
+    programme over e (rows: populations) computes this probability exactly for each D (for
+    D <= :data:`_EXACT_D` when there are too many); a larger D in a block [D_a, D_b] is
+    bounded by the population D_a entering {e <= min(emax[n], D_b - 1)} (fewer agreeing
+    items only delay entering: a coupling), with blocks about sqrt(D) / 3 wide up to the
+    deficit beyond which every satisfaction is a violation, and a last row for all larger D."""
+    N = int(n_items)
+    m = int(min(horizon, N - 1))
+    need = int(np.ceil(target * N - 1e-9))
+    em = _certify_emax(family, target, m)
+    if em.max() < 0:
+        return 0.0
+    m = min(m, need - 1)  # with need items profiled the target is met whatever the model does
+    em = em[: m + 1]
+    if m < 1 or em.max() < 0:
+        return 0.0
+    top = int(em.max()) + 1  # for D >= top every satisfaction within the horizon violates
+    n_exact = top if top * top * m <= 2e8 else min(_EXACT_D, top)
+    exact = np.arange(1, n_exact + 1)
+    pop, cap = [int(x) for x in exact], [int(x) - 1 for x in exact]
+    lo = int(exact[-1]) + 1
+    while lo <= top:  # blocks about a third of the walk's spread (~sqrt(D)) wide
+        hi = min(lo + max(int(np.sqrt(lo) / 3), 1) - 1, top)
+        pop.append(lo)
+        cap.append(hi - 1)
+        lo = hi + 1
+    pop.append(top + 1)
+    cap.append(top)
+    P = np.asarray(pop, dtype=float)[:, None]
+    C = np.asarray(cap)[:, None]
+    e = np.arange(top + 1)[None, :]
+    live = (e <= C).astype(float)
+    bad = np.maximum(N - need + P - e, 0.0) * live  # disagreeing items not yet seen, per e
+    dist = np.zeros((len(pop), top + 1))
+    dist[:, 0] = 1.0
+    hit = np.zeros(len(pop))
+    low = 0  # columns < low hold no mass: absorbed, and e never decreases
+    for n in range(m):
+        hi = min(n + 2, top + 1)  # e <= n + 1 after this item
+        w = dist[:, low:hi]
+        moved = w * (bad[:, low:hi] / (N - n))
+        w -= moved
+        w[:, 1:] += moved[:, :-1]
+        if hi <= top:
+            dist[:, hi] += moved[:, -1]
+        w *= live[:, low:hi]
+        lim = int(em[n + 1])
+        if lim >= low:  # the satisfied region grew: absorb e in [low, lim] (within each cap)
+            hit += dist[:, low : lim + 1].sum(1)
+            dist[:, low : lim + 1] = 0.0
+            low = lim + 1
+    if debug:
+        return hit, np.asarray(pop), np.asarray(cap)  # type: ignore[return-value]
+    return float(hit.max())
+
+
+#: deficits computed exactly by :func:`exact_violation` (larger ones are bounded in blocks)
+_EXACT_D = 160
+
+
+@dataclass(frozen=True)
+class CalibratedCS:
+    """The single-model sequence with its level set by exact computation.
+
+    Ville's inequality is loose for a sequence checked on 0/1 outcomes: at the level alpha'
+    of the mixture, the true chance that choosing the model violates the target is about
+    alpha' / 2. ``early`` is the :class:`FinitePopulationCS` at the largest alpha' whose
+    exact worst-case violation (:func:`exact_violation`, over every population) within
+    ``horizon`` items is <= ``early_budget``; after the horizon ``late`` (a plain sequence at
+    ``late_alpha``, None when the horizon covers every item) decides. The chance of a
+    violation is at most early_budget + late_alpha = ``alpha``. Only the predicates at the
+    calibrated ``target`` carry this guarantee; :meth:`interval` gives the sequences' own
+    bounds (at alpha' and late_alpha)."""
+
+    early: FinitePopulationCS
+    late: FinitePopulationCS | None
+    target: float
+    horizon: int
+    alpha: float
+    early_budget: float
+    early_violation: float
+    name: str = field(default="calibrated-finite-population-cs", init=False)
+
+    @property
+    def n_items(self) -> int:
+        return self.early.n_items
+
+    def _split(self, n: ArrayLike) -> np.ndarray:
+        return np.asarray(n) <= self.horizon
+
+    def _check(self, t: float) -> None:
+        if abs(t - self.target) > 1e-9:
+            raise ValueError(
+                f"this sequence is calibrated for target {self.target:.6g}, not {t:.6g}"
+            )
+
+    def excludes_below(self, k: ArrayLike, n: ArrayLike, t: float) -> np.ndarray:
+        self._check(t)
+        out = self.early.excludes_below(k, n, t)
+        if self.late is None:
+            return out & self._split(n)
+        return np.where(self._split(n), out, self.late.excludes_below(k, n, t))
+
+    def excludes_above(self, k: ArrayLike, n: ArrayLike, t: float) -> np.ndarray:
+        out = self.early.excludes_above(k, n, t)
+        if self.late is None:
+            return out
+        return np.where(self._split(n), out, self.late.excludes_above(k, n, t))
+
+    def interval(self, k: ArrayLike, n: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.early.interval(k, n)
+        if self.late is None:
+            return lo, hi
+        lo2, hi2 = self.late.interval(k, n)
+        early = self._split(n)
+        return np.where(early, lo, lo2), np.where(early, hi, hi2)
+
+    def describe(self) -> str:
+        late = (
+            f"; after {self.horizon} items the plain sequence at {self.late.alpha:.3g}"
+            if self.late is not None
+            else ""
+        )
+        return (
+            f"finite-population confidence sequence with its level calibrated exactly "
+            f"(alpha' = {self.early.alpha:.3g} gives a worst-case violation of "
+            f"{self.early_violation:.3g} <= {self.early_budget:.3g} within {self.horizon} "
+            f"items{late}; total budget {self.alpha:.3g}), checked after every item"
+        )
+
+
+@lru_cache(maxsize=512)
+def calibrated_family(
+    alpha: float,
+    target: float,
+    n_items: int,
+    horizon: int = CAL_HORIZON,
+    late_share: float = CAL_LATE_SHARE,
+) -> CalibratedCS:
+    """:func:`anytime_family` at the largest level whose exact worst-case violation
+    (:func:`exact_violation`) within ``horizon`` items stays inside the budget ``alpha``
+    (less ``late_share`` of it when the horizon does not cover every item). Up to four
+    secant steps on alpha' in [budget, 4 budget]; only a level whose violation was computed
+    inside the budget is used (else the budget itself, valid by Ville's inequality), so the
+    guarantee does not rest on the search.
+
+    >>> cs = calibrated_family(0.05, 0.9, 400)
+    >>> cs.early.alpha > 0.05 and cs.early_violation <= 0.05
+    True
+    """
+    N = int(n_items)
+    m = int(min(horizon, N - 1))
+    covers = m >= N - 1
+    budget = alpha if covers else alpha * (1 - late_share)
+
+    def fam(a: float) -> FinitePopulationCS:
+        return anytime_family(a, target, N)  # type: ignore[return-value]
+
+    late = None if covers else fam(alpha * late_share)
+
+    # Ville: the level itself is always valid; search above it for the largest valid level.
+    # The violation grows about in proportion to the level: secant steps from 2 x budget.
+    best_a, best_v = budget, float("nan")
+    a = 2 * budget
+    for _ in range(4):
+        v = exact_violation(fam(a), target, N, m)
+        if v <= budget and a > best_a:
+            best_a, best_v = a, v
+        step = a * budget / max(v, 1e-12) * (0.99 if v <= budget else 0.97)
+        nxt = float(np.clip(step, budget, 4 * budget))
+        if v <= budget and nxt < best_a * 1.02:
+            break  # within 2% of the largest valid level
+        a = nxt
+    if best_a == budget:
+        best_v = exact_violation(fam(budget), target, N, m)
+    return CalibratedCS(
+        early=fam(best_a), late=late, target=float(target), horizon=m, alpha=float(alpha),
+        early_budget=float(budget), early_violation=float(best_v),
+    )  # fmt: skip

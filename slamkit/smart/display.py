@@ -152,12 +152,12 @@ def items_needed_display(selection: Any, n_plan: int | None = None) -> Table:
     )
     models = [m for m in (details or {}).get("models", []) if int(m.get("n") or 0) > 0]
     rows = []
-    for m in models:
+    for rank, m in enumerate(models):  # in price order: the budget's share by rank
         k, n = int(m["k"]), int(m["n"])
         rate = k / n
         need: dict[str, int | None] = {
             meth: None if rate <= 1 - delta + 1e-12
-            else items_needed(rate, delta, gamma, len(models), meth, plan)
+            else items_needed(rate, delta, gamma, len(models), meth, plan, rank=rank)
             for meth in ("smart", "anytime")
         }  # fmt: skip
         rows.append(

@@ -162,7 +162,7 @@ def profile(
     n_items: int | None = None,
     check_every: int | None = None,
     screen: int = 0,
-    screened: Callable[[int], Any] | None = None,
+    screened: Callable[[int, int], Any] | None = None,
 ) -> ProfileResult:
     """Profile ``models`` on ``items`` (already shuffled) against the reference.
 
@@ -171,10 +171,11 @@ def profile(
     every ``check_every`` items (default ``batch``, SMART's rule; 1 for an anytime-valid
     family, which may be checked after every item), the expected-cost stop every ``batch``.
 
-    ``screen`` > 0 (with ``screened(survivors) -> family``): the first ``screen`` items only
-    screen - candidates agreeing on fewer than half of them are dropped - and the survivors
-    are then judged by :class:`~slamkit.smart.bounds.AfterScreening` on the later items, at
-    the error budget split over the survivors only.
+    ``screen`` > 0 (with ``screened(survivors, rank) -> family``): the first ``screen`` items
+    only screen - candidates agreeing on fewer than 40% of them are dropped - and the
+    survivors are then judged by :class:`~slamkit.smart.bounds.AfterScreening` on the later
+    items, at the error budget split over the survivors only (by price rank,
+    :func:`~slamkit.smart.bounds.alpha_share`).
     """
     every = check_every or batch
     if not 0 < delta < 1:
@@ -219,7 +220,8 @@ def profile(
             keep = [i for i in range(M) if k[i] >= SCREEN_KEEP * cnt]
             for i in range(M):
                 if i in keep:
-                    fam[order[i]] = AfterScreening(screened(len(keep)), cnt, int(k[i]))
+                    rank = keep.index(i)  # its place among the survivors, cheapest first
+                    fam[order[i]] = AfterScreening(screened(len(keep), rank), cnt, int(k[i]))
                 else:
                     state[i] = INVALID
             history.append(

@@ -223,7 +223,7 @@ def choose_mix(
         lv = np.array([1.0])
         A = np.append(st["lower"].to_numpy(float), 1.0)[:, None]
         rule_used = "bonferroni"
-        how = "confidence-sequence lower bounds (alpha split evenly over candidates up front)"
+        how = "confidence-sequence lower bounds (alpha split over candidates up front)"
     else:
         lv = np.asarray(levels, dtype=float)
         A = np.vstack(
@@ -302,7 +302,9 @@ def profile_options(
     if method in GUARANTEED and n_items > max(SCREEN, batch):
         alpha = 1 - gamma - (MIX_SPLIT_ALPHA if method == "anytime-mix" else 0.0)
         opts["screen"] = SCREEN
-        opts["screened"] = partial(screened_family, alpha, 1 - delta, n_items, SCREEN)
+        opts["screened"] = partial(
+            screened_family, alpha, 1 - delta, n_items, SCREEN, calibrate=method == "anytime"
+        )  # (survivors, rank) -> family; the single-model choice calibrated exactly
     return opts
 
 
@@ -399,6 +401,7 @@ def items_needed(
     n_items: int = PLAN_ITEMS,
     batch: int = 10,
     cap: int = 200_000,
+    rank: int = 0,
 ) -> int | None:
     """Profiled items a decision would need if a candidate kept agreeing at ``conformity``:
     the fewest items n at which floor(conformity * n) agreeing outputs satisfy ``method``'s
@@ -409,9 +412,9 @@ def items_needed(
     answer approaches the whole task.
 
     >>> items_needed(0.99, 0.1, method="smart"), items_needed(0.99, 0.1)
-    (60, 75)
+    (60, 71)
     >>> items_needed(0.95, 0.1), items_needed(0.95, 0.1, n_candidates=3)
-    (264, 342)
+    (243, 245)
     """
     t = 1 - delta
     step = batch if method in ("smart", "smart-mix") else 1
@@ -420,8 +423,8 @@ def items_needed(
         opts = profile_options(method, gamma, n_candidates, delta, n_items, batch)
         screen = int(opts.get("screen", 0))
         fam = (
-            opts["screened"](n_candidates) if screen else opts["bounds"]
-        )  # the survivors' sequence
+            opts["screened"](n_candidates, rank) if screen else opts["bounds"]
+        )  # the survivors' sequence (the rank-th cheapest's share of the budget)
         t2 = (t * n_items - screen) / (n_items - screen) if screen else t
         m = n[n > screen]
         ok = fam.excludes_below(np.floor(conformity * (m - screen)), m - screen, t2)

@@ -25,12 +25,16 @@ evaluated every 10 items, then less often on long runs - :func:`~slamkit.smart.p
   one-sided Clopper-Pearson lower bounds on a level grid (:data:`MIX_LEVELS`) and the
   product rule prod l_i >= gamma (nominal).
 * ``anytime`` (guaranteed): the first :data:`SCREEN` items screen (candidates agreeing on
-  fewer than half are dropped); each survivor then gets a finite-population confidence
+  at most 1 of the 5 are dropped); each survivor then gets a finite-population confidence
   sequence (:class:`~slamkit.smart.bounds.FinitePopulationCS`: a beta-binomial-mixture
   prior on its agreeing count among the N items, sampling without replacement) over the
-  later items, at alpha = 1 - gamma split over the survivors only, checked after every
-  item; the remaining items go to the cheapest satisfied model, else the reference.
-* ``mix_safe`` (guaranteed): the same sequences at alpha = 1 - gamma -
+  later items, at alpha = 1 - gamma split over the survivors only - by price rank, the
+  r-th cheapest getting a share proportional to RANK_DECAY**r
+  (:func:`~slamkit.smart.bounds.alpha_share`) - checked after every item, with each
+  sequence's level calibrated by exact computation of its worst-case violation
+  (:func:`~slamkit.smart.bounds.calibrated_family`); the remaining items go to the cheapest
+  satisfied model, else the reference.
+* ``mix_safe`` (guaranteed): the same (uncalibrated) sequences at alpha = 1 - gamma -
   :data:`MIX_SPLIT_ALPHA`; the remaining items go to the cheaper of the single satisfied
   model and, per candidate, the largest random share it may answer with the reference
   answering the rest (:func:`safe_mix`, the split bounded at :data:`MIX_SPLIT_ALPHA`).
@@ -73,7 +77,6 @@ from slamkit.smart.bounds import (
     SCREEN_KEEP,
     BoundFamily,
     ClopperPearson,
-    FinitePopulationCS,
     anytime_family,
     screened_family,
     threshold_table,
@@ -257,7 +260,7 @@ def profile_vectorized(
     early_stop: bool = True,
     authors_cost: bool = False,
     screen: int = 0,
-    screened: Callable[[int], BoundFamily] | None = None,
+    screened: Callable[[int, int], BoundFamily] | None = None,
 ) -> dict[str, np.ndarray]:
     """Run SMART profiling for every seed of ``conf`` at once (candidates in price order);
     the same decisions as :func:`slamkit.smart.profile.profile` on the same items.
@@ -277,19 +280,20 @@ def profile_vectorized(
     scr = screen if screened is not None else 0
     if scr and not 0 < scr <= batch:
         raise ValueError("the simulator screens at most the first batch")
-    if scr and screened is not None:
-        t2 = (target * n_items - scr) / (n_items - scr)
-        fams = [screened(m) for m in range(1, M + 1)]
-        tables = [_lazy_table(f, n_items - scr, t2, every) for f in fams]
-        coarse = np.stack([threshold_table(f, n_items - scr, t2, batch)[1] for f in fams])  # type: ignore[arg-type]
-    else:
-        tables = [_lazy_table(family, n_items, target, every)]
-        coarse = threshold_table(family, n_items, target, batch)[1][None, :]  # type: ignore[arg-type]
+    t2 = (target * n_items - scr) / (n_items - scr) if scr else target
 
+    def build(fams: list[BoundFamily], n: int, t: float) -> tuple[list[_Table], np.ndarray]:
+        tabs = [_lazy_table(f, n, t, every) for f in fams]
+        return tabs, np.stack([threshold_table(f, n, t, batch)[1] for f in fams])  # type: ignore[arg-type]
+
+    if not scr:
+        tables, coarse = build([family], n_items, target)
     k = np.zeros((S, M), dtype=np.int64)
     n = np.zeros((S, M), dtype=np.int64)
     k0 = np.zeros((S, M), dtype=np.int64)  # set-aside screening agreement
     surv = np.full(S, M, dtype=np.int64)
+    tix = np.zeros((S, M), dtype=np.int64)  # each candidate's table (survivors, rank)
+    rank = np.zeros((S, M), dtype=np.int64)  # price rank among the survivors (-1: dropped)
     state = np.zeros((S, M), dtype=np.int8)
     cnt = np.zeros(S, dtype=np.int64)
     how = np.full(S, 2, dtype=np.int8)
@@ -312,6 +316,19 @@ def profile_vectorized(
             keep = kk >= SCREEN_KEEP * size
             k0[idx] = kk
             surv[idx] = keep.sum(1)
+            m_ = surv[idx][:, None]
+            rank[idx] = np.where(keep, np.cumsum(keep, 1) - 1, -1)
+            # one table per (survivors m, price rank r) that occurs, built only then
+            sizes = np.broadcast_to(m_, keep.shape)[keep]
+            pairs = sorted({(int(a), int(b)) for a, b in zip(sizes, rank[idx][keep], strict=True)})
+            where = {pr: i for i, pr in enumerate(pairs)}
+            for j, row in enumerate(idx):
+                for c in range(M):
+                    if keep[j, c]:
+                        tix[row, c] = where[(int(surv[row]), int(rank[row, c]))]
+            assert screened is not None
+            fams = [screened(a, b) for a, b in pairs] or [family]
+            tables, coarse = build(fams, n_items - scr, t2)
             state[idx] = np.where(keep, 0, 2).astype(np.int8)
             gone = surv[idx] == 0
             how[idx[gone]] = 0
@@ -327,7 +344,7 @@ def profile_vectorized(
         ksat_tab = np.stack([q[1][:L] for q in parts])
         last_inv = np.array([t.last[0] for t in tables])
         last_sat = np.array([t.last[1] for t in tables])
-        ti = (surv[idx] - 1 if scr else np.zeros(idx.size, np.int64))[:, None, None]
+        ti = tix[idx][:, :, None]
         off = k0[idx][:, :, None]
         kk0, nn0, st = k[idx].copy(), n[idx].copy(), state[idx].copy()
         pos = np.zeros(idx.size, dtype=np.int64)  # first offset not yet applied
@@ -382,12 +399,17 @@ def profile_vectorized(
                 uu = u[None, :] * n[g] / cnt[g][:, None] if authors_cost else u[None, :]
                 uu = np.broadcast_to(uu, (g.size, M))
                 u_s = np.where(fs < M, uu[np.arange(g.size), np.minimum(fs, M - 1)], u_ref)
-                tg = (surv[g] - 1 if scr else np.zeros(g.size, np.int64))[:, None, None]
+                tg = tix[g][:, :, None]
                 og = k0[g][:, :, None]
 
-                def k_sat(nn: np.ndarray, tg: np.ndarray = tg, og: np.ndarray = og) -> np.ndarray:
-                    at = np.clip((nn - scr) // batch, 0, coarse.shape[1] - 1)
-                    return og + coarse[tg, at]
+                def k_sat(
+                    nn: np.ndarray,
+                    tg: np.ndarray = tg,
+                    og: np.ndarray = og,
+                    co: np.ndarray = coarse,
+                ) -> np.ndarray:
+                    at = np.clip((nn - scr) // batch, 0, co.shape[1] - 1)
+                    return og + co[tg, at]
 
                 es, _ = expected_cost_stop(
                     k[g], n[g], in_u, uu, u_ref, u_s, n_items - cnt[g], k_sat, batch
@@ -395,7 +417,16 @@ def profile_vectorized(
                 stop_now[go] = es
                 how[g[es]] = 1
         active[idx[stop_now]] = False
-    return {"k": k, "n": n, "state": state, "cnt": cnt, "stop": how, "k0": k0, "survivors": surv}
+    return {
+        "k": k,
+        "n": n,
+        "state": state,
+        "cnt": cnt,
+        "stop": how,
+        "k0": k0,
+        "survivors": surv,
+        "rank": rank,
+    }
 
 
 class _Table:
@@ -488,7 +519,7 @@ SIM_METHODS = (
     ("smart", "SMART (paper: Clopper-Pearson every 10 items)", False),
     ("smart_authors_cost", "SMART with the authors' unit cost (per profiled item)", False),
     ("mix", "Smart-ModelMix (paper: one-sided CP 0.95-0.995, product rule)", False),
-    ("anytime", "anytime-valid (finite-population CS, every item)", True),
+    ("anytime", "anytime-valid (finite-population CS, exact level, every item)", True),
     ("mix_safe", "guaranteed mix (anytime CS + split bound)", True),
 )
 GUARANTEED = tuple(m for m, _, g in SIM_METHODS if g)
@@ -503,6 +534,7 @@ def _profile_anytime(
     alpha: float,
     batch: int,
     screen: int | None = None,
+    calibrate: bool = False,
 ) -> dict[str, np.ndarray]:
     """Anytime-valid profiling: the first :data:`SCREEN` items screen, then
     finite-population sequences at ``alpha`` split over the survivors, checked after every
@@ -510,8 +542,8 @@ def _profile_anytime(
     target = 1 - delta
     scr = SCREEN if screen is None else screen
 
-    def screened(m: int) -> FinitePopulationCS:
-        return screened_family(alpha, target, N, scr, m)
+    def screened(m: int, r: int) -> BoundFamily:
+        return screened_family(alpha, target, N, scr, m, r, calibrate=calibrate)
 
     res = profile_vectorized(
         conf, u, u_ref, N, delta, anytime_family(alpha / len(u), target, N), batch=batch,
@@ -528,12 +560,16 @@ def lower_rates(res: dict[str, np.ndarray], N: int, delta: float) -> np.ndarray:
     k, n, k0, surv = res["k"], res["n"], res["k0"], res["survivors"]
     scr, alpha = int(res["screen"]), float(res["alpha"])
     lo = np.zeros(k.shape)
+    rank = res["rank"]
     for m in np.unique(surv):
-        rows = surv == m
         if m == 0:
             continue
-        fam = screened_family(alpha, 1 - delta, N, scr, int(m))
-        lo[rows] = fam.interval(k[rows] - k0[rows], np.maximum(n[rows] - scr, 0))[0]
+        for r in range(int(m)):
+            cell = (surv[:, None] == m) & (rank == r)
+            if not cell.any():
+                continue
+            fam = screened_family(alpha, 1 - delta, N, scr, int(m), r)
+            lo[cell] = fam.interval(k[cell] - k0[cell], np.maximum(n[cell] - scr, 0))[0]
     return np.where(n > scr, lo, 0.0)
 
 
@@ -637,7 +673,7 @@ def simulate_cell(
         res = profile_vectorized(conf, u, u_ref, N, delta, cp, batch=batch, authors_cost=True)
         record("smart_authors_cost", res, *single(res))
     if "anytime" in todo:
-        res = _profile_anytime(conf, u, u_ref, N, delta, 1 - gamma, batch)
+        res = _profile_anytime(conf, u, u_ref, N, delta, 1 - gamma, batch, calibrate=True)
         record("anytime", res, *single(res))
     if "mix_safe" in todo:
         res = _profile_anytime(conf, u, u_ref, N, delta, 1 - gamma - MIX_SPLIT_ALPHA, batch)
