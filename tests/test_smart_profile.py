@@ -250,3 +250,35 @@ def test_a_candidate_satisfied_only_by_the_profiled_items_is_not_chosen(method: 
             assert sel.saving < 1
         else:
             assert sel.expected_cost == pytest.approx(8 * (0.03 + 0.001) + 2 * 0.001)
+
+
+def test_calibrated_choice_states_plain_bounds_and_the_mix_refuses_it() -> None:
+    """With the exactly calibrated sequences (method 'anytime') the shown lower bound is the
+    plain sequence's at the candidate's budget share - a confidence statement at that level,
+    not at the calibrated alpha' - and the guaranteed mix, which needs confidence sequences,
+    refuses such a profile instead of silently using it."""
+    from slamkit.smart.bounds import AfterScreening, CalibratedCS
+    from slamkit.smart.select import profile_options
+
+    N, delta = 3000, 0.06
+    rng = np.random.default_rng(3)
+    agree = rng.random((N, 2)) < np.array([0.975, 0.5])
+    names = ["cheap", "dear"]
+    u = {"cheap": 0.0005, "dear": 0.001}
+    opts = profile_options("anytime", 0.95, 2, delta, N, 10)
+    fam = opts.pop("bounds")
+    res = profile(
+        list(range(N)), names, u, lambda i: 0.03,
+        lambda m, i: (bool(agree[i, names.index(m)]), u[m]), delta, fam, **opts,
+    )  # fmt: skip
+    b = res.bounds["cheap"]
+    assert isinstance(b, AfterScreening) and isinstance(b.inner, CalibratedCS)
+    row = res.stats.set_index("model").loc["cheap"]
+    assert row["state"] == "satisfied"
+    plain_lo = b.inner.plain.interval(int(row["k"]) - b.k0, int(row["n"]) - b.screen)[0]
+    early_lo = b.inner.early.interval(int(row["k"]) - b.k0, int(row["n"]) - b.screen)[0]
+    assert row["lower"] == pytest.approx(float(plain_lo)) and plain_lo < early_lo
+    sel = choose(res, "anytime", 0.95)
+    assert sel.choice == {"cheap": 1.0} and "plain sequence" in sel.guarantee
+    with pytest.raises(SlamkitError, match="anytime-mix"):
+        choose(res, "anytime-mix", 0.95)

@@ -32,7 +32,7 @@ Families:
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from typing import Protocol
 
@@ -593,8 +593,8 @@ class CalibratedCS:
     ``horizon`` items is <= ``early_budget``; after the horizon ``late`` (a plain sequence at
     ``late_alpha``, None when the horizon covers every item) decides. The chance of a
     violation is at most early_budget + late_alpha = ``alpha``. Only the predicates at the
-    calibrated ``target`` carry this guarantee; :meth:`interval` gives the sequences' own
-    bounds (at alpha' and late_alpha)."""
+    calibrated ``target`` carry this guarantee; :meth:`interval` gives the bounds of the plain
+    sequence at the whole budget (a confidence statement at that level), not those at alpha'."""
 
     early: FinitePopulationCS
     late: FinitePopulationCS | None
@@ -631,13 +631,15 @@ class CalibratedCS:
             return out
         return np.where(self._split(n), out, self.late.excludes_above(k, n, t))
 
+    @property
+    def plain(self) -> FinitePopulationCS:
+        """The same sequence at the whole budget: a confidence sequence at that level."""
+        return replace(self.early, alpha=self.alpha)
+
     def interval(self, k: ArrayLike, n: ArrayLike) -> tuple[np.ndarray, np.ndarray]:
-        lo, hi = self.early.interval(k, n)
-        if self.late is None:
-            return lo, hi
-        lo2, hi2 = self.late.interval(k, n)
-        early = self._split(n)
-        return np.where(early, lo, lo2), np.where(early, hi, hi2)
+        """The plain sequence's bounds at the budget (:attr:`plain`) - a statement at that
+        confidence; the calibrated level alpha' carries only the decision's guarantee."""
+        return self.plain.interval(k, n)
 
     def describe(self) -> str:
         late = (

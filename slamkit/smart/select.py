@@ -9,8 +9,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from slamkit.errors import SlamkitError
 from slamkit.smart.bounds import (
     AfterScreening,
+    CalibratedCS,
     ClopperPearson,
     FinitePopulationCS,
     anytime_family,
@@ -143,8 +145,18 @@ def choose_single(res: ProfileResult, gamma: float, method: str = "smart") -> Se
         best = sat.iloc[0]
         model, u = str(best["model"]), float(best["unit_cost"])
         fam = res.bounds[model]
+        inner = fam.inner if isinstance(fam, AfterScreening) else fam
         why = (
             (
+                f"the remaining {R} go to {model} (conformity {best['conformity']:.3f} on "
+                f"{int(best['n'])} items; satisfied by {fam.describe()}: the chance that "
+                f"choosing it leaves the accuracy below {target:.1%} of all {res.n_items} is "
+                f"at most its share {inner.alpha:.3g} of the budget; the plain sequence at "
+                f"that level puts at least {float(best['lower']):.3f} of the "
+                f"{res.n_items - int(best['n'])} items it did not see in agreement)"
+            )
+            if isinstance(inner, CalibratedCS)
+            else (
                 f"the remaining {R} go to {model} (conformity {best['conformity']:.3f} on "
                 f"{int(best['n'])} items; by {fam.describe()}, at least "
                 f"{float(best['lower']):.3f} of the {res.n_items - int(best['n'])} items it did "
@@ -334,6 +346,15 @@ def choose_safe_mix(
         b = sat.iloc[0]
         why = f"all {R} to {b['model']} (its confidence-sequence bound holds)"
         options.append((R * float(b["unit_cost"]), {str(b["model"]): 1.0}, why))
+    if any(
+        isinstance(f, AfterScreening) and isinstance(f.inner, CalibratedCS)
+        for f in res.bounds.values()
+    ):
+        raise SlamkitError(
+            "The guaranteed mix needs the plain confidence sequences, but this profile used "
+            "the exactly calibrated ones of method 'anytime' (their level holds only for "
+            "choosing one model). Profile again with method 'anytime-mix'."
+        )
     screened = any(isinstance(f, AfterScreening) for f in res.bounds.values())
     hollow = own_evidence_missing(res, st)
     for r, no_evidence in zip(st.itertuples(), hollow, strict=True):
@@ -383,8 +404,6 @@ def choose(res: ProfileResult, method: str, gamma: float) -> Selection:
         return choose_mix(res, gamma, method)
     if method == "anytime-mix":
         return choose_safe_mix(res, gamma)
-    from slamkit.errors import SlamkitError
-
     raise SlamkitError(f"Unknown SMART method {method!r}: use one of {', '.join(METHODS)}.")
 
 
