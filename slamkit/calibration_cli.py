@@ -54,12 +54,14 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     i.add_argument("--annotator", help="annotator name for a file that names none")
     i.add_argument("--format", choices=["json", "jsonl", "csv", "parquet"],
                    help="default: from the suffix")  # fmt: skip
-    i.add_argument("--records-key", help="JSON: the key holding the records")
+    i.add_argument("--records-key", help="JSON: the key holding the records (a dotted path "
+                   "reaches nested keys: export.annotators)")  # fmt: skip
     i.add_argument("--nested", help="each record holds a list of records under this field "
                    "(its other fields, e.g. the annotator, are inherited)")  # fmt: skip
     g = i.add_mutually_exclusive_group()
     g.add_argument("--grouped", action="store_true", default=None,
-                   help="JSON object of annotator -> records (default: detected)")  # fmt: skip
+                   help="JSON object of annotator -> records, or -> an object "
+                   "holding them under --nested (default: detected)")  # fmt: skip
     g.add_argument("--not-grouped", dest="grouped", action="store_false")
     i.set_defaults(func=_import)
 

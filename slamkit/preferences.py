@@ -5,8 +5,10 @@ model names, the choice (``1`` / ``2`` / ``About the same`` / ``1 is better`` / 
 ``tie`` ... mapped by ``labels``; ``0`` has no default meaning and a field coded only 0 / 1
 must have both codes mapped), per-criterion choices, the annotator, the time spent and
 the item (an id or the prompt text). Records may be grouped per annotator: a JSON object
-``{annotator: [records]}``, or records that hold a list of records under ``nested`` (the
-outer fields, e.g. the annotator id, are inherited by the inner ones).
+``{annotator: [records]}`` (also with one annotator), ``{annotator: {.., nested: [records]}}``
+with ``grouped`` and ``nested``, or records that hold a list of records under ``nested`` (the
+outer fields, e.g. the annotator id, are inherited by the inner ones). ``records_key`` is a
+dotted path (``export.annotators``) to the records inside a JSON object.
 
 Every record lands in ``human_judgments`` (left = A, right = B, ``source =
 'preference-import:<file name>'``) with the model names and time spent; a text that
@@ -51,6 +53,12 @@ ROLES = tuple(DEFAULT_COLUMNS)
 _REQUIRED = ("text_a", "text_b")
 #: the key an annotator-grouped file's group name is read from (``{annotator: [records]}``)
 GROUP_KEY = "@group"
+#: a JSON object's only key that names a list of records, not an annotator: ``{"rows": [..]}``
+#: is read as the records, not as the group of an annotator called 'rows'
+CONTAINER_KEYS = frozenset(
+    ["records", "rows", "data", "items", "results", "judgments", "annotations", "preferences",
+     "pairs", "comparisons", "examples", "entries", "samples", "export"]
+)  # fmt: skip
 
 #: default label mapping (lower case, spaces collapsed); ``labels=`` adds or overrides
 DEFAULT_LABELS = {
@@ -140,6 +148,7 @@ class _Rec:
     record: Any
     where: str  # 'record 3 (line 4) of FILE'
     locator: str  # stable id of the record within the file, for import keys
+    in_object: bool = False  # read from a JSON object that was not taken as grouped
 
 
 def _fail(path: Path, problem: str, fix: str) -> PreferenceImportError:
@@ -152,7 +161,7 @@ def _read(
     if not path.is_file():
         raise PreferenceImportError(f"The preference file {path} does not exist. Check the path.")
     if fmt == "json":
-        recs = _read_json(path, records_key, grouped)
+        recs = _read_json(path, records_key, grouped, nested)
     else:
         try:
             rows = {"jsonl": _read_jsonl, "csv": _read_csv, "parquet": _read_parquet}[fmt](path)
@@ -168,7 +177,9 @@ def _read(
     return recs
 
 
-def _read_json(path: Path, records_key: str | None, grouped: bool | None) -> list[_Rec]:
+def _read_json(
+    path: Path, records_key: str | None, grouped: bool | None, nested: str | None = None
+) -> list[_Rec]:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except UnicodeDecodeError as exc:
@@ -180,29 +191,35 @@ def _read_json(path: Path, records_key: str | None, grouped: bool | None) -> lis
             "Fix the file (an array of records, an object holding one, or an object of "
             "annotator -> records), or use .jsonl for one record per line",
         ) from None
+    in_object = False
     if isinstance(data, dict) and records_key is not None:
-        if records_key not in data:
-            raise _fail(
-                path,
-                f"has no key {records_key!r} (keys: {', '.join(map(str, data)) or 'none'})",
-                "Pass the key that holds the records as records_key / --records-key",
-            )
-        data = data[records_key]
+        data = _records_at(path, data, records_key)
     if isinstance(data, dict):
         lists = {k: v for k, v in data.items() if isinstance(v, list)}
         if grouped is None:
-            grouped = bool(lists) and len(lists) == len(data) and len(lists) > 1
+            grouped = (
+                bool(lists) and len(lists) == len(data) and (len(lists) > 1 or _one_annotator(data))
+            )
         if grouped:
-            bad = [k for k, v in data.items() if not isinstance(v, list)]
+            # with nested, an annotator's value may be one object holding the list
+            ok = (list, dict) if nested is not None else (list,)
+            bad = [k for k, v in data.items() if not isinstance(v, ok)]
             if bad:
+                value = data[bad[0]]
                 raise _fail(
                     path,
                     f"is grouped by annotator, but the value under {bad[0]!r} is a "
-                    f"{type(data[bad[0]]).__name__}, not a list of records",
-                    "Make every value of the object a list of records",
-                )
+                    f"{type(value).__name__}, not a list of records",
+                    "Make every value of the object a list of records"
+                    + (", or pass nested= / --nested FIELD naming the list of records inside "
+                       "each annotator's object" if isinstance(value, dict) else ""),
+                )  # fmt: skip
             out = []
             for group, recs in data.items():
+                if isinstance(recs, dict):  # unnested by _read: the annotator = the key
+                    where = f"the object under {group!r} of {path}"
+                    out.append(_Rec({GROUP_KEY: group, **recs}, where, f"g{group}"))
+                    continue
                 for i, rec in enumerate(recs):
                     if isinstance(rec, Mapping):
                         rec = {GROUP_KEY: group, **rec}
@@ -211,6 +228,7 @@ def _read_json(path: Path, records_key: str | None, grouped: bool | None) -> lis
             return out
         if len(lists) == 1:
             data = next(iter(lists.values()))
+            in_object = True
         else:
             raise _fail(
                 path,
@@ -225,7 +243,53 @@ def _read_json(path: Path, records_key: str | None, grouped: bool | None) -> lis
             f"holds a JSON {type(data).__name__}, not a list of records",
             "Make the file an array of records (or an object holding one)",
         )
-    return [_Rec(rec, f"record {i + 1} of {path}", f"r{i + 1}") for i, rec in enumerate(data)]
+    return [
+        _Rec(rec, f"record {i + 1} of {path}", f"r{i + 1}", in_object) for i, rec in enumerate(data)
+    ]
+
+
+def _one_annotator(data: dict[Any, Any]) -> bool:
+    """``{name: [records]}``: one key, not a container name, holding a list of objects."""
+    ((key, value),) = data.items()
+    return (
+        str(key).strip().lower() not in CONTAINER_KEYS
+        and bool(value)
+        and all(isinstance(rec, Mapping) for rec in value)
+    )
+
+
+def _records_at(path: Path, data: dict[Any, Any], records_key: str) -> Any:
+    """The value at ``records_key``, a dotted path like --map's; the error names the part
+    that is missing and the keys where it was looked for."""
+    value = _get(data, records_key)
+    if value is not _MISSING:
+        return value
+    found: Any = data
+    walked: list[str] = []
+    part = records_key
+    for part in records_key.split("."):
+        step = _get(found, part) if isinstance(found, (Mapping, list)) else _MISSING
+        if step is _MISSING:
+            break
+        walked.append(part)
+        found = step
+    if isinstance(found, Mapping):
+        keys = f"keys: {', '.join(map(str, found)) or 'none'}"
+    else:
+        keys = f"there is a {type(found).__name__}"
+    if "." not in records_key:
+        raise _fail(
+            path,
+            f"has no key {records_key!r} ({keys})",
+            "Pass the key that holds the records as records_key / --records-key",
+        )
+    under = f" under {'.'.join(walked)!r}" if walked else ""
+    raise _fail(
+        path,
+        f"has no key {part!r}{under} (records_key {records_key!r}; {keys})",
+        "Pass the path to the records as records_key / --records-key (a dotted path like "
+        "'export.annotators' reaches nested keys)",
+    )
 
 
 def _unnest(path: Path, recs: list[_Rec], nested: str) -> list[_Rec]:
@@ -242,7 +306,8 @@ def _unnest(path: Path, recs: list[_Rec], nested: str) -> list[_Rec]:
         outer = {k: v for k, v in r.record.items() if k != nested}
         for i, rec in enumerate(inner):
             merged = {**outer, **rec} if isinstance(rec, Mapping) else rec
-            out.append(_Rec(merged, f"{nested}[{i}] of {r.where}", f"{r.locator}/{nested}/{i}"))
+            out.append(_Rec(merged, f"{nested}[{i}] of {r.where}",
+                            f"{r.locator}/{nested}/{i}", r.in_object))  # fmt: skip
     return out
 
 
@@ -422,8 +487,10 @@ def import_preferences(
             raise PreferenceImportError(
                 f"{rec.where} names no annotator (no field {cols['annotator']!r}). Map the "
                 "annotator field (--map annotator=FIELD), or give one name for the whole "
-                "file (annotator= / --annotator)."
-            )
+                "file (annotator= / --annotator)"
+                + (", or, if the keys of the JSON object are annotators, read it as grouped "
+                   "(grouped=True / --grouped)" if rec.in_object else "") + "."
+            )  # fmt: skip
         choice_required = "choice" in explicit or not crit_map
         labels_of = {
             "overall": _choice(rec, cols["choice"], "choice", labels, model_a, model_b,

@@ -49,6 +49,16 @@ def _without_worker(rec: dict) -> dict:
     return {k: v for k, v in rec.items() if k != "worker"}
 
 
+def _by_worker() -> dict[str, list]:
+    groups: dict[str, list] = {}
+    for r in RECORDS:
+        groups.setdefault(r["worker"], []).append(_without_worker(r))
+    return groups
+
+
+NO_ANNOTATOR = {k: v for k, v in COLUMNS.items() if k != "annotator"}
+
+
 def _write(path: Path, shape: str) -> dict:
     """Write RECORDS in ``shape``; return the extra import arguments that shape needs."""
     if shape == "json":
@@ -57,11 +67,15 @@ def _write(path: Path, shape: str) -> dict:
         path.write_text(json.dumps({"meta": {"tool": "x"}, "rows": RECORDS}))
         return {"records_key": "rows"}
     elif shape == "json-by-annotator":
-        groups: dict[str, list] = {}
-        for r in RECORDS:
-            groups.setdefault(r["worker"], []).append(_without_worker(r))
+        path.write_text(json.dumps(_by_worker()))
+        return {"columns": NO_ANNOTATOR}
+    elif shape == "json-annotator-objects":  # {annotator: {.., "judgments": [records]}}
+        groups = {w: {"team": "t1", "judgments": recs} for w, recs in _by_worker().items()}
         path.write_text(json.dumps(groups))
-        return {"columns": {k: v for k, v in COLUMNS.items() if k != "annotator"}}
+        return {"columns": NO_ANNOTATOR, "grouped": True, "nested": "judgments"}
+    elif shape == "json-dotted-records-key":
+        path.write_text(json.dumps({"export": {"v": 2, "annotators": _by_worker()}}))
+        return {"columns": NO_ANNOTATOR, "records_key": "export.annotators"}
     elif shape == "jsonl":
         path.write_text("".join(json.dumps(r) + "\n" for r in RECORDS))
     elif shape == "jsonl-nested":
@@ -85,7 +99,8 @@ def _write(path: Path, shape: str) -> dict:
 
 
 SHAPES = {
-    "json": "json", "json-object": "json", "json-by-annotator": "json", "jsonl": "jsonl",
+    "json": "json", "json-object": "json", "json-by-annotator": "json",
+    "json-annotator-objects": "json", "json-dotted-records-key": "json", "jsonl": "jsonl",
     "jsonl-nested": "jsonl", "csv": "csv", "parquet": "parquet",
 }  # fmt: skip
 
@@ -220,6 +235,23 @@ BAD = [  # (file name, content, mapping, what the message must say)
      r"by-annotator\.json: .*under 'bob' is a dict, not a list"),
     ("nested.jsonl", json.dumps({"worker": "w", "items": []}), {**COLUMNS, "@nested": "judgments"},
      r"record 1 \(line 1\) of .* has no field 'judgments' \(nested"),
+    ("objects-no-nested.json", json.dumps({"ann": {"judgments": [RECORDS[0]]}}),
+     {**COLUMNS, "@grouped": True},
+     r"objects-no-nested\.json: .*under 'ann' is a dict, not a list.*--nested FIELD"),
+    ("objects-wrong-nested.json",
+     json.dumps({"ann": {"judgments": [RECORDS[0]]}, "bob": {"items": [RECORDS[2]]}}),
+     {**COLUMNS, "@grouped": True, "@nested": "judgments"},
+     r"the object under 'bob' of .*objects-wrong-nested\.json has no field 'judgments' "
+     r"\(nested.*Fields in this record: items\b"),
+    ("dotted-key.json", json.dumps({"export": {"v": 2, "rows": [RECORDS[0]]}}),
+     {**COLUMNS, "@records_key": "export.annotators"},
+     r"dotted-key\.json: has no key 'annotators' under 'export' \(records_key "
+     r"'export\.annotators'; keys: v, rows\)"),
+    ("dotted-key-top.json", json.dumps({"rows": [RECORDS[0]]}),
+     {**COLUMNS, "@records_key": "export.annotators"},
+     r"has no key 'export' \(records_key 'export\.annotators'; keys: rows\)"),
+    ("plain-key.json", json.dumps({"rows": [RECORDS[0]]}), {**COLUMNS, "@records_key": "data"},
+     r"plain-key\.json: has no key 'data' \(keys: rows\)\. Pass the key"),
     ("no-annotator.jsonl", json.dumps(_without_worker(RECORDS[0])),
      {k: v for k, v in COLUMNS.items() if k != "annotator"}, r"record 1 .* names no annotator"),
     ("roles.jsonl", json.dumps(RECORDS[0]), {"winner": "preference"}, r"Unknown column role"),
@@ -237,9 +269,66 @@ def test_bad_file_record_or_field_is_named_and_nothing_is_lost(
         path.write_text(content)
     mapping = dict(mapping)
     nested, grouped = mapping.pop("@nested", None), mapping.pop("@grouped", None)
+    records_key = mapping.pop("@records_key", None)
     with pytest.raises(PreferenceImportError, match=message):
-        import_preferences(store, path, "prefs", columns=mapping, nested=nested, grouped=grouped)
+        import_preferences(store, path, "prefs", columns=mapping, nested=nested, grouped=grouped,
+                           records_key=records_key)  # fmt: skip
     assert _fill_counts(store) == before
+
+
+def test_one_annotator_object_is_grouped_and_a_container_key_is_not(store, tmp_path: Path) -> None:
+    """``{"dave": [records]}`` reads as dave's judgments (the same as the flat file with
+    --annotator dave); ``{"rows": [records]}`` reads the records, and when they name no
+    annotator the error says --grouped would read the key as one."""
+    anns = [r for r in RECORDS if r["worker"] == "ann"]
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps([_without_worker(r) for r in anns]))
+    res = import_preferences(store, flat, "prefs", columns=NO_ANNOTATOR, criteria=CRITERIA,
+                             annotator="dave")  # fmt: skip
+    want = stored(store)
+    assert res.judgments_added == 3 and {r[0] for r in want} == {"dave"}
+    assert want == {("dave", *r[1:]) for r in EXPECTED if r[0] == "ann"}
+    one = tmp_path / "v.json"
+    one.write_text(json.dumps({"dave": [_without_worker(r) for r in anns]}))
+    again = import_preferences(store, one, "prefs", columns=NO_ANNOTATOR, criteria=CRITERIA)
+    assert (again.records, again.judgments_added, again.annotators) == (2, 0, ["dave"])
+    assert stored(store) == want
+    rows = tmp_path / "rows.json"
+    rows.write_text(json.dumps({"rows": [_without_worker(r) for r in anns]}))
+    hint = (r"record 1 of .*rows\.json names no annotator .*--annotator\), or, if the "
+            r"keys of the JSON object are annotators, read it as grouped \(grouped=True / "
+            r"--grouped\)\.")  # fmt: skip
+    with pytest.raises(PreferenceImportError, match=hint):
+        import_preferences(store, rows, "prefs", columns=NO_ANNOTATOR, criteria=CRITERIA)
+    grouped = import_preferences(store, rows, "prefs", columns=NO_ANNOTATOR, criteria=CRITERIA,
+                                 grouped=True)  # fmt: skip
+    assert (grouped.judgments_added, grouped.annotators) == (3, ["rows"])
+    # a JSON array or JSONL file names no JSON object: no --grouped hint
+    lines = tmp_path / "x.jsonl"
+    lines.write_text(json.dumps(_without_worker(anns[0])) + "\n")
+    with pytest.raises(PreferenceImportError, match="names no annotator") as err:
+        import_preferences(store, lines, "prefs", columns=NO_ANNOTATOR)
+    assert "grouped" not in str(err.value)
+
+
+def test_cli_reads_grouped_annotator_objects_and_a_dotted_records_key(
+    tmp_path: Path, capsys
+) -> None:
+    for shape in ("json-annotator-objects", "json-dotted-records-key"):
+        db = str(tmp_path / f"{shape}.duckdb")
+        path = tmp_path / f"{shape}.json"
+        extra = _write(path, shape)
+        argv = ["--store", db, "human", "import", str(path), "--task", "p",
+                "--criterion", "helpfulness=helpful"]  # fmt: skip
+        argv += [x for role, col in NO_ANNOTATOR.items() for x in ("--map", f"{role}={col}")]
+        if "nested" in extra:
+            argv += ["--grouped", "--nested", extra["nested"]]
+        else:
+            argv += ["--records-key", extra["records_key"]]
+        assert main(argv) == 0
+        assert "4 records" in capsys.readouterr().out
+        with Store(db) as st:
+            assert stored(st) == EXPECTED
 
 
 def _fill_counts(store: Store) -> tuple[int, int, int, int]:
